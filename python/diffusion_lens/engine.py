@@ -1,0 +1,151 @@
+"""The compute side of the worker: loads a model and runs generate jobs, one at a time, on its own
+thread. It talks to the I/O thread only through ``emit`` and its per-job cancel flags."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol
+from .devices import resolve_device, resolve_dtype
+from .families import Family, LoadOptions, SamplerSettings, load_family
+from .images import png_bytes
+from .lens import (
+    BadRequest,
+    Cancelled,
+    Item,
+    LensOptions,
+    OutOfMemory,
+    Progress,
+    generate,
+)
+
+Emit = Callable[[protocol.Message], None]
+
+
+class NotLoaded(Exception):
+    """A generate request arrived before any model was loaded."""
+
+
+class Engine:
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.family: Family | None = None
+        self.model: str | None = None
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            self._cancelled.add(job_id)
+
+    def _is_cancelled(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._cancelled
+
+    def handle(self, request: protocol.Message) -> None:
+        """Serve one load or generate request; every outcome, failure included, becomes messages."""
+        request_id = request["id"]
+        try:
+            if self._is_cancelled(request_id):
+                raise Cancelled()
+            if request["type"] == "load":
+                self.emit(self._load(request))
+            else:
+                self.emit(self._generate(request))
+        except Cancelled:
+            self.emit(
+                protocol.error(
+                    request_id, "cancelled", f"job {request_id} was cancelled"
+                )
+            )
+        except NotLoaded as exc:
+            self.emit(protocol.error(request_id, "not_loaded", str(exc)))
+        except BadRequest as exc:
+            self.emit(protocol.error(request_id, "bad_request", str(exc)))
+        except OutOfMemory as exc:
+            self.emit(
+                protocol.error(request_id, "oom", str(exc), traceback.format_exc())
+            )
+        except Exception as exc:
+            code = "load_failed" if request["type"] == "load" else "internal"
+            self.emit(
+                protocol.error(
+                    request_id,
+                    code,
+                    f"{type(exc).__name__}: {exc}",
+                    traceback.format_exc(),
+                )
+            )
+        finally:
+            with self._lock:
+                self._cancelled.discard(request_id)
+
+    def _load(self, request: protocol.Message) -> protocol.Message:
+        device = resolve_device(request["device"])
+        options = LoadOptions(
+            model=request["model"],
+            revision=request["revision"],
+            device=device,
+            dtype=resolve_dtype(request["dtype"], device),
+            offload=request["offload"],
+            allow_pickle=request["allow_pickle"],
+        )
+        self.family = None  # free the previous model before loading the next
+        self.family = load_family(options, request["family"])
+        self.model = request["model"]
+        return protocol.reply(
+            request["id"],
+            "loaded",
+            model=request["model"],
+            family=self.family.name,
+            num_layers=self.family.num_layers,
+            **self.family.describe(),
+        )
+
+    def _generate(self, request: protocol.Message) -> protocol.Message:
+        request_id = request["id"]
+        if self.family is None:
+            raise NotLoaded("no model is loaded; send 'load' first")
+        settings = SamplerSettings(
+            steps=request["steps"],
+            guidance=float(request["guidance"]),
+            height=request["height"],
+            width=request["width"],
+            scheduler=request["scheduler"],
+        )
+        options = LensOptions(
+            negative=request["negative"],
+            uncond=request["uncond"],
+            noise=request["noise"],
+            max_batch=request["max_batch"],
+        )
+        items = [Item(**item) for item in request["items"]]
+
+        def on_image(index: int, item: Item, image: Any, elapsed_ms: float) -> None:
+            height, width = image.shape[:2]
+            self.emit(
+                protocol.reply(
+                    request_id,
+                    "image",
+                    item=index,
+                    prompt=item.prompt,
+                    layer=item.layer,
+                    seed=item.seed,
+                    png=png_bytes(image),
+                    width=width,
+                    height=height,
+                    elapsed_ms=elapsed_ms,
+                )  # fmt: skip
+            )
+
+        def on_progress(progress: Progress) -> None:
+            self.emit(protocol.reply(request_id, "progress", **progress.__dict__))
+
+        done = generate(
+            self.family, request["prompts"], items, settings, options, on_image, on_progress,
+            lambda: self._is_cancelled(request_id),
+        )  # fmt: skip
+        return protocol.reply(request_id, "done", **done)

@@ -1,0 +1,196 @@
+"""The lens over a batch of jobs: encode each prompt once, then sample every (prompt, layer, seed)
+item in batches that share the UNet, halving the batch on out-of-memory.
+
+Family-independent: the family supplies the hidden-state conditioning and the sampling loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .devices import empty_cache, is_out_of_memory
+from .families import Family, SamplerSettings
+from .schedulers import SCHEDULER_NAMES
+
+
+class Cancelled(Exception):
+    """The job was cancelled by the orchestrator."""
+
+
+class OutOfMemory(Exception):
+    """Out of memory even with one item per batch."""
+
+
+class BadRequest(ValueError):
+    """A generate request that is well-formed but cannot be served (layer out of range, …)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    prompt: int
+    layer: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class LensOptions:
+    negative: str = ""
+    uncond: str = "final"  # or "same-layer"
+    noise: str = "shared"  # or "per-layer"
+    max_batch: int = 8
+
+
+@dataclass
+class Progress:
+    done_units: int
+    total_units: int
+    images_done: int
+    images_total: int
+
+
+ImageCallback = Callable[[int, Item, np.ndarray, float], None]
+ProgressCallback = Callable[[Progress], None]
+
+
+def noise_seed(seed: int, layer: int, noise: str) -> int:
+    """The generator seed of an item. ``shared``: the seed itself, so every layer of a (prompt, seed)
+    starts from the stock pipeline's noise for that seed. ``per-layer``: fresh noise for each layer,
+    derived from (seed, layer) so that it still does not depend on the batch."""
+    if noise == "shared":
+        return seed
+    digest = hashlib.sha256(
+        f"diffusion-lens/per-layer/{seed}/{layer}".encode()
+    ).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def validate(
+    family: Family, prompts: Sequence[str], items: Sequence[Item], scheduler: str | None
+) -> None:
+    last = family.num_layers
+    for index, item in enumerate(items):
+        if item.prompt >= len(prompts):
+            raise BadRequest(
+                f"items[{index}].prompt = {item.prompt} but only {len(prompts)} prompts were sent"
+            )
+        if item.layer > last:
+            raise BadRequest(
+                f"items[{index}].layer = {item.layer} is out of range 0..{last}"
+            )
+        if item.seed >= 2**63:
+            raise BadRequest(
+                f"items[{index}].seed = {item.seed} does not fit a 64-bit generator seed"
+            )
+    if scheduler is not None and scheduler not in SCHEDULER_NAMES:
+        raise BadRequest(
+            f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
+        )
+
+
+def encode_all(
+    family: Family, prompts: Sequence[str], items: Sequence[Item], options: LensOptions
+) -> tuple[dict[tuple[int, int], torch.Tensor], dict[int, torch.Tensor]]:
+    """Conditioning per (prompt, layer) and unconditional embedding per layer, each computed once."""
+    layers_of: dict[int, set[int]] = {}
+    for item in items:
+        layers_of.setdefault(item.prompt, set()).add(item.layer)
+    cond: dict[tuple[int, int], torch.Tensor] = {}
+    for prompt, layers in layers_of.items():
+        for layer, embedding in family.encode(prompts[prompt], sorted(layers)).items():
+            cond[(prompt, layer)] = embedding
+    if options.uncond == "same-layer":
+        uncond_layers = sorted({item.layer for item in items})
+        uncond = family.encode(options.negative, uncond_layers)
+    else:
+        final = family.encode(options.negative, [family.num_layers])[family.num_layers]
+        uncond = {item.layer: final for item in items}
+    return cond, uncond
+
+
+def generate(
+    family: Family,
+    prompts: Sequence[str],
+    items: Sequence[Item],
+    settings: SamplerSettings,
+    options: LensOptions,
+    on_image: ImageCallback,
+    on_progress: ProgressCallback,
+    is_cancelled: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """Make every item's image, calling ``on_image(index, item, image, ms)`` as each batch finishes."""
+    validate(family, prompts, items, settings.scheduler)
+    started = time.perf_counter()
+    cond, uncond = encode_all(family, prompts, items, options)
+    progress = Progress(0, len(items) * settings.steps, 0, len(items))
+    batch_size = options.max_batch
+    position = 0
+    while position < len(items):
+        if is_cancelled():
+            raise Cancelled()
+        chunk = list(range(position, min(position + batch_size, len(items))))
+        try:
+            images, elapsed_ms = _sample_chunk(
+                family, [items[i] for i in chunk], cond, uncond, settings, options, progress, on_progress,
+                is_cancelled,
+            )  # fmt: skip
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            empty_cache(str(getattr(family, "device", "cpu")).split(":")[0])
+            if batch_size == 1:
+                raise OutOfMemory(
+                    f"out of memory with a batch of one item ({exc})"
+                ) from exc
+            batch_size //= 2
+            continue
+        for index, image in zip(chunk, images, strict=True):
+            on_image(index, items[index], image, elapsed_ms / len(chunk))
+        progress.images_done += len(chunk)
+        progress.done_units = progress.images_done * settings.steps
+        on_progress(progress)
+        position += len(chunk)
+    return {
+        "images": len(items),
+        "elapsed_ms": (time.perf_counter() - started) * 1000,
+        "max_batch_used": batch_size,
+    }
+
+
+def _sample_chunk(
+    family: Family,
+    chunk: list[Item],
+    cond: dict[tuple[int, int], torch.Tensor],
+    uncond: dict[int, torch.Tensor],
+    settings: SamplerSettings,
+    options: LensOptions,
+    progress: Progress,
+    on_progress: ProgressCallback,
+    is_cancelled: Callable[[], bool],
+) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    # Fresh generators on every attempt: a retry after out-of-memory must redraw the same noise.
+    generators = [
+        torch.Generator(device="cpu").manual_seed(
+            noise_seed(item.seed, item.layer, options.noise)
+        )
+        for item in chunk
+    ]
+    cond_batch = torch.cat([cond[(item.prompt, item.layer)] for item in chunk])
+    uncond_batch = torch.cat([uncond[item.layer] for item in chunk])
+    base_units = progress.images_done * settings.steps
+
+    def on_step(done: int, total: int) -> None:
+        if is_cancelled():
+            raise Cancelled()
+        progress.done_units = base_units + (done * settings.steps // total) * len(chunk)
+        on_progress(progress)
+
+    images = family.sample(cond_batch, uncond_batch, generators, settings, on_step)
+    return images, (time.perf_counter() - started) * 1000
