@@ -5,6 +5,7 @@ GPU host: `python lens_server.py --bind tcp://0.0.0.0:5555 --no-stdin-watch`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -15,15 +16,9 @@ from diffusion_lens.server import LensServer
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description="diffusion-lens worker (protocol v1 over ZeroMQ)"
-    )
-    parser.add_argument(
-        "--bind", help="ZeroMQ endpoint to bind (default: a private ipc socket)"
-    )
-    parser.add_argument(
-        "--heartbeat", type=float, default=1.0, help="seconds between heartbeats"
-    )
+    parser = argparse.ArgumentParser(description="diffusion-lens worker (protocol v1 over ZeroMQ)")
+    parser.add_argument("--bind", help="ZeroMQ endpoint to bind (default: a private ipc socket)")
+    parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     parser.add_argument(
         "--no-stdin-watch",
         action="store_true",
@@ -35,14 +30,10 @@ def main() -> None:
         stream=sys.stderr,
         format="[worker] %(levelname)s %(message)s",
     )
-    server = LensServer(
-        args.bind, heartbeat_s=args.heartbeat, watch_stdin=not args.no_stdin_watch
-    )
+    server = LensServer(args.bind, heartbeat_s=args.heartbeat, watch_stdin=not args.no_stdin_watch)
     server.announce()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve()
-    except KeyboardInterrupt:
-        pass
     # The compute thread may be inside a long torch call; don't wait for it.
     sys.stdout.flush()
     sys.stderr.flush()

@@ -26,10 +26,8 @@ def report() -> dict[str, Any]:
     problems: list[str] = []
     for module, pip_name in PACKAGES.items():
         try:
-            packages[module] = str(
-                getattr(importlib.import_module(module), "__version__", "installed")
-            )
-        except Exception as exc:  # a broken install raises more than ImportError
+            packages[module] = str(getattr(importlib.import_module(module), "__version__", "installed"))
+        except Exception as exc:  # noqa: BLE001 - a broken install raises more than ImportError
             packages[module] = None
             problems.append(
                 f"{module} cannot be imported ({type(exc).__name__}: {exc}); fix: pip install {pip_name}"
@@ -44,10 +42,7 @@ def report() -> dict[str, Any]:
         if torch.cuda.is_available():
             cuda = {
                 "available": True,
-                "devices": [
-                    torch.cuda.get_device_name(i)
-                    for i in range(torch.cuda.device_count())
-                ],
+                "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             }
     return {
         "python": sys.version.split()[0],

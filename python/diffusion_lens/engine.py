@@ -56,20 +56,14 @@ class Engine:
             else:
                 self.emit(self._generate(request))
         except Cancelled:
-            self.emit(
-                protocol.error(
-                    request_id, "cancelled", f"job {request_id} was cancelled"
-                )
-            )
+            self.emit(protocol.error(request_id, "cancelled", f"job {request_id} was cancelled"))
         except NotLoaded as exc:
             self.emit(protocol.error(request_id, "not_loaded", str(exc)))
         except BadRequest as exc:
             self.emit(protocol.error(request_id, "bad_request", str(exc)))
         except OutOfMemory as exc:
-            self.emit(
-                protocol.error(request_id, "oom", str(exc), traceback.format_exc())
-            )
-        except Exception as exc:
+            self.emit(protocol.error(request_id, "oom", str(exc), traceback.format_exc()))
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an error
             code = "load_failed" if request["type"] == "load" else "internal"
             self.emit(
                 protocol.error(
@@ -138,14 +132,20 @@ class Engine:
                     width=width,
                     height=height,
                     elapsed_ms=elapsed_ms,
-                )  # fmt: skip
+                )
             )
 
         def on_progress(progress: Progress) -> None:
             self.emit(protocol.reply(request_id, "progress", **progress.__dict__))
 
         done = generate(
-            self.family, request["prompts"], items, settings, options, on_image, on_progress,
+            self.family,
+            request["prompts"],
+            items,
+            settings,
+            options,
+            on_image,
+            on_progress,
             lambda: self._is_cancelled(request_id),
-        )  # fmt: skip
+        )
         return protocol.reply(request_id, "done", **done)

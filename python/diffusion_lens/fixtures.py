@@ -60,9 +60,7 @@ def clip_tokenizer(pad_token: str = "!", model_max_length: int = 77):
     return tokenizer
 
 
-def tiny_sd_pipeline(
-    num_layers: int = 5, hidden_size: int = 40, seed: int = FIXTURE_SEED
-):
+def tiny_sd_pipeline(num_layers: int = 5, hidden_size: int = 40, seed: int = FIXTURE_SEED):
     """A Stable Diffusion 2.x-shaped pipeline with random weights (CPU, float32)."""
     from diffusers import (
         AutoencoderKL,
@@ -144,9 +142,7 @@ def save_fixture(kind: str, out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Save a tiny random-weight pipeline for tests."
-    )
+    parser = argparse.ArgumentParser(description="Save a tiny random-weight pipeline for tests.")
     parser.add_argument("kind", choices=sorted(BUILDERS))
     parser.add_argument("out_dir")
     args = parser.parse_args(argv)

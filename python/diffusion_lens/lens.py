@@ -65,15 +65,11 @@ def noise_seed(seed: int, layer: int, noise: str) -> int:
     derived from (seed, layer) so that it still does not depend on the batch."""
     if noise == "shared":
         return seed
-    digest = hashlib.sha256(
-        f"diffusion-lens/per-layer/{seed}/{layer}".encode()
-    ).digest()
+    digest = hashlib.sha256(f"diffusion-lens/per-layer/{seed}/{layer}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def validate(
-    family: Family, prompts: Sequence[str], items: Sequence[Item], scheduler: str | None
-) -> None:
+def validate(family: Family, prompts: Sequence[str], items: Sequence[Item], scheduler: str | None) -> None:
     last = family.num_layers
     for index, item in enumerate(items):
         if item.prompt >= len(prompts):
@@ -81,17 +77,11 @@ def validate(
                 f"items[{index}].prompt = {item.prompt} but only {len(prompts)} prompts were sent"
             )
         if item.layer > last:
-            raise BadRequest(
-                f"items[{index}].layer = {item.layer} is out of range 0..{last}"
-            )
+            raise BadRequest(f"items[{index}].layer = {item.layer} is out of range 0..{last}")
         if item.seed >= 2**63:
-            raise BadRequest(
-                f"items[{index}].seed = {item.seed} does not fit a 64-bit generator seed"
-            )
+            raise BadRequest(f"items[{index}].seed = {item.seed} does not fit a 64-bit generator seed")
     if scheduler is not None and scheduler not in SCHEDULER_NAMES:
-        raise BadRequest(
-            f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
-        )
+        raise BadRequest(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
 
 
 def encode_all(
@@ -137,17 +127,22 @@ def generate(
         chunk = list(range(position, min(position + batch_size, len(items))))
         try:
             images, elapsed_ms = _sample_chunk(
-                family, [items[i] for i in chunk], cond, uncond, settings, options, progress, on_progress,
+                family,
+                [items[i] for i in chunk],
+                cond,
+                uncond,
+                settings,
+                options,
+                progress,
+                on_progress,
                 is_cancelled,
-            )  # fmt: skip
+            )
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            empty_cache(str(getattr(family, "device", "cpu")).split(":")[0])
+            empty_cache(family.device.type)
             if batch_size == 1:
-                raise OutOfMemory(
-                    f"out of memory with a batch of one item ({exc})"
-                ) from exc
+                raise OutOfMemory(f"out of memory with a batch of one item ({exc})") from exc
             batch_size //= 2
             continue
         for index, image in zip(chunk, images, strict=True):
@@ -177,9 +172,7 @@ def _sample_chunk(
     started = time.perf_counter()
     # Fresh generators on every attempt: a retry after out-of-memory must redraw the same noise.
     generators = [
-        torch.Generator(device="cpu").manual_seed(
-            noise_seed(item.seed, item.layer, options.noise)
-        )
+        torch.Generator(device="cpu").manual_seed(noise_seed(item.seed, item.layer, options.noise))
         for item in chunk
     ]
     cond_batch = torch.cat([cond[(item.prompt, item.layer)] for item in chunk])

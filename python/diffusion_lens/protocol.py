@@ -67,9 +67,7 @@ def _positive_int(value: Any) -> bool:
 
 def _list_of(check: Check, non_empty: bool = True) -> Check:
     return lambda value: (
-        isinstance(value, list)
-        and (len(value) > 0 or not non_empty)
-        and all(map(check, value))
+        isinstance(value, list) and (len(value) > 0 or not non_empty) and all(map(check, value))
     )
 
 
@@ -131,14 +129,12 @@ def decode(frame: bytes) -> Message:
     """Parse and validate one incoming frame, or raise ProtocolError."""
     try:
         message = msgpack.unpackb(frame, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError(
             "bad_message", f"frame is not valid msgpack ({type(exc).__name__}: {exc})"
         ) from None
     if not isinstance(message, dict):
-        raise ProtocolError(
-            "bad_message", f"message must be a map, got {type(message).__name__}"
-        )
+        raise ProtocolError("bad_message", f"message must be a map, got {type(message).__name__}")
     request_id = message.get("id")
     if not isinstance(request_id, str):
         raise ProtocolError("bad_message", "field 'id' must be a string")
@@ -157,9 +153,7 @@ def decode(frame: bytes) -> Message:
         )
     for field, (check, description) in REQUEST_FIELDS[kind].items():
         if field not in message:
-            raise ProtocolError(
-                "bad_message", f"{kind}: missing field '{field}'", request_id
-            )
+            raise ProtocolError("bad_message", f"{kind}: missing field '{field}'", request_id)
         if not check(message[field]):
             raise ProtocolError(
                 "bad_message",
@@ -177,8 +171,6 @@ def reply(request_id: str, kind: str, **fields: Any) -> Message:
     return {"v": PROTOCOL_VERSION, "id": request_id, "type": kind, **fields}
 
 
-def error(
-    request_id: str, code: str, message: str, traceback: str | None = None
-) -> Message:
+def error(request_id: str, code: str, message: str, traceback: str | None = None) -> Message:
     assert code in ERROR_CODES, code
     return reply(request_id, "error", code=code, message=message, traceback=traceback)

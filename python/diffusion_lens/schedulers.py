@@ -21,16 +21,12 @@ SCHEDULERS: dict[str, tuple[str, dict[str, object]]] = {
 SCHEDULER_NAMES = ["default", *SCHEDULERS]
 
 
-def make_scheduler(
-    name: str | None, checkpoint_scheduler: SchedulerMixin
-) -> SchedulerMixin:
+def make_scheduler(name: str | None, checkpoint_scheduler: SchedulerMixin) -> SchedulerMixin:
     """A fresh scheduler (schedulers are stateful: one per sampling run) built on the checkpoint's config."""
     if name is None or name == "default":
         return type(checkpoint_scheduler).from_config(checkpoint_scheduler.config)
     if name not in SCHEDULERS:
-        raise ValueError(
-            f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
-        )
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
     class_name, overrides = SCHEDULERS[name]
     scheduler_class = getattr(diffusers, class_name)
     return scheduler_class.from_config(checkpoint_scheduler.config, **overrides)

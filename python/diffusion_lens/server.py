@@ -79,28 +79,18 @@ class LensServer:
         self.outbox = self.context.socket(zmq.PULL)
         self.outbox.bind(OUTBOX)
         self.jobs: queue.Queue[protocol.Message | None] = queue.Queue()
-        self.routes: dict[
-            str, list[bytes]
-        ] = {}  # request id → envelope of the peer that sent it
-        self.peers: dict[
-            bytes, list[bytes]
-        ] = {}  # peers that said hello (heartbeat targets)
+        self.routes: dict[str, list[bytes]] = {}  # request id → envelope of the peer that sent it
+        self.peers: dict[bytes, list[bytes]] = {}  # peers that said hello (heartbeat targets)
         self.running: str | None = None
         self.stopping = threading.Event()
         self._parent = os.getppid()
-        self._environment = (
-            environment()
-        )  # before announcing, so that hello is answered at once
+        self._environment = environment()  # before announcing, so that hello is answered at once
         from .engine import Engine
 
         self.engine = Engine(self._emit_from_engine)
-        self._engine_thread = threading.Thread(
-            target=self._engine_loop, name="engine", daemon=True
-        )
+        self._engine_thread = threading.Thread(target=self._engine_loop, name="engine", daemon=True)
         if watch_stdin:
-            threading.Thread(
-                target=self._watch_stdin, name="stdin-watch", daemon=True
-            ).start()
+            threading.Thread(target=self._watch_stdin, name="stdin-watch", daemon=True).start()
 
     # --- compute thread -------------------------------------------------------------------------
     def _engine_loop(self) -> None:
@@ -114,9 +104,7 @@ class LensServer:
 
     def _emit_from_engine(self, message: protocol.Message) -> None:
         final = b"1" if message["type"] in FINAL_TYPES else b"0"
-        self._push.send_multipart(
-            [message["id"].encode(), final, protocol.encode(message)]
-        )
+        self._push.send_multipart([message["id"].encode(), final, protocol.encode(message)])
 
     # --- I/O thread -----------------------------------------------------------------------------
     def _watch_stdin(self) -> None:
@@ -199,13 +187,11 @@ class LensServer:
                 continue
             try:
                 self._dispatch(envelope, message)
-            except Exception as exc:  # never die on a request
+            except Exception as exc:
                 log.exception("request %s failed", message.get("id"))
                 self._send(
                     envelope,
-                    protocol.error(
-                        message["id"], "internal", str(exc), traceback.format_exc()
-                    ),
+                    protocol.error(message["id"], "internal", str(exc), traceback.format_exc()),
                 )
 
     def _dispatch(self, envelope: list[bytes], message: protocol.Message) -> None:
@@ -235,9 +221,7 @@ class LensServer:
             )
         elif kind == "cancel":
             self.engine.cancel(message["target"])
-            self._send(
-                envelope, protocol.reply(request_id, "ack", target=message["target"])
-            )
+            self._send(envelope, protocol.reply(request_id, "ack", target=message["target"]))
         elif kind == "shutdown":
             self._send(envelope, protocol.reply(request_id, "bye"))
             self.stopping.set()

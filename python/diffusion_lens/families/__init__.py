@@ -8,9 +8,7 @@ from pathlib import Path
 from .base import Family, LoadOptions, SamplerSettings
 from .sd import StableDiffusionFamily
 
-FAMILIES: dict[str, type[Family]] = {
-    family.name: family for family in (StableDiffusionFamily,)
-}
+FAMILIES: dict[str, type[Family]] = {family.name: family for family in (StableDiffusionFamily,)}
 
 __all__ = [
     "FAMILIES",
@@ -35,18 +33,14 @@ def detect_family(model: str, revision: str | None = None) -> str:
     for name, family in FAMILIES.items():
         if class_name in family.pipeline_classes:
             return name
-    supported = ", ".join(
-        f"{c} ({n})" for n, f in FAMILIES.items() for c in f.pipeline_classes
-    )
+    supported = ", ".join(f"{c} ({n})" for n, f in FAMILIES.items() for c in f.pipeline_classes)
     raise ValueError(
         f"{model}: pipeline class {class_name or '(none)'!r} is not supported; supported: {supported}"
     )
 
 
 def load_family(options: LoadOptions, family: str | None) -> Family:
-    looks_local = (
-        options.model.startswith((".", "/", "~")) or Path(options.model).exists()
-    )
+    looks_local = options.model.startswith((".", "/", "~")) or Path(options.model).exists()
     if looks_local and not Path(options.model).expanduser().is_dir():
         raise FileNotFoundError(f"model folder not found: {options.model}")
     if looks_local:

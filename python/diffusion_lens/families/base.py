@@ -47,6 +47,11 @@ class Family(ABC):
 
     @property
     @abstractmethod
+    def device(self) -> torch.device:
+        """Where the denoiser runs (with CPU offload: the execution device)."""
+
+    @property
+    @abstractmethod
     def num_layers(self) -> int:
         """L: the lens takes hidden-state indices 0..L (0 = embeddings, i = output of block i)."""
 

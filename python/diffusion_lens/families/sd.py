@@ -32,15 +32,11 @@ def final_layer_norm(text_encoder: torch.nn.Module) -> torch.nn.Module:
     owner = getattr(text_encoder, "text_model", text_encoder)
     norm = getattr(owner, "final_layer_norm", None)
     if norm is None:
-        raise TypeError(
-            f"{type(text_encoder).__name__} has no final_layer_norm; not a CLIP text encoder?"
-        )
+        raise TypeError(f"{type(text_encoder).__name__} has no final_layer_norm; not a CLIP text encoder?")
     return norm
 
 
-def resolved_revision(
-    pipe: StableDiffusionPipeline, requested: str | None
-) -> str | None:
+def resolved_revision(pipe: StableDiffusionPipeline, requested: str | None) -> str | None:
     """The hub commit a pipeline was loaded from (read off its snapshot folder), else what was asked."""
     match = _SNAPSHOT.search(str(pipe.config.get("_name_or_path", "")))
     return match.group(1) if match else requested
@@ -123,9 +119,7 @@ class StableDiffusionFamily(Family):
         )
         dtype = pipe.text_encoder.dtype
         return {
-            layer: self.norm(output.hidden_states[layer]).to(
-                dtype=dtype, device=self.device
-            )
+            layer: self.norm(output.hidden_states[layer]).to(dtype=dtype, device=self.device)
             for layer in layers
         }
 
@@ -148,13 +142,14 @@ class StableDiffusionFamily(Family):
 
         # Drawn item by item, each from its own generator: the same numbers the stock pipeline draws
         # for a batch of one with `generator=torch.Generator().manual_seed(seed)`.
-        shape = (1, pipe.unet.config.in_channels, settings.height // pipe.vae_scale_factor,
-                 settings.width // pipe.vae_scale_factor)  # fmt: skip
+        shape = (
+            1,
+            pipe.unet.config.in_channels,
+            settings.height // pipe.vae_scale_factor,
+            settings.width // pipe.vae_scale_factor,
+        )
         latents = torch.cat(
-            [
-                randn_tensor(shape, generator=g, device=device, dtype=cond.dtype)
-                for g in generators
-            ]
+            [randn_tensor(shape, generator=g, device=device, dtype=cond.dtype) for g in generators]
         )
         latents = latents * scheduler.init_noise_sigma
 
@@ -168,18 +163,12 @@ class StableDiffusionFamily(Family):
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, t)
-            noise = pipe.unet(
-                model_input, t, encoder_hidden_states=embeddings, return_dict=False
-            )[0]
+            noise = pipe.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
             if guided:
                 noise_uncond, noise_cond = noise.chunk(2)
                 noise = noise_uncond + settings.guidance * (noise_cond - noise_uncond)
-            latents = scheduler.step(
-                noise, t, latents, **step_kwargs, return_dict=False
-            )[0]
+            latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
             on_step(index + 1, len(timesteps))
 
-        images = pipe.vae.decode(
-            latents / pipe.vae.config.scaling_factor, return_dict=False
-        )[0]
+        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
         return to_uint8(images)
