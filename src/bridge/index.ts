@@ -1,0 +1,27 @@
+// The bridge's public surface: the worker handle, its errors, and the protocol types.
+export { BRIDGE_ERROR_CODES, WORKER_ERROR_CODES, WorkerError, type WorkerErrorCode } from './errors.js';
+export type { ExitInfo } from './process.js';
+export {
+  type DoneMessage,
+  type ErrorMessage,
+  type GenerateItem,
+  type GenerateRequest,
+  generateRequestSchema,
+  type ImageMessage,
+  type LoadedMessage,
+  type LoadRequest,
+  loadRequestSchema,
+  PROTOCOL_ERROR_CODES,
+  PROTOCOL_VERSION,
+  type ProgressMessage,
+  type ProtocolErrorCode,
+  type ReadyMessage,
+} from './protocol.js';
+export { findPython, packageRoot, pythonDir } from './python.js';
+export {
+  type ConnectOptions,
+  connectWorker,
+  type GenerateHandlers,
+  LensWorker,
+  type WorkerOptions,
+} from './worker.js';

@@ -1,0 +1,209 @@
+// Starts the Python worker as a managed subprocess and reads the endpoint it announces.
+
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { execa } from 'execa';
+import { WorkerError } from './errors.js';
+import { signalGroup, trackGroup, untrackGroup } from './process-group.js';
+import { describeIssues, type ListeningLine, listeningLineSchema } from './protocol.js';
+import { findPython, pythonDir } from './python.js';
+
+export interface ExitInfo {
+  code: number | null;
+  signal: string | null;
+}
+
+export interface SpawnOptions {
+  python?: string;
+  env?: NodeJS.ProcessEnv;
+  startTimeoutMs: number;
+  onLog: (line: string) => void;
+  extraArgs: string[];
+}
+
+const STDERR_TAIL_LINES = 50;
+
+export const START_FIX =
+  'Fix: run `npm install` (it sets up python/.venv), or set DIFFUSION_LENS_PYTHON to a Python that has ' +
+  'python/requirements.txt installed. `npx diffusion-lens doctor` checks the set-up.';
+
+/** The last lines a stream produced, for error messages. */
+class LineTail {
+  private readonly lines: string[] = [];
+  constructor(private readonly capacity: number) {}
+
+  push(line: string): void {
+    this.lines.push(line);
+    if (this.lines.length > this.capacity) this.lines.shift();
+  }
+
+  format(): string {
+    return this.lines.length === 0 ? '(no stderr output)' : this.lines.map((line) => `  ${line}`).join('\n');
+  }
+}
+
+/** A running worker process that has announced its endpoint. */
+export class WorkerProcess {
+  private exitInfo: ExitInfo | null = null;
+  readonly exited: Promise<ExitInfo>;
+
+  constructor(
+    readonly python: string,
+    private readonly subprocess: ReturnType<typeof execa>,
+    readonly listening: ListeningLine,
+    private readonly stderr: LineTail,
+    exited: Promise<ExitInfo>,
+  ) {
+    this.exited = exited.then((info) => {
+      this.exitInfo = info;
+      return info;
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.subprocess.pid;
+  }
+
+  get hasExited(): boolean {
+    return this.exitInfo !== null;
+  }
+
+  /** The worker's last stderr lines, indented, for error messages. */
+  stderrTail(): string {
+    return this.stderr.format();
+  }
+
+  /** Signals the worker's whole process group (the worker and anything it started). */
+  signal(signal: NodeJS.Signals): void {
+    if (this.pid !== undefined && !this.hasExited) signalGroup(this.pid, signal);
+  }
+
+  /**
+   * Stops the process and its pipes from keeping this event loop alive, so a forgotten worker does
+   * not hang a script; the exit hook in process-group.ts still kills it when this process exits.
+   */
+  release(): void {
+    this.subprocess.unref();
+    for (const stream of [this.subprocess.stdin, this.subprocess.stdout, this.subprocess.stderr]) {
+      (stream as { unref?: () => void } | null)?.unref?.();
+    }
+  }
+}
+
+/** Describes how a process ended, e.g. "exited with code 1" or "was killed by SIGKILL". */
+export function describeExit(info: ExitInfo): string {
+  if (info.signal) return `was killed by ${info.signal}`;
+  return `exited with code ${info.code ?? 'unknown'}`;
+}
+
+/**
+ * Spawns `python lens_server.py` in its own process group and waits for its `listening` line.
+ * Throws WorkerError 'start_failed' (with the stderr tail and the fix) when that does not happen.
+ */
+export async function spawnWorkerProcess(opts: SpawnOptions): Promise<WorkerProcess> {
+  const python = opts.python ?? findPython(opts.env ?? process.env);
+  const stderr = new LineTail(STDERR_TAIL_LINES);
+  const fail = (reason: string, cause?: unknown): WorkerError =>
+    new WorkerError(
+      'start_failed',
+      `The diffusion-lens Python worker did not start: ${reason}.\n` +
+        `Python: ${python}\nLast stderr lines:\n${stderr.format()}\n${START_FIX}`,
+      { cause },
+    );
+
+  let subprocess: ReturnType<typeof execa>;
+  try {
+    subprocess = execa(python, [join(pythonDir, 'lens_server.py'), ...opts.extraArgs], {
+      cwd: pythonDir,
+      env: opts.env,
+      // Own process group: Ctrl-C in a terminal reaches only us, and we close the worker cleanly.
+      detached: true,
+      // Kept open: the worker exits when its stdin hits EOF, i.e. when we die, even by SIGKILL.
+      stdin: 'pipe',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      buffer: false,
+      reject: false,
+      cleanup: false,
+    });
+  } catch (error) {
+    throw fail(`could not run ${python}: ${(error as Error).message}`, error);
+  }
+
+  const pid = subprocess.pid;
+  if (pid !== undefined) trackGroup(pid);
+  let spawnError: string | null = null;
+  const exited: Promise<ExitInfo> = subprocess.then(
+    (result) => {
+      if (pid !== undefined) untrackGroup(pid);
+      if (result.failed && result.exitCode === undefined && result.signal === undefined) {
+        spawnError = result.originalMessage ?? result.shortMessage ?? 'unknown error';
+      }
+      return { code: result.exitCode ?? null, signal: result.signal ?? null };
+    },
+    (error: unknown) => {
+      if (pid !== undefined) untrackGroup(pid);
+      spawnError = (error as Error).message;
+      return { code: null, signal: null };
+    },
+  );
+
+  followLines(subprocess.stderr, (line) => {
+    stderr.push(line);
+    opts.onLog(line);
+  });
+  const firstStdoutLine = new Promise<string>((resolve) => {
+    let first = true;
+    followLines(subprocess.stdout, (line) => {
+      if (first) {
+        first = false;
+        resolve(line);
+      } else {
+        // The protocol keeps stdout for the one listening line; anything else is a stray print.
+        opts.onLog(`[stdout] ${line}`);
+      }
+    });
+  });
+
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), opts.startTimeoutMs);
+  });
+  const outcome = await Promise.race([firstStdoutLine, exited, timedOut]);
+  clearTimeout(timer);
+
+  const killAndFail = async (reason: string): Promise<never> => {
+    if (pid !== undefined) signalGroup(pid, 'SIGKILL');
+    await exited;
+    throw fail(reason);
+  };
+
+  if (outcome === 'timeout') {
+    return killAndFail(`no endpoint line on stdout within ${Math.round(opts.startTimeoutMs / 1000)} s`);
+  }
+  if (typeof outcome !== 'string') {
+    if (spawnError !== null) throw fail(`could not run ${python}: ${spawnError}`);
+    throw fail(`it ${describeExit(outcome)} before announcing its endpoint`);
+  }
+  const listening = parseListeningLine(outcome);
+  if (typeof listening === 'string') return killAndFail(listening);
+  return new WorkerProcess(python, subprocess, listening, stderr, exited);
+}
+
+function parseListeningLine(line: string): ListeningLine | string {
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return `its first stdout line is not the JSON listening line: ${JSON.stringify(line.slice(0, 200))}`;
+  }
+  const parsed = listeningLineSchema.safeParse(json);
+  if (!parsed.success) return `its listening line is malformed (${describeIssues(parsed.error)}): ${line}`;
+  return parsed.data;
+}
+
+function followLines(stream: Readable | null, onLine: (line: string) => void): void {
+  if (!stream) return;
+  createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY }).on('line', onLine);
+}

@@ -1,0 +1,398 @@
+// LensWorker: the orchestrator's handle on one Python worker (spawned and managed, or attached to).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Connection, errorFromMessage, unexpectedReply } from './connection.js';
+import { WorkerError } from './errors.js';
+import { describeExit, type ExitInfo, spawnWorkerProcess, type WorkerProcess } from './process.js';
+import {
+  type DoneMessage,
+  describeIssues,
+  type GenerateRequest,
+  generateRequestSchema,
+  type ImageMessage,
+  type LoadedMessage,
+  type LoadRequest,
+  loadRequestSchema,
+  PROTOCOL_VERSION,
+  type ProgressMessage,
+  type ReadyMessage,
+} from './protocol.js';
+import { packageRoot } from './python.js';
+
+export interface WorkerOptions {
+  /** Interpreter to run the worker with (default: findPython()). */
+  python?: string;
+  /** Environment of the worker process (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** Silence after which the worker counts as hung (default: max(5 s, 5 heartbeats)). */
+  heartbeatTimeoutMs?: number;
+  /** Time allowed from spawn to `ready` (default 60 s). */
+  startTimeoutMs?: number;
+  /** Receives the worker's stderr lines and the bridge's own diagnostics. */
+  onLog?: (line: string) => void;
+  /** Extra arguments for lens_server.py, e.g. ['--heartbeat', '0.5']. */
+  extraArgs?: string[];
+}
+
+export type ConnectOptions = Pick<WorkerOptions, 'heartbeatTimeoutMs' | 'startTimeoutMs' | 'onLog'>;
+
+export interface GenerateHandlers {
+  onProgress?(progress: ProgressMessage): void;
+  /** May be async: calls happen strictly in order, and generate() settles only after the last. */
+  onImage?(image: ImageMessage): void | Promise<void>;
+}
+
+const DEFAULT_START_TIMEOUT_MS = 60_000;
+const SHUTDOWN_GRACE_MS = 3_000;
+const TERM_GRACE_MS = 3_000;
+
+export class LensWorker {
+  /** How the process ended; for an attached worker, resolves when close() is done. */
+  readonly exited: Promise<ExitInfo>;
+  private readonly activeJobs = new Set<string>();
+  private closing: Promise<void> | null = null;
+  private resolveDetached: (info: ExitInfo) => void = () => {};
+
+  private constructor(
+    private readonly connection: Connection,
+    /** The worker's `ready` reply: versions, device, families, schedulers. */
+    readonly info: ReadyMessage,
+    private readonly workerProcess: WorkerProcess | null,
+    heartbeatTimeoutMs: number | undefined,
+    private readonly onLog: (line: string) => void,
+  ) {
+    if (workerProcess) {
+      this.exited = workerProcess.exited;
+      void workerProcess.exited.then((exit) => this.onProcessExit(exit));
+      workerProcess.release();
+    } else {
+      this.exited = new Promise((resolve) => {
+        this.resolveDetached = resolve;
+      });
+    }
+    const timeoutMs = heartbeatTimeoutMs ?? Math.max(5_000, 5 * info.heartbeat_s * 1_000);
+    connection.watchHeartbeat(timeoutMs, (silentMs) => this.onHung(silentMs, timeoutMs));
+  }
+
+  /** Spawns python/lens_server.py, connects, and completes the hello/ready handshake. */
+  static async start(opts: WorkerOptions = {}): Promise<LensWorker> {
+    const onLog = opts.onLog ?? (() => {});
+    const startTimeoutMs = opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+    const startedAt = performance.now();
+    const workerProcess = await spawnWorkerProcess({
+      python: opts.python,
+      env: opts.env,
+      startTimeoutMs,
+      onLog,
+      extraArgs: opts.extraArgs ?? [],
+    });
+    const { endpoint, protocol } = workerProcess.listening;
+    let connection: Connection | undefined;
+    try {
+      if (protocol !== PROTOCOL_VERSION) throw versionMismatch(protocol, 'its listening line says so');
+      connection = new Connection(endpoint, { onLog });
+      const remainingMs = Math.max(1_000, startTimeoutMs - (performance.now() - startedAt));
+      const info = await handshake(connection, remainingMs, protocol, workerProcess);
+      return new LensWorker(connection, info, workerProcess, opts.heartbeatTimeoutMs, onLog);
+    } catch (error) {
+      connection?.close(new WorkerError('closed', 'the worker failed to start'));
+      workerProcess.signal('SIGKILL');
+      await workerProcess.exited;
+      throw error;
+    }
+  }
+
+  /**
+   * Attaches to a worker that is already running at `endpoint` (e.g. on a GPU host). No process
+   * management: close() only disconnects.
+   */
+  static async connect(endpoint: string, opts: ConnectOptions = {}): Promise<LensWorker> {
+    const onLog = opts.onLog ?? (() => {});
+    const connection = new Connection(endpoint, { onLog });
+    try {
+      const info = await handshake(connection, opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS, null, null);
+      return new LensWorker(connection, info, null, opts.heartbeatTimeoutMs, onLog);
+    } catch (error) {
+      connection.close(new WorkerError('closed', 'the handshake failed'));
+      throw error;
+    }
+  }
+
+  /** The worker's process id (undefined for an attached worker). */
+  get pid(): number | undefined {
+    return this.workerProcess?.pid;
+  }
+
+  /** The ZeroMQ endpoint of the worker's ROUTER socket. */
+  get endpoint(): string {
+    return this.connection.endpoint;
+  }
+
+  load(req: LoadRequest): Promise<LoadedMessage> {
+    const parsed = loadRequestSchema.safeParse(req);
+    if (!parsed.success) return Promise.reject(invalidRequest('load', describeIssues(parsed.error)));
+    return this.unlessClosing() ?? this.connection.call('load', parsed.data, 'loaded');
+  }
+
+  /**
+   * Runs one generate job. Streams progress and images to `handlers`; resolves with `done` once every
+   * onImage call has settled. Aborting `signal` cancels the job: the promise rejects with 'cancelled'.
+   * If a handler throws, the job is cancelled and the promise rejects with that error.
+   */
+  generate(
+    req: GenerateRequest,
+    handlers: GenerateHandlers = {},
+    signal?: AbortSignal,
+  ): Promise<DoneMessage> {
+    const parsed = generateRequestSchema.safeParse(req);
+    if (!parsed.success) return Promise.reject(invalidRequest('generate', describeIssues(parsed.error)));
+    if (signal?.aborted)
+      return Promise.reject(new WorkerError('cancelled', 'the generate request was aborted'));
+    const refused = this.unlessClosing();
+    if (refused) return refused;
+    return new Promise((resolve, reject) => {
+      const id = this.connection.newId();
+      let handlerFailure: { error: unknown } | null = null;
+      let handlersSettled: Promise<void> = Promise.resolve();
+      let cancelSent = false;
+
+      const cancel = (): void => {
+        if (cancelSent) return;
+        cancelSent = true;
+        this.connection.call('cancel', { target: id }, 'ack').catch((error: unknown) => {
+          this.onLog(`bridge: cancel of ${id} failed: ${(error as Error).message}`);
+        });
+      };
+      const onAbort = (): void => cancel();
+      signal?.addEventListener('abort', onAbort, { once: true });
+
+      const handlerFailed = (error: unknown): void => {
+        if (handlerFailure) return;
+        handlerFailure = { error };
+        cancel();
+      };
+      // Handlers run one after another, in arrival order, never after one has failed.
+      const runHandler = (call: () => void | Promise<void>): void => {
+        handlersSettled = handlersSettled
+          .then(async () => {
+            if (!handlerFailure) await call();
+          })
+          .catch(handlerFailed);
+      };
+      const settle = (outcome: WorkerError | DoneMessage): void => {
+        signal?.removeEventListener('abort', onAbort);
+        this.activeJobs.delete(id);
+        void handlersSettled.then(() => {
+          if (handlerFailure) reject(handlerFailure.error);
+          else if (outcome instanceof WorkerError) reject(outcome);
+          else if (signal?.aborted) reject(new WorkerError('cancelled', 'the generate request was aborted'));
+          else resolve(outcome);
+        });
+      };
+
+      this.activeJobs.add(id);
+      this.connection.begin(id, 'generate', parsed.data, {
+        deliver: (message) => {
+          switch (message.type) {
+            case 'progress':
+              if (!handlerFailure && handlers.onProgress) {
+                try {
+                  handlers.onProgress(message);
+                } catch (error) {
+                  handlerFailed(error);
+                }
+              }
+              return false;
+            case 'image':
+              runHandler(() => handlers.onImage?.(message));
+              return false;
+            case 'done':
+              settle(message);
+              return true;
+            case 'error':
+              settle(errorFromMessage(message));
+              return true;
+            default:
+              cancel();
+              settle(unexpectedReply(message.type, 'generate'));
+              return true;
+          }
+        },
+        fail: (error) => settle(error),
+      });
+    });
+  }
+
+  /** Round trip of a ping, in milliseconds. */
+  async ping(): Promise<number> {
+    const sentAt = performance.now();
+    await (this.unlessClosing() ?? this.connection.call('ping', {}, 'pong'));
+    return performance.now() - sentAt;
+  }
+
+  /**
+   * Stops the worker: cancels running jobs, sends `shutdown`, waits for the exit, then SIGTERMs and
+   * finally SIGKILLs the process group. Idempotent. For an attached worker it only disconnects.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    const closed = new WorkerError('closed', 'the worker was closed');
+    const workerProcess = this.workerProcess;
+    if (!workerProcess) {
+      this.connection.close(closed);
+      this.resolveDetached({ code: null, signal: null });
+      return;
+    }
+    if (!workerProcess.hasExited && !this.connection.failed) {
+      // Jobs run one at a time and `shutdown` waits its turn, so cancel first.
+      for (const id of this.activeJobs) {
+        this.connection.call('cancel', { target: id }, 'ack').catch(() => undefined);
+      }
+      this.connection.call('shutdown', {}, 'bye').catch(() => undefined);
+    }
+    if (!(await settlesWithin(workerProcess.exited, SHUTDOWN_GRACE_MS))) {
+      this.onLog(`bridge: worker ${workerProcess.pid} did not exit after shutdown; sending SIGTERM`);
+      workerProcess.signal('SIGTERM');
+      if (!(await settlesWithin(workerProcess.exited, TERM_GRACE_MS))) {
+        this.onLog(`bridge: worker ${workerProcess.pid} ignored SIGTERM; sending SIGKILL`);
+        workerProcess.signal('SIGKILL');
+        await workerProcess.exited;
+      }
+    }
+    this.connection.close(closed);
+  }
+
+  private unlessClosing(): Promise<never> | null {
+    if (this.closing) return Promise.reject(new WorkerError('closed', 'the worker was closed'));
+    return null;
+  }
+
+  private onProcessExit(exit: ExitInfo): void {
+    if (this.closing) {
+      this.connection.close(new WorkerError('closed', 'the worker was closed'));
+      return;
+    }
+    const hint =
+      exit.signal === 'SIGKILL'
+        ? ' SIGKILL often comes from the out-of-memory killer: try a smaller max_batch or dtype fp16.'
+        : '';
+    this.connection.close(
+      new WorkerError(
+        'worker_exited',
+        `The diffusion-lens worker (pid ${this.pid}) ${describeExit(exit)} unexpectedly.${hint}\n` +
+          `Last stderr lines:\n${this.workerProcess?.stderrTail()}`,
+      ),
+    );
+  }
+
+  private onHung(silentMs: number, timeoutMs: number): void {
+    const seconds = (ms: number): string => `${(ms / 1_000).toFixed(1)} s`;
+    const tail = this.workerProcess ? `\nLast stderr lines:\n${this.workerProcess.stderrTail()}` : '';
+    const error = new WorkerError(
+      'worker_hung',
+      `The diffusion-lens worker${this.pid ? ` (pid ${this.pid})` : ''} sent nothing for ${seconds(silentMs)} ` +
+        `(heartbeat every ${this.info.heartbeat_s} s, limit ${seconds(timeoutMs)}); treating it as hung` +
+        `${this.workerProcess ? ' and killing it' : ''}.${tail}`,
+    );
+    if (this.workerProcess) {
+      this.connection.fail(error);
+      this.workerProcess.signal('SIGKILL');
+    } else {
+      this.connection.close(error);
+    }
+  }
+}
+
+/** Attaches to an already-running worker; see LensWorker.connect. */
+export function connectWorker(endpoint: string, opts: ConnectOptions = {}): Promise<LensWorker> {
+  return LensWorker.connect(endpoint, opts);
+}
+
+/** hello → ready, bounded by `timeoutMs` and by the process exiting. */
+async function handshake(
+  connection: Connection,
+  timeoutMs: number,
+  announcedProtocol: number | null,
+  workerProcess: WorkerProcess | null,
+): Promise<ReadyMessage> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new WorkerError(
+            'start_failed',
+            `The diffusion-lens worker at ${connection.endpoint} did not answer hello within ` +
+              `${Math.round(timeoutMs / 1_000)} s.${workerProcess ? `\nLast stderr lines:\n${workerProcess.stderrTail()}` : ''}`,
+          ),
+        ),
+      timeoutMs,
+    );
+  });
+  const exited = workerProcess?.exited.then((exit): never => {
+    throw new WorkerError(
+      'start_failed',
+      `The diffusion-lens worker ${describeExit(exit)} during the handshake.\n` +
+        `Last stderr lines:\n${workerProcess.stderrTail()}`,
+    );
+  });
+  const hello = connection.call('hello', { protocol: PROTOCOL_VERSION, client: clientName() }, 'ready');
+  try {
+    const ready = await Promise.race([hello, timedOut, ...(exited ? [exited] : [])]).catch(
+      (error: unknown) => {
+        if (error instanceof WorkerError && error.code === 'version_mismatch') {
+          throw versionMismatch(announcedProtocol, `it refused our hello: ${error.message}`);
+        }
+        throw error;
+      },
+    );
+    if (ready.protocol !== PROTOCOL_VERSION) throw versionMismatch(ready.protocol, 'its ready reply says so');
+    return ready;
+  } finally {
+    clearTimeout(timer);
+    hello.catch(() => undefined);
+    exited?.catch(() => undefined);
+  }
+}
+
+function versionMismatch(workerProtocol: number | null, detail: string): WorkerError {
+  const theirs = workerProtocol === null ? 'a different protocol version' : `protocol ${workerProtocol}`;
+  return new WorkerError(
+    'version_mismatch',
+    `The diffusion-lens worker speaks ${theirs}, but this diffusion-lens speaks protocol ${PROTOCOL_VERSION} ` +
+      `(${detail}). Install matching versions: the worker in python/ comes with the npm package.`,
+  );
+}
+
+function invalidRequest(type: string, issues: string): WorkerError {
+  return new WorkerError('bad_request', `invalid ${type} request: ${issues}`);
+}
+
+let cachedClientName: string | undefined;
+function clientName(): string {
+  if (cachedClientName === undefined) {
+    let version = 'unknown';
+    try {
+      version =
+        (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version?: string })
+          .version ?? version;
+    } catch {
+      // A missing package.json only costs the worker's log a version number.
+    }
+    cachedClientName = `diffusion-lens/${version} node/${process.versions.node}`;
+  }
+  return cachedClientName;
+}
+
+function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  return Promise.race([promise.then(() => true), timeout]).finally(() => clearTimeout(timer));
+}
