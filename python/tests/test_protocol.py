@@ -1,0 +1,69 @@
+"""Validation of every incoming message: bad input becomes a ProtocolError with a code, never a crash."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from diffusion_lens import protocol
+
+GENERATE = {
+    "v": 1,
+    "id": "g1",
+    "type": "generate",
+    "prompts": ["a red apple"],
+    "items": [{"prompt": 0, "layer": 3, "seed": 0}],
+    "negative": "",
+    "steps": 4,
+    "guidance": 7.5,
+    "height": 32,
+    "width": 32,
+    "scheduler": None,
+    "uncond": "final",
+    "noise": "shared",
+    "max_batch": 8,
+}
+
+
+def pack(message: object) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def test_valid_messages_round_trip():
+    assert protocol.decode(pack(GENERATE)) == GENERATE
+    ping = protocol.reply("p", "ping")
+    assert protocol.decode(protocol.encode(ping)) == ping
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "fragment", "request_id"),
+    [
+        (b"\xc1\x00garbage", "bad_message", "not valid msgpack", ""),
+        (pack([1, 2, 3]), "bad_message", "must be a map, got list", ""),
+        (pack({"v": 1, "type": "ping"}), "bad_message", "'id' must be a string", ""),
+        (pack({"v": 2, "id": "x", "type": "ping"}), "version_mismatch", "protocol version 2", "x"),
+        (pack({"v": 1, "id": "x", "type": "explode"}), "bad_message", "unknown message type 'explode'", "x"),
+        (pack({**GENERATE, "items": "x"}), "bad_message", "field 'items' must be", "g1"),
+        (
+            pack({**GENERATE, "items": [{"prompt": 0, "layer": -1, "seed": 0}]}),
+            "bad_message",
+            "'items'",
+            "g1",
+        ),
+        (pack({**GENERATE, "height": 30}), "bad_message", "'height' must be a positive multiple of 8", "g1"),
+        (pack({**GENERATE, "steps": True}), "bad_message", "'steps' must be a positive integer", "g1"),
+        (pack({**GENERATE, "uncond": "sometimes"}), "bad_message", "'uncond'", "g1"),
+        (
+            pack({k: v for k, v in GENERATE.items() if k != "seeds" and k != "prompts"}),
+            "bad_message",
+            "missing field 'prompts'",
+            "g1",
+        ),
+        (pack({"v": 1, "id": "c", "type": "cancel"}), "bad_message", "missing field 'target'", "c"),
+    ],
+)
+def test_bad_messages_are_named(frame, code, fragment, request_id):
+    with pytest.raises(protocol.ProtocolError, match=fragment) as caught:
+        protocol.decode(frame)
+    assert caught.value.code == code
+    assert caught.value.request_id == request_id

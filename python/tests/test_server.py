@@ -1,0 +1,154 @@
+"""The worker process end to end over ZeroMQ, from a plain pyzmq DEALER (independent of the TS bridge)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+SERVER = Path(__file__).resolve().parents[1] / "lens_server.py"
+
+
+class Client:
+    def __init__(self, heartbeat: float = 0.5) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(SERVER), "--heartbeat", str(heartbeat)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.process.stdout is not None
+        self.announcement = json.loads(self.process.stdout.readline())
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(self.announcement["endpoint"])
+
+    def send(self, **message: object) -> None:
+        self.socket.send(msgpack.packb({"v": 1, **message}, use_bin_type=True))
+
+    def receive(self, timeout: float = 30.0, skip_heartbeats: bool = True) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.socket.poll(int(remaining * 1000)):
+                raise TimeoutError("no message from the worker")
+            message = msgpack.unpackb(self.socket.recv(), raw=False)
+            if not (skip_heartbeats and message["type"] == "heartbeat"):
+                return message
+
+    def until(self, request_id: str, final: tuple[str, ...] = ("done", "error")) -> list[dict]:
+        messages = []
+        while True:
+            message = self.receive()
+            if message["id"] == request_id:
+                messages.append(message)
+                if message["type"] in final:
+                    return messages
+
+    def close(self) -> None:
+        self.socket.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def client():
+    c = Client()
+    c.send(id="h", type="hello", protocol=1, client="pytest")
+    assert c.receive()["type"] == "ready"
+    yield c
+    c.close()
+
+
+def load(client: Client, model: Path) -> dict:
+    client.send(
+        id="load", type="load", model=str(model), family=None, dtype="auto", device="cpu",
+        revision=None, offload=False, allow_pickle=False,
+    )  # fmt: skip
+    return client.until("load", ("loaded", "error"))[-1]
+
+
+def generate_request(request_id: str, layers, seeds, steps: int = 2, max_batch: int = 8) -> dict:
+    return {
+        "id": request_id, "type": "generate", "prompts": ["a red apple"],
+        "items": [{"prompt": 0, "layer": layer, "seed": seed} for layer in layers for seed in seeds],
+        "negative": "", "steps": steps, "guidance": 7.5, "height": 32, "width": 32,
+        "scheduler": None, "uncond": "final", "noise": "shared", "max_batch": max_batch,
+    }  # fmt: skip
+
+
+def test_announcement_and_handshake():
+    c = Client()
+    try:
+        assert c.announcement["protocol"] == 1 and c.announcement["endpoint"].startswith("ipc://")
+        c.send(id="h", type="hello", protocol=2, client="future")
+        assert c.receive()["code"] == "version_mismatch"
+        c.send(id="h2", type="hello", protocol=1, client="pytest")
+        ready = c.receive()
+        assert ready["type"] == "ready" and ready["families"] == ["sd"] and "default" in ready["schedulers"]
+        assert c.receive(timeout=5, skip_heartbeats=False)["type"] == "heartbeat"
+    finally:
+        c.close()
+
+
+def test_generate_streams_progress_and_images(client, sd_dir):
+    loaded = load(client, sd_dir)
+    assert loaded["type"] == "loaded" and loaded["num_layers"] == 5 and loaded["family"] == "sd"
+    client.send(**generate_request("g", layers=[0, 5], seeds=[0, 1]))
+    messages = client.until("g")
+    images = [m for m in messages if m["type"] == "image"]
+    assert messages[-1]["type"] == "done" and messages[-1]["images"] == 4
+    assert sorted((m["layer"], m["seed"]) for m in images) == [(0, 0), (0, 1), (5, 0), (5, 1)]
+    assert all(m["png"].startswith(b"\x89PNG") and m["width"] == 32 for m in images)
+    units = [m["done_units"] for m in messages if m["type"] == "progress"]
+    assert units == sorted(units) and units[-1] == 4 * 2
+
+
+def test_errors_do_not_kill_the_worker(client, sd_dir):
+    client.send(**generate_request("early", layers=[0], seeds=[0]))
+    assert client.until("early")[-1]["code"] == "not_loaded"
+    client.socket.send(b"\x93\x01\x02")  # msgpack, but not a map
+    assert client.receive()["code"] == "bad_message"
+    assert load(client, sd_dir / "missing")["code"] == "load_failed"
+    assert load(client, sd_dir)["type"] == "loaded"
+    client.send(**generate_request("far", layers=[9], seeds=[0]))
+    error = client.until("far")[-1]
+    assert error["code"] == "bad_request" and "out of range 0..5" in error["message"]
+    client.send(id="p", type="ping")
+    assert client.receive()["type"] == "pong"
+
+
+def test_ping_and_cancel_are_served_during_a_job(client, sd_dir):
+    load(client, sd_dir)
+    client.send(**generate_request("long", layers=range(6), seeds=range(4), steps=30, max_batch=1))
+    while client.receive()["type"] != "progress":
+        pass
+    started = time.monotonic()
+    client.send(id="p", type="ping")
+    pong = client.until("p", ("pong",))[-1]
+    assert pong["busy"] is True and time.monotonic() - started < 2
+    client.send(id="c", type="cancel", target="long")
+    messages = client.until("long")
+    assert messages[-1]["code"] == "cancelled"
+    assert sum(m["type"] == "image" for m in messages) < 24
+
+
+def test_shutdown_and_stdin_eof_end_the_process():
+    c = Client()
+    c.send(id="s", type="shutdown")
+    assert c.receive()["type"] == "bye"
+    assert c.process.wait(10) == 0
+    c.close()
+
+    orphan = Client()
+    assert orphan.process.stdin is not None
+    orphan.process.stdin.close()  # what the OS does when the parent dies
+    assert orphan.process.wait(10) == 0
+    orphan.close()
