@@ -1,0 +1,56 @@
+// Config errors: each issue names the field (and, for files, the file and line).
+
+export type FieldPath = ReadonlyArray<string | number>;
+
+export interface ConfigIssue {
+  /** Path of the bad field in the config, e.g. ['prompts', 2]; [] for the whole config. */
+  path: FieldPath;
+  /** What is wrong, e.g. 'unexpected key "modle"'. */
+  message: string;
+  /** The file the field came from (config or prompt file), when known. */
+  file?: string;
+  /** 1-based line (and column) in that file, when known. */
+  line?: number;
+  column?: number;
+  /** How to name the field instead of its path (e.g. a CLI option, `--steps`). */
+  label?: string;
+}
+
+/** Formats a field path the way users write it: `model.id`, `prompts[2]`, `sampler.size[1]`. */
+export function formatPath(path: FieldPath): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out ? `.${part}` : part;
+  }
+  return out;
+}
+
+/** One issue as one line: `exp.yaml:7: prompts[2]: must not be empty`. */
+export function formatIssue(issue: ConfigIssue): string {
+  let where = '';
+  if (issue.file) {
+    where = issue.file;
+    if (issue.line !== undefined) where += `:${issue.line}`;
+    where += ': ';
+  }
+  const field = issue.label ?? formatPath(issue.path);
+  return `${where}${field ? `${field}: ` : ''}${issue.message}`;
+}
+
+/** A bad config, prompt file or option; `message` has one line per issue. */
+export class ConfigError extends Error {
+  readonly issues: ConfigIssue[];
+
+  constructor(issues: ConfigIssue[] | ConfigIssue) {
+    const list = Array.isArray(issues) ? issues : [issues];
+    super(list.map(formatIssue).join('\n'));
+    this.name = 'ConfigError';
+    this.issues = list;
+  }
+
+  /** The first bad field, formatted (`lens.layers`). */
+  get field(): string {
+    return formatPath(this.issues[0]?.path ?? []);
+  }
+}

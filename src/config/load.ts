@@ -1,0 +1,302 @@
+// Config validation (parseConfig) and YAML loading (loadConfigFile), with errors that name the field
+// and, for files, the line.
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, extname, resolve } from 'node:path';
+import { type Document, isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError, type ConfigIssue, type FieldPath, formatPath } from './errors.js';
+import { type ExperimentConfig, ExperimentConfigSchema } from './schema.js';
+
+/** Maps a config field to where it was written. */
+export type Locator = (path: FieldPath, key?: boolean) => Pick<ConfigIssue, 'file' | 'line' | 'column'>;
+
+export interface ConfigSource {
+  /** The config file (absolute), when the config came from one. */
+  file?: string;
+  /** Folder for relative paths in the config (prompt files, local models). */
+  dir?: string;
+  locate?: Locator;
+}
+
+const sources = new WeakMap<object, ConfigSource>();
+
+/** Where a config object came from (set by loadConfigFile / parseConfig); undefined for other objects. */
+export function configSource(config: object): ConfigSource | undefined {
+  return sources.get(config);
+}
+
+/** The file/line of a config field, when the config came from a file. */
+export function locateField(config: object, path: FieldPath): Pick<ConfigIssue, 'file' | 'line' | 'column'> {
+  return sources.get(config)?.locate?.(path) ?? {};
+}
+
+export interface ParseConfigOptions {
+  /** Where the input came from (for error locations and relative paths). */
+  source?: ConfigSource;
+  /** Display names for fields (e.g. `{'sampler.steps': '--steps'}` for CLI options). */
+  labels?: Record<string, string>;
+}
+
+type ZodIssue = z.core.$ZodIssue;
+
+function valueAt(input: unknown, path: FieldPath): unknown {
+  let value = input;
+  for (const part of path) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = (value as Record<string | number, unknown>)[part];
+  }
+  return value;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'string') return `"${value.length > 40 ? `${value.slice(0, 40)}...` : value}"`;
+  return String(value);
+}
+
+const EXPECTED: Record<string, string> = {
+  int: 'an integer',
+  number: 'a number',
+  string: 'a string',
+  boolean: 'true or false',
+  array: 'a list',
+  object: 'a mapping',
+  tuple: 'a list',
+};
+
+// Schema keys at a path, for "did you mean" hints.
+function knownKeys(path: FieldPath): string[] {
+  let schemas: z.core.$ZodType[] = [ExperimentConfigSchema];
+  const unwrap = (s: z.core.$ZodType): z.core.$ZodType[] => {
+    const def = s._zod.def as unknown as Record<string, unknown>;
+    if (def.innerType) return unwrap(def.innerType as z.core.$ZodType);
+    if (def.type === 'union') return (def.options as z.core.$ZodType[]).flatMap(unwrap);
+    return [s];
+  };
+  for (const part of [...path, null]) {
+    schemas = schemas.flatMap(unwrap);
+    if (part === null) break;
+    schemas = schemas.flatMap((s) => {
+      const shape = (s._zod.def as unknown as { shape?: Record<string, z.core.$ZodType> }).shape;
+      const child = typeof part === 'string' ? shape?.[part] : undefined;
+      return child ? [child] : [];
+    });
+  }
+  return schemas.flatMap((s) => Object.keys((s._zod.def as unknown as { shape?: object }).shape ?? {}));
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0] ?? 0;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j] ?? 0;
+      row[j] = Math.min(cur + 1, (row[j - 1] ?? 0) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length] ?? 0;
+}
+
+function suggestion(key: string, path: FieldPath): string {
+  const keys = knownKeys(path);
+  const best = keys.map((k) => ({ k, d: editDistance(key.toLowerCase(), k) })).sort((a, b) => a.d - b.d)[0];
+  if (best && best.d <= Math.max(2, Math.floor(key.length / 3))) return ` (did you mean "${best.k}"?)`;
+  return keys.length > 0 ? ` (allowed: ${keys.join(', ')})` : '';
+}
+
+const DEFAULT_MESSAGE = /^(Invalid|Too small|Too big|Unrecognized)/;
+
+interface RawIssue {
+  path: FieldPath;
+  message: string;
+  /** Locate the key itself rather than its value (unknown keys). */
+  key?: boolean;
+}
+
+function convertIssue(issue: ZodIssue, input: unknown, base: FieldPath = []): RawIssue[] {
+  const path = [...base, ...(issue.path as (string | number)[])];
+  const value = valueAt(input, path);
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      return issue.keys.map((key) => ({
+        path: [...path, key],
+        key: true,
+        message: `unexpected key "${key}"${suggestion(key, path)}`,
+      }));
+    case 'invalid_union': {
+      // Report the branch that matched the value's type (e.g. the list branch for a list of prompts).
+      const matching = issue.errors.filter(
+        (branch) => !branch.some((i) => i.code === 'invalid_type' && i.path.length === 0),
+      );
+      const [only] = matching;
+      if (matching.length === 1 && only) return only.flatMap((i) => convertIssue(i, input, path));
+      return [
+        { path, message: value === undefined ? 'is required' : `${issue.message} (got ${describe(value)})` },
+      ];
+    }
+    case 'invalid_type': {
+      if (value === undefined) return [{ path, message: 'is required' }];
+      const expected = EXPECTED[issue.expected] ?? issue.expected;
+      return [{ path, message: `must be ${expected} (got ${describe(value)})` }];
+    }
+    case 'invalid_value':
+      return [
+        {
+          path,
+          message: `must be one of ${issue.values.map((v) => String(v)).join(', ')} (got ${describe(value)})`,
+        },
+      ];
+    case 'too_small': {
+      if (!DEFAULT_MESSAGE.test(issue.message)) return [{ path, message: issue.message }];
+      if (issue.origin === 'array' || issue.origin === 'string') {
+        return [{ path, message: Number(issue.minimum) <= 1 ? 'must not be empty' : issue.message }];
+      }
+      return [
+        {
+          path,
+          message: `must be ${issue.inclusive ? '>=' : '>'} ${issue.minimum} (got ${describe(value)})`,
+        },
+      ];
+    }
+    case 'too_big':
+      if (issue.origin === 'number' || issue.origin === 'int') {
+        return [
+          {
+            path,
+            message: `must be ${issue.inclusive ? '<=' : '<'} ${issue.maximum} (got ${describe(value)})`,
+          },
+        ];
+      }
+      return [{ path, message: issue.message }];
+    case 'not_multiple_of':
+      return [{ path, message: `must be a multiple of ${issue.divisor} (got ${describe(value)})` }];
+    default:
+      return [{ path, message: issue.message }];
+  }
+}
+
+/**
+ * Validates a config object (parsed YAML/JSON, or built by the CLI) and fills in defaults. Throws
+ * ConfigError with one issue per bad field.
+ */
+export function parseConfig(input: unknown, options: ParseConfigOptions = {}): ExperimentConfig {
+  const { source, labels } = options;
+  if (input === null || input === undefined) {
+    throw new ConfigError({ path: [], file: source?.file, message: 'the config is empty' });
+  }
+  const result = ExperimentConfigSchema.safeParse(input);
+  if (!result.success) {
+    const issues: ConfigIssue[] = result.error.issues
+      .flatMap((issue) => convertIssue(issue, input))
+      .map((raw) => {
+        // Unknown keys are reported on their parent ("model: unexpected key ...").
+        const fieldPath = raw.key ? raw.path.slice(0, -1) : raw.path;
+        const label = labels?.[formatPath(fieldPath)];
+        const issue: ConfigIssue = {
+          path: fieldPath,
+          message: raw.message,
+          ...(source?.locate?.(raw.path, raw.key) ?? (source?.file ? { file: source.file } : {})),
+        };
+        if (label) issue.label = label;
+        return issue;
+      });
+    issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+    throw new ConfigError(issues);
+  }
+  if (source) sources.set(result.data, source);
+  return result.data;
+}
+
+function yamlLocator(doc: Document, lines: LineCounter, file: string): Locator {
+  return (path, key) => {
+    // Walk down as far as the document goes; point at the deepest node found.
+    let node: unknown = doc.contents;
+    let offset: number | undefined = (node as Node | null)?.range?.[0];
+    for (let i = 0; i < path.length; i++) {
+      const part = path[i];
+      const last = i === path.length - 1;
+      if (!node || typeof node !== 'object') break;
+      const items = (node as { items?: unknown[] }).items;
+      if (!items) break;
+      if (isMap(node)) {
+        const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === part);
+        if (!pair) break;
+        const keyNode = pair.key as Node | null;
+        if (last && key) {
+          offset = keyNode?.range?.[0] ?? offset;
+          break;
+        }
+        node = pair.value;
+        offset = (pair.value as Node | null)?.range?.[0] ?? keyNode?.range?.[0] ?? offset;
+      } else if (typeof part === 'number') {
+        node = items[part];
+        if (!node) break;
+        offset = (node as Node).range?.[0] ?? offset;
+      } else {
+        break;
+      }
+    }
+    if (offset === undefined) return { file };
+    const pos = lines.linePos(offset);
+    return { file, line: pos.line, column: pos.col };
+  };
+}
+
+/**
+ * Reads and validates a YAML (or JSON) experiment file. `name` defaults to the file name; relative paths
+ * in it (prompt file, local model) are resolved against the file's folder later, by the runner.
+ */
+export async function loadConfigFile(path: string): Promise<ExperimentConfig> {
+  const file = resolve(path);
+  const display = path;
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder' : (error as Error).message;
+    throw new ConfigError({ path: [], file: display, message: `cannot read the config: ${why}` });
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((error) => ({
+        path: [],
+        file: display,
+        line: error.linePos?.[0]?.line,
+        column: error.linePos?.[0]?.col,
+        message: `invalid YAML: ${(error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '')}`,
+      })),
+    );
+  }
+  const input = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  const source: ConfigSource = {
+    file: display,
+    dir: dirname(file),
+    locate: yamlLocator(doc, lines, display),
+  };
+  if (input === null || input === undefined) {
+    throw new ConfigError({ path: [], file: display, message: 'the config is empty' });
+  }
+  if (typeof input !== 'object' || Array.isArray(input)) {
+    throw new ConfigError({
+      path: [],
+      file: display,
+      line: 1,
+      message: 'the config must be a mapping of keys',
+    });
+  }
+  const config = parseConfig(input, { source });
+  if (config.name === undefined) {
+    const named = { ...config, name: basename(file, extname(file)) };
+    sources.set(named, source);
+    return named;
+  }
+  return config;
+}

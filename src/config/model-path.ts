@@ -1,0 +1,45 @@
+// model.id is a hub id ("org/name") or a local checkpoint (folder, or a single .safetensors file).
+import { existsSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { ConfigError, type ConfigIssue } from './errors.js';
+
+const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
+
+/** True when `id` is written as a path: absolute, or starting with `.` or `~`. */
+export function looksLikePath(id: string): boolean {
+  return isAbsolute(id) || id.startsWith('.') || id.startsWith('~') || id.includes('\\');
+}
+
+/**
+ * Resolves a model id: local paths (absolute, `.`/`~`-prefixed, or an existing folder relative to
+ * `baseDir`) become absolute and must exist; anything else is passed on as a hub id. Throws ConfigError
+ * (field `model.id`) for a local path that does not exist.
+ */
+export function resolveModelId(
+  id: string,
+  baseDir: string = process.cwd(),
+  where: Pick<ConfigIssue, 'file' | 'line' | 'column'> = {},
+): string {
+  const expanded = id === '~' ? homedir() : id.startsWith('~/') ? join(homedir(), id.slice(2)) : id;
+  const local = resolve(baseDir, expanded);
+  if (looksLikePath(id)) {
+    if (!existsSync(local)) {
+      throw new ConfigError({
+        path: ['model', 'id'],
+        ...where,
+        message: `local model "${id}" does not exist (looked for ${local})`,
+      });
+    }
+    return local;
+  }
+  if (existsSync(local) && statSync(local).isDirectory()) return local;
+  if (!HUB_ID.test(id)) {
+    throw new ConfigError({
+      path: ['model', 'id'],
+      ...where,
+      message: `"${id}" is neither an existing local folder (looked for ${local}) nor a hub id like "org/name"`,
+    });
+  }
+  return id;
+}
