@@ -1,0 +1,96 @@
+"""Benchmark: images/s of a layer-by-seed sweep through the lens, batched and unbatched, against an
+official-style loop (one stock pipeline call per layer, seeds batched, layers not).
+
+    python -m diffusion_lens.bench --model DIR [--layers 5] [--seeds 4] [--steps 20] [--size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from .devices import resolve_device, resolve_dtype
+from .families import LoadOptions, SamplerSettings, load_family
+from .lens import Item, LensOptions, generate
+
+
+def timed(run: Callable[[], object], repeats: int) -> float:
+    """Best wall time of ``repeats`` runs (after one warm-up run)."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="hub id or local folder of an SD checkpoint")
+    parser.add_argument("--layers", type=int, default=5, help="number of layers, evenly spread over 0..L")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=None, help="image side (default: the model's native)")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    family = load_family(
+        LoadOptions(
+            args.model, None, device, resolve_dtype(args.dtype, device), offload=False, allow_pickle=False
+        ),
+        None,
+    )
+    last = family.num_layers
+    layers = sorted({round(i * last / max(args.layers - 1, 1)) for i in range(args.layers)})
+    size = args.size or family.describe()["defaults"]["height"]
+    settings = SamplerSettings(steps=args.steps, guidance=7.5, height=size, width=size, scheduler=None)
+    prompt = "a red apple on a wooden table"
+    items = [Item(0, layer, seed) for layer in layers for seed in range(args.seeds)]
+
+    def lens(max_batch: int) -> Callable[[], object]:
+        options = LensOptions(max_batch=max_batch)
+        return lambda: generate(family, [prompt], items, settings, options, lambda *a: None, lambda p: None)
+
+    def official_style() -> None:
+        pipe = family.pipe  # type: ignore[attr-defined]
+        for layer in layers:
+            embeds = family.encode(prompt, [layer])[layer]
+            pipe(
+                prompt_embeds=embeds.repeat(args.seeds, 1, 1),
+                num_inference_steps=args.steps,
+                guidance_scale=settings.guidance,
+                height=size,
+                width=size,
+                generator=[torch.Generator().manual_seed(s) for s in range(args.seeds)],
+                output_type="np",
+            )
+
+    n = len(items)
+    print(f"model {args.model} on {device}: {len(layers)} layers {layers} x {args.seeds} seeds = {n} images,")
+    print(
+        f"{args.steps} steps, {size}x{size}, torch threads {torch.get_num_threads()}, best of {args.repeats}"
+    )
+    results = {
+        f"lens, max_batch {args.max_batch}": timed(lens(args.max_batch), args.repeats),
+        "lens, max_batch 1": timed(lens(1), args.repeats),
+        "official-style loop (per layer, seeds batched)": timed(official_style, args.repeats),
+    }
+    baseline = results["official-style loop (per layer, seeds batched)"]
+    for name, seconds in results.items():
+        print(
+            f"{name:48s} {seconds:8.3f} s {n / seconds:8.2f} images/s x{baseline / seconds:5.2f} vs official"
+        )
+
+
+if __name__ == "__main__":
+    main()
