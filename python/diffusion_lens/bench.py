@@ -1,19 +1,24 @@
 """Benchmark: images/s of a layer-by-seed sweep through the lens, batched and unbatched, against an
 official-style loop (one stock pipeline call per layer, seeds batched, layers not).
 
-    python -m diffusion_lens.bench --model DIR [--layers 5] [--seeds 4] [--steps 20] [--size 32]
+    python -m diffusion_lens.bench [--model DIR] [--layers 5] [--seeds 4] [--steps 20] [--size 32]
+
+Without --model it measures the tiny random-weight SD fixture (built in a temporary folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from .devices import resolve_device, resolve_dtype
 from .families import LoadOptions, SamplerSettings, load_family
+from .fixtures import save_fixture
 from .lens import Item, LensOptions, generate
 
 
@@ -32,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True, help="hub id or local folder of an SD checkpoint")
+    parser.add_argument("--model", help="hub id or local folder of an SD checkpoint (default: tiny fixture)")
     parser.add_argument("--layers", type=int, default=5, help="number of layers, evenly spread over 0..L")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
+    if args.model is None:
+        args.model = str(save_fixture("sd", Path(tempfile.mkdtemp(prefix="dlens-bench-")) / "tiny-sd"))
     device = resolve_device(args.device)
     family = load_family(
         LoadOptions(
