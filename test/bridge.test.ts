@@ -7,7 +7,7 @@ import {
   type ProgressMessage,
 } from '../src/bridge/index.js';
 import { fixtureLoad, longJob, rejection, smallJob } from './bridge/jobs.js';
-import { isAlive } from './bridge/processes.js';
+import { isAlive, pidOf } from './bridge/processes.js';
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -93,15 +93,16 @@ describe('LensWorker with the Python worker', () => {
       expect([image.width, image.height]).toEqual([32, 32]);
     }
     expect(progress.length).toBeGreaterThan(0);
-    for (const [i, p] of progress.entries()) {
+    let previous = { done_units: 0, images_done: 0 };
+    for (const p of progress) {
       expect(p.total_units).toBe(4 * 2);
       expect(p.images_total).toBe(4);
       expect(p.done_units).toBeLessThanOrEqual(p.total_units);
-      if (i > 0) {
-        expect(p.done_units).toBeGreaterThanOrEqual(progress[i - 1]!.done_units);
-        expect(p.images_done).toBeGreaterThanOrEqual(progress[i - 1]!.images_done);
-      }
+      expect(p.done_units).toBeGreaterThanOrEqual(previous.done_units);
+      expect(p.images_done).toBeGreaterThanOrEqual(previous.images_done);
+      previous = p;
     }
+    expect(previous).toMatchObject({ done_units: 8, images_done: 4 });
   });
 
   it('cancels a running job on abort, then serves the next request', async () => {
@@ -129,7 +130,7 @@ describe('LensWorker with the Python worker', () => {
   });
 
   it('close() stops the worker and its process; later calls fail with closed', async () => {
-    const pid = worker.pid!;
+    const pid = pidOf(worker);
     await Promise.all([worker.close(), worker.close()]);
     expect(isAlive(pid)).toBe(false);
     expect(await worker.exited).toEqual({ code: 0, signal: null });

@@ -195,6 +195,10 @@ export class Connection {
       this.invalid(undefined, `not msgpack (${(error as Error).message})`);
       return;
     }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      this.invalid(undefined, `not a msgpack map (got ${Array.isArray(raw) ? 'an array' : typeof raw})`);
+      return;
+    }
     const parsed = incomingMessageSchema.safeParse(raw);
     if (!parsed.success) {
       this.invalid(raw, describeIssues(parsed.error));

@@ -54,11 +54,14 @@ if (mode === 'mute') {
         schedulers: [],
         heartbeat_s: 0.2,
       });
+    } else if (mode === 'silent') {
+      // Hung after the handshake: no replies, no heartbeats.
     } else if (request.type === 'ping' && mode === 'bad-reply') {
       // A pong whose envelope is broken (v is a string): the bridge must fail the ping, not crash.
       await router.send([identity, packr.pack({ v: '1', id, type: 'pong' })]);
     } else if (request.type === 'ping' && mode === 'garbage') {
-      await router.send([identity, Buffer.from([0xc1])]);
+      // A truncated msgpack array (two elements announced, one sent), then the real answer.
+      await router.send([identity, Buffer.from([0x92, 0x01])]);
       await reply(identity, { id, type: 'pong' });
     } else if (request.type === 'ping') {
       await reply(identity, { id, type: 'pong' });

@@ -26,3 +26,9 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
   }
   return condition();
 }
+
+/** The pid of a spawned worker (every managed worker has one). */
+export function pidOf(worker: { pid: number | undefined }): number {
+  if (worker.pid === undefined) throw new Error('the worker has no pid');
+  return worker.pid;
+}
