@@ -106,4 +106,22 @@ describe('a worker that dies mid-job', () => {
     expect(await worker.exited).toEqual({ code: null, signal: 'SIGKILL' });
     expect((await rejection(worker.ping())).code).toBe('worker_exited');
   });
+
+  it('close() during a job rejects it with closed and still stops the worker promptly', async () => {
+    const worker = await started(LensWorker.start());
+    await worker.load(fixtureLoad(inject('sdFixture')));
+    const pid = pidOf(worker);
+    let closing: Promise<void> | undefined;
+    const job = worker.generate(longJob(), {
+      onProgress: () => {
+        closing ??= worker.close();
+      },
+    });
+    const error = await rejection(job);
+    expect(error.code).toBe('closed');
+    const startedAt = Date.now();
+    await closing;
+    expect(Date.now() - startedAt).toBeLessThan(3_000);
+    expect(isAlive(pid)).toBe(false);
+  });
 });

@@ -1,7 +1,7 @@
 // Protocol v1 on both sides: the bridge's schemas, and the real worker's answers to bad frames.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeMessage } from '../src/bridge/codec.js';
-import { LensWorker, PROTOCOL_VERSION } from '../src/bridge/index.js';
+import { connectWorker, LensWorker, PROTOCOL_VERSION } from '../src/bridge/index.js';
 import { generateRequestSchema, incomingMessageSchema } from '../src/bridge/protocol.js';
 import { smallJob } from './bridge/jobs.js';
 import { RawClient } from './bridge/raw-client.js';
@@ -88,6 +88,16 @@ describe('the worker answers malformed frames with errors and keeps serving', ()
 
   it('still answers pings afterwards, raw and through the bridge', async () => {
     expect(await raw.exchange({ v: 1, id: 'p1', type: 'ping' })).toMatchObject({ id: 'p1', type: 'pong' });
+    expect(await worker.ping()).toBeGreaterThanOrEqual(0);
+  });
+
+  it('lets a second client attach with connectWorker, and detach without stopping the worker', async () => {
+    const attached = await connectWorker(worker.endpoint);
+    expect(attached.pid).toBeUndefined();
+    expect(attached.info.protocol).toBe(PROTOCOL_VERSION);
+    expect(await attached.ping()).toBeGreaterThanOrEqual(0);
+    await attached.close();
+    expect(await attached.exited).toEqual({ code: null, signal: null });
     expect(await worker.ping()).toBeGreaterThanOrEqual(0);
   });
 });

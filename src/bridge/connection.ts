@@ -37,6 +37,7 @@ export function errorFromMessage(message: Reply<'error'>): WorkerError {
 export class Connection {
   private readonly socket = new Dealer({ linger: 0 });
   private readonly pending = new Map<string, Exchange>();
+  private readonly abandoned = new Set<string>();
   private sendQueue: Promise<void> = Promise.resolve();
   private nextId = 1;
   private failure: WorkerError | null = null;
@@ -127,6 +128,19 @@ export class Connection {
     for (const exchange of exchanges) exchange.fail(error);
   }
 
+  /**
+   * Fails what is outstanding with `error` but keeps the connection usable; late replies to those
+   * requests are dropped quietly.
+   */
+  abandonPending(error: WorkerError): void {
+    const exchanges = [...this.pending];
+    this.pending.clear();
+    for (const [id, exchange] of exchanges) {
+      this.abandoned.add(id);
+      exchange.fail(error);
+    }
+  }
+
   /** Fails what is outstanding with `error` and closes the socket. */
   close(error: WorkerError): void {
     this.fail(error);
@@ -210,6 +224,7 @@ export class Connection {
   private dispatch(message: IncomingMessage): void {
     if (message.type === 'heartbeat') return;
     const exchange = this.pending.get(message.id);
+    if (!exchange && this.abandoned.has(message.id)) return;
     if (!exchange) {
       const detail = message.type === 'error' ? `: ${message.code}: ${message.message}` : '';
       this.opts.onLog(

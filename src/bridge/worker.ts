@@ -249,10 +249,11 @@ export class LensWorker {
       return;
     }
     if (!workerProcess.hasExited && !this.connection.failed) {
-      // Jobs run one at a time and `shutdown` waits its turn, so cancel first.
+      // Cancel running jobs so the worker is free to exit, and end their calls now with 'closed'.
       for (const id of this.activeJobs) {
         this.connection.call('cancel', { target: id }, 'ack').catch(() => undefined);
       }
+      this.connection.abandonPending(closed);
       this.connection.call('shutdown', {}, 'bye').catch(() => undefined);
     }
     if (!(await settlesWithin(workerProcess.exited, SHUTDOWN_GRACE_MS))) {
