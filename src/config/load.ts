@@ -179,6 +179,16 @@ function convertIssue(issue: ZodIssue, input: unknown, base: FieldPath = []): Ra
   }
 }
 
+// The label of the longest labelled field that `field` is in (`seeds[2]` → the label of `seeds`).
+function labelFor(labels: Record<string, string>, field: string): string | undefined {
+  let best: string | undefined;
+  for (const key of Object.keys(labels)) {
+    const inside = field === key || field.startsWith(`${key}.`) || field.startsWith(`${key}[`);
+    if (inside && (best === undefined || key.length > best.length)) best = key;
+  }
+  return best === undefined ? undefined : labels[best];
+}
+
 /**
  * Validates a config object (parsed YAML/JSON, or built by the CLI) and fills in defaults. Throws
  * ConfigError with one issue per bad field.
@@ -195,7 +205,7 @@ export function parseConfig(input: unknown, options: ParseConfigOptions = {}): E
       .map((raw) => {
         // Unknown keys are reported on their parent ("model: unexpected key ...").
         const fieldPath = raw.key ? raw.path.slice(0, -1) : raw.path;
-        const label = labels?.[formatPath(fieldPath)];
+        const label = labels ? labelFor(labels, formatPath(fieldPath)) : undefined;
         const issue: ConfigIssue = {
           path: fieldPath,
           message: raw.message,

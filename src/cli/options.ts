@@ -1,0 +1,108 @@
+// `diffusion-lens lens PROMPT ...`: the command-line options become a config object, validated by the
+// same schema as a config file (errors name the option).
+import { type ExperimentConfig, parseConfig } from '../config/index.js';
+
+export interface LensOptions {
+  model: string;
+  out: string;
+  layers?: string;
+  seeds?: string;
+  steps?: string;
+  guidance?: string;
+  size?: string;
+  scheduler?: string;
+  negative?: string;
+  uncond?: string;
+  noise?: string;
+  maxBatch?: string;
+  dtype?: string;
+  device?: string;
+  family?: string;
+  revision?: string;
+  offload?: boolean;
+  allowPickle?: boolean;
+  name?: string;
+}
+
+/** Field → option, so that errors say `--steps` rather than `sampler.steps`. */
+export const OPTION_LABELS: Record<string, string> = {
+  name: '--name',
+  'model.id': '--model',
+  'model.family': '--family',
+  'model.revision': '--revision',
+  'model.dtype': '--dtype',
+  'model.device': '--device',
+  'sampler.steps': '--steps',
+  'sampler.guidance': '--guidance',
+  'sampler.size': '--size',
+  'sampler.scheduler': '--scheduler',
+  'sampler.negative': '--negative',
+  'lens.layers': '--layers',
+  'lens.uncond': '--uncond',
+  'lens.noise': '--noise',
+  seeds: '--seeds',
+  prompts: 'PROMPT',
+  'runtime.max_batch': '--max-batch',
+};
+
+const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?$/i;
+
+/** A number when the text is one; else the text, so that validation reports what was given. */
+export function numberOrText(text: string): number | string {
+  const trimmed = text.trim();
+  return NUMBER.test(trimmed) ? Number(trimmed) : text;
+}
+
+/** `512` → 512; `512x768` (height x width) → [512, 768]. */
+export function parseSize(text: string): number | string | (number | string)[] {
+  const parts = text.toLowerCase().split('x');
+  if (parts.length === 2) return parts.map((p) => numberOrText(p));
+  return numberOrText(text);
+}
+
+/** `0,1,2,3` → [0, 1, 2, 3]. */
+export function parseSeeds(text: string): (number | string)[] {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map(numberOrText);
+}
+
+function defined<T extends Record<string, unknown>>(object: T): Partial<T> {
+  return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** The raw config object for `lens` (before validation). */
+export function lensConfigInput(prompt: string, options: LensOptions): Record<string, unknown> {
+  return defined({
+    name: options.name,
+    model: defined({
+      id: options.model,
+      family: options.family,
+      revision: options.revision,
+      dtype: options.dtype,
+      device: options.device,
+      offload: options.offload,
+      allow_pickle: options.allowPickle,
+    }),
+    sampler: defined({
+      steps: options.steps === undefined ? undefined : numberOrText(options.steps),
+      guidance: options.guidance === undefined ? undefined : numberOrText(options.guidance),
+      size: options.size === undefined ? undefined : parseSize(options.size),
+      scheduler: options.scheduler,
+      negative: options.negative,
+    }),
+    lens: defined({ layers: options.layers, uncond: options.uncond, noise: options.noise }),
+    seeds: options.seeds === undefined ? undefined : parseSeeds(options.seeds),
+    prompts: [prompt],
+    runtime: defined({
+      max_batch: options.maxBatch === undefined ? undefined : numberOrText(options.maxBatch),
+    }),
+  });
+}
+
+/** Validates `lens` options as a config; throws ConfigError naming the option. */
+export function lensConfig(prompt: string, options: LensOptions): ExperimentConfig {
+  return parseConfig(lensConfigInput(prompt, options), { labels: OPTION_LABELS });
+}

@@ -1,0 +1,147 @@
+// How a run shows itself: a progress bar on a terminal, plain lines otherwise, JSON lines with --json.
+import cliProgress from 'cli-progress';
+import type { RunEvent } from '../experiment/index.js';
+
+export type ReportMode = 'json' | 'tty' | 'plain';
+
+export interface Reporter {
+  onEvent(event: RunEvent): void;
+  /** A message for the user (stderr; above the bar on a terminal; dropped in JSON mode). */
+  note(message: string): void;
+  stop(): void;
+}
+
+function seconds(s: number): string {
+  return s < 90 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
+/** One-line description of an event for humans; null for events not worth a line. */
+export function describeEvent(event: RunEvent): string | null {
+  switch (event.type) {
+    case 'start':
+      return `run "${event.name}": ${event.prompts} prompt${event.prompts === 1 ? '' : 's'} -> ${event.out_dir}`;
+    case 'worker-ready':
+      return (
+        `${event.restart > 0 ? `worker restarted (${event.restart})` : 'worker ready'}: python ${event.python}, ` +
+        `torch ${event.torch}, diffusers ${event.diffusers}, device ${event.device}`
+      );
+    case 'model-loaded':
+      return (
+        `loaded ${event.model} (${event.pipeline_class}, family ${event.family}, ${event.num_layers} encoder ` +
+        `layers, ${event.device} ${event.dtype})`
+      );
+    case 'plan':
+      return (
+        `plan: ${event.total} images (${event.prompts} prompts x ${event.layers.length} layers x ` +
+        `${event.seeds.length} seeds, ${event.height}x${event.width}); ${event.skipped} on disk, ${event.todo} to make`
+      );
+    case 'image':
+      return `[${event.images_done}/${event.images_total}] ${event.path}`;
+    case 'worker-lost':
+      return (
+        `worker lost (${event.code}): ${event.lost} image${event.lost === 1 ? '' : 's'} not received; ` +
+        (event.restarting ? 'restarting it and resuming' : 'giving up after too many restarts') +
+        `\n  ${event.message.split('\n')[0]}`
+      );
+    case 'grid':
+      return `grid: ${event.path}`;
+    case 'done':
+      if (event.aborted) {
+        return `stopped: ${event.images_generated} images made, run again to resume${event.manifest ? ` (${event.manifest})` : ''}`;
+      }
+      return (
+        `${event.complete ? 'done' : 'incomplete'}: ${event.images_generated} images made, ` +
+        `${event.images_skipped} already on disk, ${seconds(event.seconds)}` +
+        (event.manifest ? ` -> ${event.manifest}` : '')
+      );
+    case 'error':
+      return null; // the CLI prints the error itself
+    default:
+      return null;
+  }
+}
+
+export function createReporter(
+  mode: ReportMode,
+  streams = { out: process.stdout, err: process.stderr },
+): Reporter {
+  if (mode === 'json') {
+    return {
+      onEvent: (event) => streams.out.write(`${JSON.stringify(event)}\n`),
+      note: () => undefined,
+      stop: () => undefined,
+    };
+  }
+  if (mode === 'plain') {
+    return {
+      onEvent: (event) => {
+        const line = describeEvent(event);
+        if (line === null) return;
+        (event.type === 'done' ? streams.out : streams.err).write(`${line}\n`);
+      },
+      note: (message) => streams.err.write(`${message}\n`),
+      stop: () => undefined,
+    };
+  }
+  // A terminal: one bar (images made / to make, ETA from denoising steps, the layer last finished).
+  const multibar = new cliProgress.MultiBar(
+    {
+      stream: streams.err,
+      format: ' {bar} {images}/{imagesTotal} images | layer {layer} | ETA {eta_formatted} | {elapsed}',
+      barCompleteChar: '\u2588',
+      barIncompleteChar: '\u2591',
+      hideCursor: true,
+      clearOnComplete: true,
+      etaBuffer: 50,
+      fps: 10,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let bar: cliProgress.SingleBar | null = null;
+  const startedAt = Date.now();
+  const elapsed = (): string => seconds((Date.now() - startedAt) / 1000);
+  let payload = { images: 0, imagesTotal: 0, layer: '-', elapsed: '0 s' };
+  const log = (line: string): void => {
+    if (bar) multibar.log(`${line}\n`);
+    else streams.err.write(`${line}\n`);
+  };
+  return {
+    onEvent: (event) => {
+      switch (event.type) {
+        case 'plan': {
+          log(describeEvent(event) ?? '');
+          if (event.todo > 0) {
+            payload = { ...payload, imagesTotal: event.todo };
+            bar = multibar.create(1, 0, payload);
+          }
+          return;
+        }
+        case 'progress':
+          payload = { ...payload, images: event.images_done, elapsed: elapsed() };
+          bar?.setTotal(Math.max(1, event.units_total));
+          bar?.update(event.units_done, payload);
+          return;
+        case 'image':
+          payload = { ...payload, images: event.images_done, layer: `L${event.layer}`, elapsed: elapsed() };
+          bar?.update(payload);
+          return;
+        case 'done':
+          multibar.stop();
+          bar = null;
+          streams.out.write(`${describeEvent(event)}\n`);
+          return;
+        case 'grid':
+          return; // the summary names the folder; one line per grid is noise on a terminal
+        default: {
+          const line = describeEvent(event);
+          if (line !== null) log(line);
+        }
+      }
+    },
+    note: log,
+    stop: () => {
+      multibar.stop();
+      bar = null;
+    },
+  };
+}

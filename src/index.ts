@@ -1,0 +1,51 @@
+// diffusion-lens as a library: everything the CLI does, for scripted studies.
+//
+//   import { loadConfigFile, runExperiment } from 'diffusion-lens';
+//   const config = await loadConfigFile('experiments/colors.yaml');
+//   const result = await runExperiment(config, { outDir: 'runs/colors', onEvent: console.log });
+
+export {
+  type DoneMessage,
+  type GenerateRequest,
+  type ImageMessage,
+  LensWorker,
+  type LoadedMessage,
+  type LoadRequest,
+  type ProgressMessage,
+  type ReadyMessage,
+  WorkerError,
+  type WorkerOptions,
+} from './bridge/index.js';
+export {
+  ConfigError,
+  type ConfigIssue,
+  type ExperimentConfig,
+  type ExperimentConfigInput,
+  ExperimentConfigSchema,
+  type LayerSpec,
+  loadConfigFile,
+  loadPrompts,
+  parseConfig,
+  parseLayerSpec,
+  resolveLayers,
+  resolveModelId,
+  SCHEDULERS,
+  type SchedulerName,
+  toJsonSchema,
+} from './config/index.js';
+export { type DoctorProblem, type DoctorReport, runDoctor } from './doctor.js';
+export {
+  contentKey,
+  type ImageSettings,
+  type Job,
+  type Manifest,
+  type ManifestImage,
+  type Plan,
+  planExperiment,
+  type RunEvent,
+  type RunOptions,
+  type RunResult,
+  runExperiment,
+} from './experiment/index.js';
+export { buildGrid, type GridOptions, gridLayout } from './render/index.js';
+export { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from './version.js';
