@@ -2,20 +2,19 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Connection, errorFromMessage, unexpectedReply } from './connection.js';
+import { Connection } from './connection.js';
 import { WorkerError } from './errors.js';
+import { abortedError, type GenerateHandlers, GenerateJob } from './generate-job.js';
 import { describeExit, type ExitInfo, spawnWorkerProcess, type WorkerProcess } from './process.js';
 import {
   type DoneMessage,
   describeIssues,
   type GenerateRequest,
   generateRequestSchema,
-  type ImageMessage,
   type LoadedMessage,
   type LoadRequest,
   loadRequestSchema,
   PROTOCOL_VERSION,
-  type ProgressMessage,
   type ReadyMessage,
 } from './protocol.js';
 import { packageRoot } from './python.js';
@@ -36,12 +35,6 @@ export interface WorkerOptions {
 }
 
 export type ConnectOptions = Pick<WorkerOptions, 'heartbeatTimeoutMs' | 'startTimeoutMs' | 'onLog'>;
-
-export interface GenerateHandlers {
-  onProgress?(progress: ProgressMessage): void;
-  /** May be async: calls happen strictly in order, and generate() settles only after the last. */
-  onImage?(image: ImageMessage): void | Promise<void>;
-}
 
 const DEFAULT_START_TIMEOUT_MS = 60_000;
 const SHUTDOWN_GRACE_MS = 3_000;
@@ -147,81 +140,23 @@ export class LensWorker {
   ): Promise<DoneMessage> {
     const parsed = generateRequestSchema.safeParse(req);
     if (!parsed.success) return Promise.reject(invalidRequest('generate', describeIssues(parsed.error)));
-    if (signal?.aborted)
-      return Promise.reject(new WorkerError('cancelled', 'the generate request was aborted'));
+    if (signal?.aborted) return Promise.reject(abortedError());
     const refused = this.unlessClosing();
     if (refused) return refused;
-    return new Promise((resolve, reject) => {
-      const id = this.connection.newId();
-      let handlerFailure: { error: unknown } | null = null;
-      let handlersSettled: Promise<void> = Promise.resolve();
-      let cancelSent = false;
-
-      const cancel = (): void => {
-        if (cancelSent) return;
-        cancelSent = true;
+    const id = this.connection.newId();
+    const job = new GenerateJob(
+      handlers,
+      () => {
         this.connection.call('cancel', { target: id }, 'ack').catch((error: unknown) => {
           this.onLog(`bridge: cancel of ${id} failed: ${(error as Error).message}`);
         });
-      };
-      const onAbort = (): void => cancel();
-      signal?.addEventListener('abort', onAbort, { once: true });
-
-      const handlerFailed = (error: unknown): void => {
-        if (handlerFailure) return;
-        handlerFailure = { error };
-        cancel();
-      };
-      // Handlers run one after another, in arrival order, never after one has failed.
-      const runHandler = (call: () => void | Promise<void>): void => {
-        handlersSettled = handlersSettled
-          .then(async () => {
-            if (!handlerFailure) await call();
-          })
-          .catch(handlerFailed);
-      };
-      const settle = (outcome: WorkerError | DoneMessage): void => {
-        signal?.removeEventListener('abort', onAbort);
-        this.activeJobs.delete(id);
-        void handlersSettled.then(() => {
-          if (handlerFailure) reject(handlerFailure.error);
-          else if (outcome instanceof WorkerError) reject(outcome);
-          else if (signal?.aborted) reject(new WorkerError('cancelled', 'the generate request was aborted'));
-          else resolve(outcome);
-        });
-      };
-
-      this.activeJobs.add(id);
-      this.connection.begin(id, 'generate', parsed.data, {
-        deliver: (message) => {
-          switch (message.type) {
-            case 'progress':
-              if (!handlerFailure && handlers.onProgress) {
-                try {
-                  handlers.onProgress(message);
-                } catch (error) {
-                  handlerFailed(error);
-                }
-              }
-              return false;
-            case 'image':
-              runHandler(() => handlers.onImage?.(message));
-              return false;
-            case 'done':
-              settle(message);
-              return true;
-            case 'error':
-              settle(errorFromMessage(message));
-              return true;
-            default:
-              cancel();
-              settle(unexpectedReply(message.type, 'generate'));
-              return true;
-          }
-        },
-        fail: (error) => settle(error),
-      });
-    });
+      },
+      () => this.activeJobs.delete(id),
+      signal,
+    );
+    this.activeJobs.add(id);
+    this.connection.begin(id, 'generate', parsed.data, job);
+    return job.result;
   }
 
   /** Round trip of a ping, in milliseconds. */

@@ -11,10 +11,12 @@ export {
   canonicalJson,
   contentKey,
   type ImageSettings,
+  imageSettings,
   type Job,
   type KeyVersion,
   type Plan,
   planExperiment,
+  resolveSize,
 } from './plan.js';
 export { type RunOptions, type RunResult, runExperiment } from './runner.js';
 export {

@@ -2,7 +2,8 @@
 // image would (model, sampler, lens settings, prompt, layer, seed, code version) and not otherwise
 // (device, batch size, output folder).
 import { createHash } from 'node:crypto';
-import type { NoiseMode, UncondMode } from '../config/index.js';
+import type { LoadedMessage } from '../bridge/index.js';
+import type { ExperimentConfig, NoiseMode, UncondMode } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_VERSION } from '../version.js';
 import { imagePath } from './store.js';
 
@@ -19,6 +20,41 @@ export interface ImageSettings {
     negative: string;
   };
   lens: { uncond: UncondMode; noise: NoiseMode };
+}
+
+/** [height, width]: the configured size, else the model's native one. */
+export function resolveSize(
+  size: ExperimentConfig['sampler']['size'],
+  loaded: Pick<LoadedMessage, 'defaults'>,
+): [number, number] {
+  if (size === undefined) return [loaded.defaults.height, loaded.defaults.width];
+  if (typeof size === 'number') return [size, size];
+  return [size[0], size[1]];
+}
+
+/**
+ * The settings that determine an image, from the config and what the worker loaded (resolved family,
+ * dtype, revision, native size, scheduler class). Not included: device, offload, max_batch.
+ */
+export function imageSettings(
+  config: ExperimentConfig,
+  loaded: Pick<LoadedMessage, 'revision' | 'family' | 'dtype' | 'defaults'>,
+  modelId: string,
+): ImageSettings {
+  const [height, width] = resolveSize(config.sampler.size, loaded);
+  return {
+    model: { id: modelId, revision: loaded.revision, family: loaded.family, dtype: loaded.dtype },
+    sampler: {
+      steps: config.sampler.steps,
+      guidance: config.sampler.guidance,
+      height,
+      width,
+      scheduler:
+        config.sampler.scheduler === 'default' ? loaded.defaults.scheduler : config.sampler.scheduler,
+      negative: config.sampler.negative,
+    },
+    lens: { uncond: config.lens.uncond, noise: config.lens.noise },
+  };
 }
 
 export interface Job {

@@ -27,7 +27,7 @@ import { buildGrid } from '../render/grid.js';
 import { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from '../version.js';
 import type { RunEvent } from './events.js';
 import { MANIFEST_VERSION, type Manifest, type ResolvedConfig, writeManifest } from './manifest.js';
-import { type ImageSettings, type Job, type Plan, planExperiment } from './plan.js';
+import { imageSettings, type Job, type Plan, planExperiment } from './plan.js';
 import { gridPath, Journal, slugify, writeFileAtomic } from './store.js';
 
 export interface RunOptions {
@@ -90,12 +90,6 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): 
 
 function isLostWorker(error: unknown): error is WorkerError {
   return error instanceof WorkerError && (error.code === 'worker_exited' || error.code === 'worker_hung');
-}
-
-function resolveSize(size: ExperimentConfig['sampler']['size'], loaded: LoadedMessage): [number, number] {
-  if (size === undefined) return [loaded.defaults.height, loaded.defaults.width];
-  if (typeof size === 'number') return [size, size];
-  return [size[0], size[1]];
 }
 
 /** Runs an experiment; see the module comment. Rejects on errors (ConfigError, WorkerError, I/O). */
@@ -229,20 +223,8 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       }
       throw error;
     }
-    const [height, width] = resolveSize(config.sampler.size, loaded);
-    const settings: ImageSettings = {
-      model: { id: modelId, revision: loaded.revision, family: loaded.family, dtype: loaded.dtype },
-      sampler: {
-        steps: config.sampler.steps,
-        guidance: config.sampler.guidance,
-        height,
-        width,
-        scheduler:
-          config.sampler.scheduler === 'default' ? loaded.defaults.scheduler : config.sampler.scheduler,
-        negative: config.sampler.negative,
-      },
-      lens: { uncond: config.lens.uncond, noise: config.lens.noise },
-    };
+    const settings = imageSettings(config, loaded, modelId);
+    const { height, width } = settings.sampler;
     const thePlan = planExperiment({ settings, prompts, layers, seeds: config.seeds, numLayers });
     plan = thePlan;
     const journal = await Journal.open(outDir);
