@@ -1,8 +1,10 @@
 // How the bridge fails: start-up problems, bad replies, hangs and crashes. Fake workers stand in
 // where the real one cannot be made to misbehave.
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { LensWorker } from '../src/bridge/index.js';
-import { fakePython } from './bridge/fake-python.js';
+import { fakePython, removeFakePythons } from './bridge/fake-python.js';
 import { fixtureLoad, longJob, rejection } from './bridge/jobs.js';
 import { isAlive, pidOf, waitUntil } from './bridge/processes.js';
 
@@ -15,6 +17,12 @@ async function started(worker: Promise<LensWorker>): Promise<LensWorker> {
 afterEach(async () => {
   await Promise.all(workers.splice(0).map((worker) => worker.close()));
 });
+afterAll(removeFakePythons);
+
+/** The private folder of a worker's default ipc endpoint. */
+function endpointFolder(worker: LensWorker): string {
+  return dirname(worker.endpoint.replace(/^ipc:\/\//, ''));
+}
 
 describe('start-up failures', () => {
   it('names the missing interpreter and the fix', async () => {
@@ -89,6 +97,8 @@ describe('bad replies and hangs', () => {
     expect(error.code).toBe('worker_hung');
     expect(error.message).toContain('killing it');
     expect(await waitUntil(() => !isAlive(pid), 10_000)).toBe(true);
+    await worker.exited;
+    expect(existsSync(endpointFolder(worker))).toBe(false);
   });
 });
 
@@ -104,6 +114,8 @@ describe('a worker that dies mid-job', () => {
     expect(error.message).toContain('SIGKILL');
     expect(error.message).toContain('Last stderr lines');
     expect(await worker.exited).toEqual({ code: null, signal: 'SIGKILL' });
+    // The killed worker could not remove its ipc folder; the bridge did.
+    expect(existsSync(endpointFolder(worker))).toBe(false);
     expect((await rejection(worker.ping())).code).toBe('worker_exited');
   });
 

@@ -1,9 +1,9 @@
 // No orphans: whatever happens to the orchestrator, its worker process goes with it. These run the
 // built bridge in a separate node process, so that process can be killed or left to exit.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -40,16 +40,22 @@ function buildBridge(): void {
   }
 }
 
-/** Runs parent-script.mjs in `mode` and resolves with the pid of the worker it started. */
-async function startParent(
-  mode: 'hold' | 'exit' | 'forget',
-): Promise<{ parent: ResultPromise; workerPid: number }> {
+interface Parent {
+  parent: ResultPromise;
+  workerPid: number;
+  /** The private folder of the worker's ipc socket. */
+  ipcFolder: string;
+}
+
+/** Runs parent-script.mjs in `mode` and resolves once it has printed its worker's pid. */
+async function startParent(mode: 'hold' | 'exit' | 'forget'): Promise<Parent> {
   const parent = execa(process.execPath, [parentScript, mode], { reject: false, stderr: 'inherit' });
   parents.push(parent);
   const lines = createInterface({ input: parent.stdout });
   for await (const line of lines) {
     lines.close();
-    return { parent, workerPid: (JSON.parse(line) as { pid: number }).pid };
+    const { pid, endpoint } = JSON.parse(line) as { pid: number; endpoint: string };
+    return { parent, workerPid: pid, ipcFolder: dirname(endpoint.replace(/^ipc:\/\//, '')) };
   }
   throw new Error(`parent-script.mjs ${mode} printed no pid (exit: ${(await parent).exitCode})`);
 }
@@ -61,26 +67,30 @@ describe('no orphaned workers', () => {
   });
 
   it('a SIGKILLed orchestrator takes its worker with it', async () => {
-    const { parent, workerPid } = await startParent('hold');
+    const { parent, workerPid, ipcFolder } = await startParent('hold');
     expect(isAlive(workerPid)).toBe(true);
     parent.kill('SIGKILL');
     await parent;
     expect(await waitUntil(() => !isAlive(workerPid), 10_000)).toBe(true);
+    // It saw its stdin close and shut down cleanly, removing its socket folder.
+    expect(await waitUntil(() => !existsSync(ipcFolder), 2_000)).toBe(true);
   });
 
   it('process.exit() kills the worker at once', async () => {
-    const { parent, workerPid } = await startParent('exit');
+    const { parent, workerPid, ipcFolder } = await startParent('exit');
     expect((await parent).exitCode).toBe(0);
     expect(await waitUntil(() => !isAlive(workerPid), 2_000)).toBe(true);
+    expect(existsSync(ipcFolder)).toBe(false);
   });
 
   it('a forgotten worker does not keep node alive, and dies with it', async () => {
-    const { parent, workerPid } = await startParent('forget');
+    const { parent, workerPid, ipcFolder } = await startParent('forget');
     const exit = await Promise.race([
       parent,
       new Promise((resolve) => setTimeout(resolve, 15_000, 'still running')),
     ]);
     expect(exit).not.toBe('still running');
     expect(await waitUntil(() => !isAlive(workerPid), 5_000)).toBe(true);
+    expect(existsSync(ipcFolder)).toBe(false);
   });
 });

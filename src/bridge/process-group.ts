@@ -1,7 +1,8 @@
 // Kills worker process groups, and makes sure none outlives this process: workers run detached (their
 // own group, so a terminal's Ctrl-C reaches only the orchestrator), hence nothing kills them for us.
 
-const liveGroups = new Set<number>();
+/** Live worker groups, each with what to clean up after killing it. */
+const liveGroups = new Map<number, () => void>();
 let exitHookInstalled = false;
 
 /** Sends `signal` to the whole group led by `pid`; false if it is already gone. */
@@ -15,14 +16,20 @@ export function signalGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-/** Remembers a live worker group, to SIGKILL it if this process exits first. */
-export function trackGroup(pid: number): void {
-  liveGroups.add(pid);
+/**
+ * Remembers a live worker group, to SIGKILL it if this process exits first; `cleanUp` (synchronous)
+ * then removes what the killed worker leaves behind.
+ */
+export function trackGroup(pid: number, cleanUp: () => void = () => {}): void {
+  liveGroups.set(pid, cleanUp);
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     // 'exit' handlers must be synchronous; process.kill is.
     process.on('exit', () => {
-      for (const group of liveGroups) signalGroup(group, 'SIGKILL');
+      for (const [group, cleanUp] of liveGroups) {
+        signalGroup(group, 'SIGKILL');
+        cleanUp();
+      }
     });
   }
 }

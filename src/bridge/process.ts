@@ -1,6 +1,7 @@
 // Starts the Python worker as a managed subprocess and reads the endpoint it announces.
 
-import { join } from 'node:path';
+import { rmdirSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { execa } from 'execa';
@@ -131,12 +132,18 @@ export async function spawnWorkerProcess(opts: SpawnOptions): Promise<WorkerProc
     throw fail(`could not run ${python}: ${(error as Error).message}`, error);
   }
 
+  // A killed worker cannot remove its private ipc folder; we do, once its endpoint is known.
+  let privateSocket: string | null = null;
+  const removePrivateSocket = (): void => {
+    if (privateSocket) removeSocketAndFolder(privateSocket);
+  };
   const pid = subprocess.pid;
-  if (pid !== undefined) trackGroup(pid);
+  if (pid !== undefined) trackGroup(pid, removePrivateSocket);
   let spawnError: string | null = null;
   const exited: Promise<ExitInfo> = subprocess.then(
     (result) => {
       if (pid !== undefined) untrackGroup(pid);
+      if (result.signal !== undefined) removePrivateSocket();
       if (result.failed && result.exitCode === undefined && result.signal === undefined) {
         spawnError = result.originalMessage ?? result.shortMessage ?? 'unknown error';
       }
@@ -188,6 +195,7 @@ export async function spawnWorkerProcess(opts: SpawnOptions): Promise<WorkerProc
   }
   const listening = parseListeningLine(outcome);
   if (typeof listening === 'string') return killAndFail(listening);
+  privateSocket = privateSocketPath(listening.endpoint, opts.extraArgs);
   return new WorkerProcess(python, subprocess, listening, stderr, exited);
 }
 
@@ -201,6 +209,27 @@ function parseListeningLine(line: string): ListeningLine | string {
   const parsed = listeningLineSchema.safeParse(json);
   if (!parsed.success) return `its listening line is malformed (${describeIssues(parsed.error)}): ${line}`;
   return parsed.data;
+}
+
+/**
+ * The socket file of the worker's default endpoint (an ipc socket in a `dlens-*` temp folder of its
+ * own), or null for an endpoint the user chose with --bind: that one is not ours to delete.
+ */
+function privateSocketPath(endpoint: string, extraArgs: string[]): string | null {
+  if (extraArgs.some((arg) => arg === '--bind' || arg.startsWith('--bind='))) return null;
+  if (!endpoint.startsWith('ipc://')) return null;
+  const socket = endpoint.slice('ipc://'.length);
+  return basename(dirname(socket)).startsWith('dlens-') ? socket : null;
+}
+
+/** Removes the socket, then its folder only if that is now empty. Synchronous: runs at exit too. */
+function removeSocketAndFolder(socket: string): void {
+  try {
+    rmSync(socket, { force: true });
+    rmdirSync(dirname(socket));
+  } catch {
+    // Already gone, or the folder holds something else: leave it.
+  }
 }
 
 function followLines(stream: Readable | null, onLine: (line: string) => void): void {

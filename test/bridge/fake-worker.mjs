@@ -1,6 +1,6 @@
 // A stand-in for lens_server.py that misbehaves on purpose (FAKE_WORKER_MODE), for the bridge's
 // failure paths that the real worker cannot be made to show. Started through a tiny shell "python".
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -22,7 +22,9 @@ if (mode === 'mute') {
   setInterval(() => {}, 1_000);
 } else {
   const router = new Router({ linger: 0 });
-  const endpoint = `ipc://${join(mkdtempSync(join(tmpdir(), 'dlens-fake-')), 'worker.sock')}`;
+  const folder = mkdtempSync(join(tmpdir(), 'dlens-fake-'));
+  process.on('exit', () => rmSync(folder, { recursive: true, force: true }));
+  const endpoint = `ipc://${join(folder, 'worker.sock')}`;
   await router.bind(endpoint);
   const protocol = mode === 'protocol2' ? 2 : 1;
   console.log(JSON.stringify({ event: 'listening', endpoint, pid: process.pid, protocol }));
