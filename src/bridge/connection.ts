@@ -49,7 +49,18 @@ export class Connection {
     readonly endpoint: string,
     private readonly opts: ConnectionOptions,
   ) {
-    this.socket.connect(endpoint);
+    try {
+      this.socket.connect(endpoint);
+    } catch (error) {
+      this.socket.close();
+      throw new WorkerError(
+        'start_failed',
+        `cannot connect to the worker at ${endpoint}: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
+    }
   }
 
   /** Why the connection is unusable, or null while it works. */
@@ -61,10 +72,7 @@ export class Connection {
     return `r${this.nextId++}`;
   }
 
-  /**
-   * Registers `exchange` under `id` and sends the request. A failed send fails the exchange; the
-   * returned promise never rejects.
-   */
+  /** Registers `exchange` under `id` and sends the request; a failed send fails the exchange. */
   begin<T extends RequestType>(id: string, type: T, fields: Fields<T>, exchange: Exchange): void {
     if (this.failure) {
       exchange.fail(this.failure);
