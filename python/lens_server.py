@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +32,8 @@ def main() -> None:
         format="[worker] %(levelname)s %(message)s",
     )
     server = LensServer(args.bind, heartbeat_s=args.heartbeat, watch_stdin=not args.no_stdin_watch)
+    # SIGTERM: leave the loop so the socket's private folder is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.stopping.set())
     server.announce()
     with contextlib.suppress(KeyboardInterrupt):
         server.serve()

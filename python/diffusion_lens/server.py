@@ -73,6 +73,8 @@ class LensServer:
         self.context = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 1000)
+        # Sending to a peer that has gone raises instead of dropping silently, so we can forget it.
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         requested, self._temp_dir = (bind, None) if bind else default_endpoint()
         self.router.bind(requested)
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -131,7 +133,14 @@ class LensServer:
         )
 
     def _send(self, envelope: list[bytes], message: protocol.Message) -> None:
-        self.router.send_multipart([*envelope, protocol.encode(message)])
+        self._send_frame(envelope, protocol.encode(message))
+
+    def _send_frame(self, envelope: list[bytes], frame: bytes) -> None:
+        try:
+            self.router.send_multipart([*envelope, frame])
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: that client disconnected
+            log.info("dropping a message for a disconnected client (%s)", exc)
+            self.peers.pop(envelope[0], None)
 
     def serve(self) -> None:
         self._engine_thread.start()
@@ -162,7 +171,7 @@ class LensServer:
             route = self.routes.pop if final == b"1" else self.routes.get
             envelope = route(request_id.decode(), None)
             if envelope is not None:
-                self.router.send_multipart([*envelope, frame])
+                self._send_frame(envelope, frame)
 
     def _heartbeat(self) -> None:
         if os.getppid() != self._parent:
@@ -170,7 +179,7 @@ class LensServer:
             self.stopping.set()
             return
         beat = protocol.reply("", "heartbeat", busy=self.running is not None)
-        for envelope in self.peers.values():
+        for envelope in list(self.peers.values()):
             self._send(envelope, beat)
 
     def _receive(self) -> None:
@@ -220,7 +229,8 @@ class LensServer:
                 protocol.reply(request_id, "pong", busy=self.running is not None),
             )
         elif kind == "cancel":
-            self.engine.cancel(message["target"])
+            if message["target"] in self.routes:  # only jobs still queued or running
+                self.engine.cancel(message["target"])
             self._send(envelope, protocol.reply(request_id, "ack", target=message["target"]))
         elif kind == "shutdown":
             self._send(envelope, protocol.reply(request_id, "bye"))
