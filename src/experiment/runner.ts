@@ -180,7 +180,23 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       });
       return { outDir, manifestPath: null, manifest: null, complete: false, aborted, generated, skipped };
     }
-    const manifest = buildManifest({
+    const manifest = manifestOf(complete, grids);
+    const manifestPath = await writeManifest(outDir, manifest);
+    emit({
+      type: 'done',
+      complete,
+      aborted,
+      manifest: manifestPath,
+      images_generated: generated,
+      images_skipped: skipped,
+      seconds: manifest.timings.seconds,
+    });
+    return { outDir, manifestPath, manifest, complete, aborted, generated, skipped };
+  };
+
+  const manifestOf = (complete: boolean, grids: Manifest['grids']): Manifest => {
+    if (!plan || !loaded || !worker) throw new Error('no plan yet');
+    return buildManifest({
       config,
       name,
       prompts,
@@ -196,17 +212,6 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       generated,
       skipped,
     });
-    const manifestPath = await writeManifest(outDir, manifest);
-    emit({
-      type: 'done',
-      complete,
-      aborted,
-      manifest: manifestPath,
-      images_generated: generated,
-      images_skipped: skipped,
-      seconds: manifest.timings.seconds,
-    });
-    return { outDir, manifestPath, manifest, complete, aborted, generated, skipped };
   };
 
   try {
@@ -371,13 +376,15 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     return await finish(true, false, grids);
   } catch (error) {
     if (error instanceof Aborted) return await finish(false, true, []);
+    // Whatever was made stays usable: record it, marked incomplete.
+    if (plan && loaded && worker && generated > 0) {
+      await writeManifest(outDir, manifestOf(false, [])).catch(() => undefined);
+    }
     emit({
       type: 'error',
       code: error instanceof WorkerError ? error.code : error instanceof ConfigError ? 'config' : 'internal',
       message: (error as Error).message,
     });
-    // Whatever was made stays usable: record it, marked incomplete.
-    if (plan && generated > 0) await finish(false, false, []).catch(() => undefined);
     throw error;
   } finally {
     await Promise.all(owned.map((w) => w.close().catch(() => undefined)));

@@ -1,0 +1,366 @@
+// The built CLI (dist/cli.js) end to end, with the real worker and the tiny SD fixture.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import sharp from 'sharp';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Manifest, RunEvent } from '../src/experiment/index.js';
+
+const root = join(import.meta.dirname, '..');
+const cli = join(root, 'dist', 'cli.js');
+const fixture = inject('sdFixture');
+const tempDir = (): string => mkdtempSync(join(tmpdir(), 'dlens-cli-'));
+
+function dlens(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
+  return execa('node', [cli, ...args], { reject: false, cwd: options.cwd ?? root, env: options.env });
+}
+
+const readManifest = (dir: string): Manifest => JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+
+beforeAll(() => {
+  // The CLI tests run the build output; `npm test` builds first. Build here if there is none.
+  if (!existsSync(cli)) execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
+});
+
+describe('diffusion-lens lens', () => {
+  it('writes one image per (layer, seed), a grid and a manifest', async () => {
+    const out = join(tempDir(), 'apple');
+    const args = [
+      'lens',
+      'a red apple',
+      '--model',
+      fixture,
+      '--layers',
+      'all',
+      '--seeds',
+      '0,1',
+      '--steps',
+      '4',
+    ];
+    const result = await dlens([...args, '--size', '32', '--out', out]);
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toMatch(/done: 12 images made, 0 already on disk/);
+
+    const manifest = readManifest(out);
+    expect(Object.keys(manifest).sort()).toEqual(
+      [
+        'complete',
+        'config',
+        'grids',
+        'images',
+        'lens',
+        'model',
+        'timings',
+        'tool',
+        'version',
+        'worker',
+      ].sort(),
+    );
+    expect(manifest).toMatchObject({
+      version: 1,
+      tool: { name: 'diffusion-lens' },
+      complete: true,
+      config: {
+        name: 'a-red-apple',
+        sampler: { steps: 4, size: [32, 32], scheduler: 'default', negative: '' },
+        lens: { layers: [0, 1, 2, 3, 4, 5], uncond: 'final', noise: 'shared' },
+        seeds: [0, 1],
+        prompts: ['a red apple'],
+      },
+      model: { id: fixture, family: 'sd', num_layers: 5, revision: null, dtype: 'fp32', device: 'cpu' },
+      timings: { images_generated: 12, images_skipped: 0 },
+    });
+    expect(manifest.model.pipeline_class).toMatch(/StableDiffusion/);
+    expect(manifest.lens.norm).toMatch(/\S/);
+    expect(manifest.worker.torch).toMatch(/\d/);
+    expect(manifest.timings.seconds).toBeGreaterThan(0);
+    expect(manifest.images).toHaveLength(12);
+    const pairs = manifest.images.map((i) => `${i.layer}-${i.seed}`);
+    expect(new Set(pairs).size).toBe(12);
+    for (const image of manifest.images) {
+      expect(image).toMatchObject({ prompt: 'a red apple', prompt_index: 0 });
+      expect(image.path).toMatch(/^images\/a-red-apple-[0-9a-f]{8}\/L[0-5]-s[01]\.png$/);
+      expect(image.key).toMatch(/^[0-9a-f]{64}$/);
+      const meta = await sharp(join(out, image.path)).metadata();
+      expect([meta.width, meta.height]).toEqual([32, 32]);
+    }
+    expect(manifest.grids).toEqual([
+      { prompt: 'a red apple', path: expect.stringMatching(/^grids\/a-red-apple-[0-9a-f]{8}\.png$/) },
+    ]);
+    const grid = await sharp(join(out, manifest.grids[0]?.path ?? '')).metadata();
+    expect(grid.width).toBeGreaterThan(2 * 32);
+    expect(grid.height).toBeGreaterThan(6 * 32);
+    expect(readdirSync(join(out, 'images', readdirSync(join(out, 'images'))[0] ?? ''))).toHaveLength(12);
+
+    // A rerun makes nothing.
+    const again = await dlens([...args, '--size', '32', '--out', out, '--json']);
+    expect(again.exitCode).toBe(0);
+    const events = again.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as RunEvent);
+    expect(events.find((e) => e.type === 'plan')).toMatchObject({ total: 12, skipped: 12, todo: 0 });
+    expect(events.filter((e) => e.type === 'image')).toHaveLength(0);
+  });
+
+  it('--json prints one event per line', async () => {
+    const out = tempDir();
+    const result = await dlens([
+      'lens',
+      'a cat',
+      '--model',
+      fixture,
+      '--layers',
+      '-1',
+      '--seeds',
+      '3',
+      '--steps',
+      '2',
+      '--size',
+      '32',
+      '--out',
+      out,
+      '--json',
+    ]);
+    expect(result.exitCode).toBe(0);
+    const events = result.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as RunEvent);
+    const types = events.map((e) => e.type).filter((t) => t !== 'progress');
+    expect(types).toEqual(['start', 'worker-ready', 'model-loaded', 'plan', 'image', 'grid', 'done']);
+    expect(events.find((e) => e.type === 'image')).toMatchObject({
+      layer: 5,
+      seed: 3,
+      images_done: 1,
+      images_total: 1,
+    });
+  });
+
+  it('exits 130 on Ctrl-C, leaving a resumable run', async () => {
+    const out = tempDir();
+    const args = [
+      'lens',
+      'a slow cat',
+      '--model',
+      fixture,
+      '--seeds',
+      '0,1,2',
+      '--steps',
+      '25',
+      '--size',
+      '32',
+      '--max-batch',
+      '1',
+      '--out',
+      out,
+    ];
+    const child = execa('node', [cli, ...args, '--json'], { reject: false, cwd: root });
+    let sent = false;
+    child.stdout?.on('data', (chunk: Buffer) => {
+      if (!sent && chunk.toString().includes('"type":"image"')) {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    const result = await child;
+    expect(sent).toBe(true);
+    expect(result.exitCode).toBe(130);
+    const manifest = readManifest(out);
+    expect(manifest.complete).toBe(false);
+    const made = manifest.images.length;
+    expect(made).toBeGreaterThan(0);
+    expect(made).toBeLessThan(18);
+
+    const resumed = await dlens([...args, '--json']);
+    expect(resumed.exitCode).toBe(0);
+    const events = resumed.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as RunEvent);
+    expect(events.filter((e) => e.type === 'image')).toHaveLength(18 - made);
+    expect(readManifest(out).complete).toBe(true);
+  });
+
+  it('reports bad options as usage errors (exit 2), one line each, no stack', async () => {
+    const result = await dlens([
+      'lens',
+      'x',
+      '--model',
+      fixture,
+      '--out',
+      tempDir(),
+      '--steps',
+      'abc',
+      '--seeds',
+      '0,0',
+    ]);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr.trim().split('\n')).toEqual([
+      'error: --steps: must be a number (got "abc")',
+      'error: --seeds: duplicate seed 0 (also seeds[0])',
+    ]);
+    const missing = await dlens(['lens', 'x', '--out', tempDir()]);
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toContain("required option '-m, --model <id>' not specified");
+    expect((await dlens(['frobnicate'])).exitCode).toBe(2);
+  });
+
+  it('reports a layer out of range after loading the model (exit 1)', async () => {
+    const out = join(tempDir(), 'never');
+    const result = await dlens([
+      'lens',
+      'x',
+      '--model',
+      fixture,
+      '--layers',
+      '0:30:10',
+      '--size',
+      '32',
+      '--out',
+      out,
+    ]);
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr.trim().split('\n').at(-1)).toBe(
+      'error: lens.layers: layer 30 is out of range 0..5 (in "0:30:10")',
+    );
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('names model.id when a local model folder does not exist', async () => {
+    const result = await dlens(['lens', 'x', '--model', './no/such/model', '--out', tempDir()]);
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr.trim()).toMatch(
+      /^error: model\.id: local model "\.\/no\/such\/model" does not exist/,
+    );
+  });
+});
+
+describe('diffusion-lens run', () => {
+  it('runs a YAML config with a CSV prompt file into runs/<name>', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'experiments', 'prompts'), { recursive: true });
+    writeFileSync(
+      join(dir, 'experiments', 'prompts', 'colors.csv'),
+      'id,prompt,category\n1,"a red, shiny apple",fruit\n2,"a ""blue"" car",vehicle\n',
+    );
+    writeFileSync(
+      join(dir, 'experiments', 'colors.yaml'),
+      [
+        `model: { id: ${JSON.stringify(fixture)} }`,
+        'sampler: { steps: 2, size: [32, 40], scheduler: euler }',
+        'lens: { layers: "1:5:2" }',
+        'seeds: [0, 7]',
+        'prompts: { file: prompts/colors.csv, column: prompt }',
+        'runtime: { max_batch: 4 }',
+        '',
+      ].join('\n'),
+    );
+    const result = await dlens(['run', 'experiments/colors.yaml'], { cwd: dir });
+    expect(result.stderr).not.toMatch(/error/);
+    expect(result.exitCode).toBe(0);
+    const out = join(dir, 'runs', 'colors');
+    const manifest = readManifest(out);
+    expect(manifest.config).toMatchObject({
+      name: 'colors',
+      prompts: ['a red, shiny apple', 'a "blue" car'],
+      prompts_file: { file: 'prompts/colors.csv', column: 'prompt' },
+      lens: { layers: [1, 3, 5], layer_spec: '1:5:2' },
+      sampler: { size: [32, 40], height: 32, width: 40, scheduler: 'euler' },
+      seeds: [0, 7],
+    });
+    expect(manifest.images).toHaveLength(2 * 3 * 2);
+    expect(manifest.images.filter((i) => i.prompt_index === 1)).toHaveLength(6);
+    expect(manifest.grids).toHaveLength(2);
+    const meta = await sharp(join(out, manifest.images[0]?.path ?? '')).metadata();
+    expect([meta.height, meta.width]).toEqual([32, 40]);
+  });
+
+  it('names the file, line and field of a bad config (exit 1)', async () => {
+    const dir = tempDir();
+    writeFileSync(
+      join(dir, 'bad.yaml'),
+      `model: { id: ${JSON.stringify(fixture)} }\nprompts: [a]\nlens:\n  layer: all\n`,
+    );
+    const result = await dlens(['run', 'bad.yaml'], { cwd: dir });
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr.trim()).toBe(
+      'error: bad.yaml:4: lens: unexpected key "layer" (did you mean "layers"?)',
+    );
+  });
+
+  it('names the missing CSV column', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'p.csv'), 'text\na cat\n');
+    writeFileSync(
+      join(dir, 'e.yaml'),
+      `model: { id: ${JSON.stringify(fixture)} }\nprompts: { file: p.csv }\n`,
+    );
+    const result = await dlens(['run', 'e.yaml', '--out', join(dir, 'out')], { cwd: dir });
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toContain(
+      'prompts.column: column "prompt" not found in p.csv; columns found: "text"',
+    );
+    expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+});
+
+describe('diffusion-lens schema, doctor, --help', () => {
+  it('schema prints the JSON Schema', async () => {
+    const result = await dlens(['schema']);
+    expect(result.exitCode).toBe(0);
+    const schema = JSON.parse(result.stdout) as { properties: Record<string, unknown> };
+    expect(schema.properties.model).toBeTypeOf('object');
+    expect(schema.properties.prompts).toBeTypeOf('object');
+  });
+
+  it('doctor reports versions and device (exit 0)', async () => {
+    const result = await dlens(['doctor']);
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toMatch(/^node\s+20\./m);
+    expect(result.stdout).toMatch(/^python\s+3\.\d+/m);
+    expect(result.stdout).toMatch(/^torch\s+\d/m);
+    expect(result.stdout).toMatch(/^device\s+cpu/m);
+    expect(result.stdout).toContain('ok:');
+  });
+
+  it('doctor names the fix when Python is missing (exit 1)', async () => {
+    const result = await dlens(['doctor'], {
+      env: { ...process.env, DIFFUSION_LENS_PYTHON: '/no/such/python3' },
+    });
+    expect(result.exitCode).toBe(1);
+    expect(result.stdout).toContain('Python interpreter "/no/such/python3" not found');
+    expect(result.stdout).toMatch(/fix: .*npm install/);
+  });
+
+  it.each(['lens', 'run', 'schema', 'doctor'])('%s --help explains the options', async (command) => {
+    const result = await dlens([command, '--help']);
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toContain(`Usage: diffusion-lens ${command}`);
+    if (command === 'lens') {
+      for (const option of [
+        '--layers',
+        '--seeds',
+        '--steps',
+        '--guidance',
+        '--size',
+        '--scheduler',
+        '--negative',
+        '--uncond',
+        '--noise',
+        '--max-batch',
+        '--dtype',
+        '--device',
+        '--out',
+        '--json',
+      ]) {
+        expect(result.stdout).toContain(option);
+      }
+      expect(result.stdout.match(/\(default:/g)?.length).toBeGreaterThanOrEqual(14);
+    }
+  });
+});

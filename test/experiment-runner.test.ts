@@ -1,0 +1,225 @@
+// runExperiment against the real Python worker and the tiny SD fixture: resume after an abort, recovery
+// from a crashed or hung worker, reuse of a worker, errors before anything is written.
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { LensWorker } from '../src/bridge/index.js';
+import { ConfigError, type ExperimentConfig, parseConfig, SCHEDULERS } from '../src/config/index.js';
+import { type Manifest, type RunEvent, runExperiment } from '../src/experiment/index.js';
+
+const fixture = inject('sdFixture');
+const tempDir = (): string => mkdtempSync(join(tmpdir(), 'dlens-run-'));
+
+function config(overrides: Record<string, unknown> = {}): ExperimentConfig {
+  return parseConfig({
+    model: { id: fixture },
+    sampler: { steps: 3, size: 32 },
+    lens: { layers: 'all' },
+    seeds: [0, 1],
+    prompts: ['a red apple'],
+    runtime: { max_batch: 2 },
+    ...overrides,
+  });
+}
+
+const readManifest = (dir: string): Manifest => JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+
+function fileIds(dir: string, manifest: Manifest): Map<string, string> {
+  return new Map(
+    manifest.images.map((image) => {
+      const stat = statSync(join(dir, image.path));
+      return [image.path, `${stat.ino}:${stat.mtimeMs}`];
+    }),
+  );
+}
+
+describe('runExperiment', () => {
+  let shared: LensWorker;
+  beforeAll(async () => {
+    shared = await LensWorker.start();
+  });
+  afterAll(async () => {
+    await shared?.close();
+  });
+
+  it('uses the same scheduler names as the worker', () => {
+    expect([...shared.info.schedulers].sort()).toEqual([...SCHEDULERS].sort());
+  });
+
+  it('reuses a given worker and leaves it running', async () => {
+    const out = tempDir();
+    const events: RunEvent[] = [];
+    const result = await runExperiment(config({ seeds: [0], lens: { layers: '0,-1' } }), {
+      outDir: out,
+      worker: shared,
+      onEvent: (e) => events.push(e),
+    });
+    expect(result).toMatchObject({ complete: true, aborted: false, generated: 2, skipped: 0 });
+    expect(events.some((e) => e.type === 'worker-ready')).toBe(false);
+    expect(await shared.ping()).toBeGreaterThanOrEqual(0);
+    const manifest = readManifest(out);
+    expect(manifest.config.lens.layers).toEqual([0, 5]);
+    expect(manifest.images.map((i) => i.path)).toEqual([
+      expect.stringMatching(/\/L0-s0\.png$/),
+      expect.stringMatching(/\/L5-s0\.png$/),
+    ]);
+  });
+
+  it('resumes an aborted run, making exactly the missing images and leaving the others alone', async () => {
+    const out = tempDir();
+    const k = 3;
+    const controller = new AbortController();
+    const first: RunEvent[] = [];
+    const result1 = await runExperiment(config(), {
+      outDir: out,
+      worker: shared,
+      signal: controller.signal,
+      onEvent: (event) => {
+        first.push(event);
+        if (event.type === 'image' && event.images_done === k) controller.abort();
+      },
+    });
+    expect(result1).toMatchObject({ complete: false, aborted: true });
+    const manifest1 = readManifest(out);
+    expect(manifest1.complete).toBe(false);
+    expect(manifest1.grids).toEqual([]);
+    const made = manifest1.images.length;
+    expect(made).toBeGreaterThanOrEqual(k);
+    expect(made).toBeLessThan(12);
+    expect(first.filter((e) => e.type === 'image')).toHaveLength(made);
+    expect(first.at(-1)).toMatchObject({ type: 'done', complete: false, aborted: true });
+    const before = fileIds(out, manifest1);
+    await new Promise((r) => setTimeout(r, 20));
+
+    const second: RunEvent[] = [];
+    const result2 = await runExperiment(config(), {
+      outDir: out,
+      worker: shared,
+      onEvent: (e) => second.push(e),
+    });
+    expect(result2).toMatchObject({ complete: true, generated: 12 - made, skipped: made });
+    expect(second.find((e) => e.type === 'plan')).toMatchObject({
+      total: 12,
+      skipped: made,
+      todo: 12 - made,
+    });
+    const images = second.filter((e) => e.type === 'image');
+    expect(images).toHaveLength(12 - made);
+    for (const image of images) expect(before.has(image.path)).toBe(false);
+    const manifest2 = readManifest(out);
+    expect(manifest2.complete).toBe(true);
+    expect(manifest2.images).toHaveLength(12);
+    const after = fileIds(out, manifest2);
+    for (const [path, id] of before) expect(after.get(path)).toBe(id);
+    expect(manifest2.timings).toMatchObject({ images_generated: 12 - made, images_skipped: made });
+  });
+
+  it('restarts a worker that crashes mid-run and loses no image', async () => {
+    const out = tempDir();
+    const events: RunEvent[] = [];
+    let killed = false;
+    const result = await runExperiment(config(), {
+      outDir: out,
+      onEvent: (event) => {
+        events.push(event);
+        if (event.type === 'image' && event.images_done === 2 && !killed) {
+          killed = true;
+          const ready = events.find((e) => e.type === 'worker-ready');
+          if (ready?.type === 'worker-ready' && ready.pid) process.kill(ready.pid, 'SIGKILL');
+        }
+      },
+    });
+    expect(killed).toBe(true);
+    expect(result.complete).toBe(true);
+    const lost = events.find((e) => e.type === 'worker-lost');
+    expect(lost).toMatchObject({ type: 'worker-lost', code: 'worker_exited', restarting: true, restarts: 0 });
+    if (lost?.type !== 'worker-lost') throw new Error('unreachable');
+    expect(lost.lost).toBeGreaterThan(0);
+    expect(lost.lost).toBe(lost.lost_images.length);
+    expect(
+      events.filter((e) => e.type === 'worker-ready').map((e) => (e as { restart: number }).restart),
+    ).toEqual([0, 1]);
+    const images = events.filter((e) => e.type === 'image');
+    expect(images).toHaveLength(12);
+    expect(new Set(images.map((e) => (e as { path: string }).path)).size).toBe(12);
+    expect(readManifest(out).images).toHaveLength(12);
+  });
+
+  it('treats a silent (stopped) worker as hung, replaces it, and finishes', async () => {
+    const out = tempDir();
+    const events: RunEvent[] = [];
+    let stopped = false;
+    const result = await runExperiment(
+      config({ seeds: [0], lens: { layers: '0:3' }, runtime: { max_batch: 1 } }),
+      {
+        outDir: out,
+        onEvent: (event) => {
+          events.push(event);
+          if (event.type === 'image' && !stopped) {
+            stopped = true;
+            const ready = events.find((e) => e.type === 'worker-ready');
+            if (ready?.type === 'worker-ready' && ready.pid) process.kill(ready.pid, 'SIGSTOP');
+          }
+        },
+      },
+    );
+    expect(stopped).toBe(true);
+    expect(result.complete).toBe(true);
+    expect(events.find((e) => e.type === 'worker-lost')).toMatchObject({
+      code: 'worker_hung',
+      restarting: true,
+    });
+    expect(readManifest(out).images).toHaveLength(4);
+  });
+
+  it('gives up after two restarts, keeping what was made', async () => {
+    const out = tempDir();
+    const events: RunEvent[] = [];
+    const killedPids = new Set<number>();
+    const run = runExperiment(config({ seeds: [0], runtime: { max_batch: 1 } }), {
+      outDir: out,
+      onEvent: (event) => {
+        events.push(event);
+        if (event.type === 'image') {
+          const ready = events.filter((e) => e.type === 'worker-ready').at(-1);
+          if (ready?.type === 'worker-ready' && ready.pid && !killedPids.has(ready.pid)) {
+            killedPids.add(ready.pid);
+            process.kill(ready.pid, 'SIGKILL');
+          }
+        }
+      },
+    });
+    await expect(run).rejects.toMatchObject({ code: 'worker_exited' });
+    const lost = events.filter((e) => e.type === 'worker-lost');
+    expect(lost.map((e) => (e as { restarting: boolean }).restarting)).toEqual([true, true, false]);
+    expect(events.at(-1)).toMatchObject({ type: 'error', code: 'worker_exited' });
+    const manifest = readManifest(out);
+    expect(manifest.complete).toBe(false);
+    expect(manifest.images.length).toBe(events.filter((e) => e.type === 'image').length);
+  });
+
+  it('rejects out-of-range layers after loading, writing nothing', async () => {
+    const out = join(tempDir(), 'run');
+    const events: RunEvent[] = [];
+    const run = runExperiment(config({ lens: { layers: '0:30:10' } }), {
+      outDir: out,
+      worker: shared,
+      onEvent: (e) => events.push(e),
+    });
+    await expect(run).rejects.toThrow(ConfigError);
+    await expect(run).rejects.toThrow('lens.layers: layer 30 is out of range 0..5');
+    expect(existsSync(out)).toBe(false);
+    expect(events.at(-1)).toMatchObject({ type: 'error', code: 'config' });
+  });
+
+  it('rejects a missing local model before starting a worker', async () => {
+    const events: RunEvent[] = [];
+    const run = runExperiment(parseConfig({ model: { id: './no-such-model' }, prompts: ['x'] }), {
+      outDir: tempDir(),
+      onEvent: (e) => events.push(e),
+    });
+    await expect(run).rejects.toThrow(/model\.id: local model "\.\/no-such-model" does not exist/);
+    expect(events).toEqual([]);
+  });
+});
