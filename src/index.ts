@@ -36,7 +36,9 @@ export {
 export { type DoctorProblem, type DoctorReport, runDoctor } from './doctor.js';
 export {
   contentKey,
+  gridPath,
   type ImageSettings,
+  imagePath,
   type Job,
   type Manifest,
   type ManifestImage,
@@ -46,6 +48,7 @@ export {
   type RunOptions,
   type RunResult,
   runExperiment,
+  slugify,
 } from './experiment/index.js';
 export { buildGrid, type GridOptions, gridLayout } from './render/index.js';
 export { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from './version.js';

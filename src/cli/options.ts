@@ -55,8 +55,8 @@ export function numberOrText(text: string): number | string {
 
 /** `512` → 512; `512x768` (height x width) → [512, 768]. */
 export function parseSize(text: string): number | string | (number | string)[] {
-  const parts = text.toLowerCase().split('x');
-  if (parts.length === 2) return parts.map((p) => numberOrText(p));
+  const parts = text.toLowerCase().split('x').map(numberOrText);
+  if (parts.length === 2 && parts.every((p) => typeof p === 'number')) return parts;
   return numberOrText(text);
 }
 

@@ -15,11 +15,13 @@ function seconds(s: number): string {
   return s < 90 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
+const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 /** One-line description of an event for humans; null for events not worth a line. */
 export function describeEvent(event: RunEvent): string | null {
   switch (event.type) {
     case 'start':
-      return `run "${event.name}": ${event.prompts} prompt${event.prompts === 1 ? '' : 's'} -> ${event.out_dir}`;
+      return `run "${event.name}": ${plural(event.prompts, 'prompt')} -> ${event.out_dir}`;
     case 'worker-ready':
       return (
         `${event.restart > 0 ? `worker restarted (${event.restart})` : 'worker ready'}: python ${event.python}, ` +
@@ -32,8 +34,9 @@ export function describeEvent(event: RunEvent): string | null {
       );
     case 'plan':
       return (
-        `plan: ${event.total} images (${event.prompts} prompts x ${event.layers.length} layers x ` +
-        `${event.seeds.length} seeds, ${event.height}x${event.width}); ${event.skipped} on disk, ${event.todo} to make`
+        `plan: ${event.total} images (${plural(event.prompts, 'prompt')} x ${plural(event.layers.length, 'layer')} x ` +
+        `${plural(event.seeds.length, 'seed')}, ${event.height}x${event.width}); ${event.skipped} on disk, ` +
+        `${event.todo} to make`
       );
     case 'image':
       return `[${event.images_done}/${event.images_total}] ${event.path}`;
@@ -98,7 +101,7 @@ export function createReporter(
     cliProgress.Presets.shades_classic,
   );
   let bar: cliProgress.SingleBar | null = null;
-  const startedAt = Date.now();
+  let startedAt = Date.now();
   const elapsed = (): string => seconds((Date.now() - startedAt) / 1000);
   let payload = { images: 0, imagesTotal: 0, layer: '-', elapsed: '0 s' };
   const log = (line: string): void => {
@@ -111,6 +114,7 @@ export function createReporter(
         case 'plan': {
           log(describeEvent(event) ?? '');
           if (event.todo > 0) {
+            startedAt = Date.now();
             payload = { ...payload, imagesTotal: event.todo };
             bar = multibar.create(1, 0, payload);
           }
