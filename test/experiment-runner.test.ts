@@ -1,6 +1,6 @@
 // runExperiment against the real Python worker and the tiny SD fixture: resume after an abort, recovery
 // from a crashed or hung worker, reuse of a worker, errors before anything is written.
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -21,6 +21,33 @@ function config(overrides: Record<string, unknown> = {}): ExperimentConfig {
     runtime: { max_batch: 2 },
     ...overrides,
   });
+}
+
+/** Live lens_server.py processes started by this test process. */
+function childWorkers(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (Number(ppid) === process.pid && state !== 'Z' && cmdline.includes('lens_server'))
+        pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (condition()) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return condition();
 }
 
 const readManifest = (dir: string): Manifest => JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
@@ -197,6 +224,27 @@ describe('runExperiment', () => {
     const manifest = readManifest(out);
     expect(manifest.complete).toBe(false);
     expect(manifest.images.length).toBe(events.filter((e) => e.type === 'image').length);
+  });
+
+  it('stops cleanly when aborted while the worker starts or the model loads, leaving no process', async () => {
+    const others = (): number[] => childWorkers().filter((pid) => pid !== shared.pid);
+    for (const at of ['start', 'worker-ready'] as const) {
+      const out = join(tempDir(), 'run');
+      const controller = new AbortController();
+      const events: RunEvent[] = [];
+      const result = await runExperiment(config(), {
+        outDir: out,
+        signal: controller.signal,
+        onEvent: (event) => {
+          events.push(event);
+          if (event.type === at) controller.abort();
+        },
+      });
+      expect(result).toMatchObject({ complete: false, aborted: true, manifestPath: null, generated: 0 });
+      expect(events.at(-1)).toMatchObject({ type: 'done', aborted: true, manifest: null });
+      expect(existsSync(out)).toBe(false);
+      expect(await waitFor(() => others().length === 0, 15_000)).toBe(true);
+    }
   });
 
   it('rejects out-of-range layers after loading, writing nothing', async () => {

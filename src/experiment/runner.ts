@@ -120,6 +120,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   emit({ type: 'start', name, out_dir: outDir, prompts: prompts.length });
 
   const owned: LensWorker[] = [];
+  let ended = false;
   let worker: LensWorker | null = options.worker ?? null;
   let generated = 0;
   let skipped = 0;
@@ -130,8 +131,13 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
 
   const startWorker = async (restart: number): Promise<LensWorker> => {
     const started = LensWorker.start({ python: options.python, env: options.env, onLog: options.onLog });
-    // An abort during start still owns the process: close it once it is up.
-    started.then((w) => owned.push(w)).catch(() => undefined);
+    // An abort during start still owns the process: close it once it is up, even after the run ended.
+    started
+      .then((w) => {
+        owned.push(w);
+        if (ended) void w.close().catch(() => undefined);
+      })
+      .catch(() => undefined);
     const w = await untilAborted(started, signal);
     const { info } = w;
     emit({
@@ -387,6 +393,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     });
     throw error;
   } finally {
+    ended = true;
     await Promise.all(owned.map((w) => w.close().catch(() => undefined)));
   }
 }
