@@ -15,7 +15,9 @@ const requirements = join(pythonDir, 'requirements.txt');
 const stamp = join(venv, '.requirements.sha256');
 
 if (process.env.DIFFUSION_LENS_SKIP_PYTHON === '1' || process.env.DIFFUSION_LENS_PYTHON) {
-  console.log('diffusion-lens: skipping Python set-up (DIFFUSION_LENS_SKIP_PYTHON or DIFFUSION_LENS_PYTHON set)');
+  console.log(
+    'diffusion-lens: skipping Python set-up (DIFFUSION_LENS_SKIP_PYTHON or DIFFUSION_LENS_PYTHON set)',
+  );
   process.exit(0);
 }
 

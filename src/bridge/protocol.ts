@@ -129,7 +129,8 @@ export const loadedMessageSchema = z.object({
     width: z.int(),
     scheduler: z.string(),
   }),
-  lens: z.object({ norm: z.string(), uncond: z.string() }),
+  // What the lens does, for the manifest; families may add keys (kept, not stripped).
+  lens: z.looseObject({ norm: z.string(), uncond: z.string() }),
 });
 
 export const progressMessageSchema = z.object({
