@@ -1,7 +1,6 @@
 // LensWorker: the orchestrator's handle on one Python worker (spawned and managed, or attached to).
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { Connection } from './connection.js';
 import { WorkerError } from './errors.js';
 import { abortedError, type GenerateHandlers, GenerateJob } from './generate-job.js';
@@ -17,7 +16,6 @@ import {
   PROTOCOL_VERSION,
   type ReadyMessage,
 } from './protocol.js';
-import { packageRoot } from './python.js';
 
 export interface WorkerOptions {
   /** Interpreter to run the worker with (default: findPython()). */
@@ -309,20 +307,8 @@ function invalidRequest(type: string, issues: string): WorkerError {
   return new WorkerError('bad_request', `invalid ${type} request: ${issues}`);
 }
 
-let cachedClientName: string | undefined;
 function clientName(): string {
-  if (cachedClientName === undefined) {
-    let version = 'unknown';
-    try {
-      version =
-        (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version?: string })
-          .version ?? version;
-    } catch {
-      // A missing package.json only costs the worker's log a version number.
-    }
-    cachedClientName = `diffusion-lens/${version} node/${process.versions.node}`;
-  }
-  return cachedClientName;
+  return `${TOOL_NAME}/${TOOL_VERSION} node/${process.versions.node}`;
 }
 
 function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {

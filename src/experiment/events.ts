@@ -1,4 +1,5 @@
 // What a run reports while it goes (runExperiment's onEvent; `--json` prints one per line).
+import type { ManifestImage } from './manifest.js';
 
 export interface ImageRef {
   prompt_index: number;
@@ -49,18 +50,12 @@ export type RunEvent =
       units_done: number;
       units_total: number;
     }
-  | {
+  | (ManifestImage & {
       type: 'image';
-      prompt: string;
-      prompt_index: number;
-      layer: number;
-      seed: number;
-      path: string;
-      key: string;
       elapsed_ms: number;
       images_done: number;
       images_total: number;
-    }
+    })
   | {
       type: 'worker-lost';
       code: string;

@@ -23,12 +23,11 @@ import {
   resolveLayers,
   resolveModelId,
 } from '../config/index.js';
-import { buildGrid } from '../render/grid.js';
-import { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from '../version.js';
 import type { RunEvent } from './events.js';
-import { MANIFEST_VERSION, type Manifest, type ResolvedConfig, writeManifest } from './manifest.js';
+import { writeGrids } from './grids.js';
+import { buildManifest, type Manifest, manifestImage, writeManifest } from './manifest.js';
 import { imageSettings, type Job, type Plan, planExperiment } from './plan.js';
-import { gridPath, Journal, slugify, writeFileAtomic } from './store.js';
+import { Journal, slugify, writeFileAtomic } from './store.js';
 
 export interface RunOptions {
   /** The output folder (created when the first file is written). */
@@ -297,12 +296,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         generated++;
         emit({
           type: 'image',
-          prompt: job.prompt,
-          prompt_index: job.promptIndex,
-          layer: job.layer,
-          seed: job.seed,
-          path: job.path,
-          key: job.key,
+          ...manifestImage(job),
           elapsed_ms: image.elapsed_ms,
           images_done: generated,
           images_total: todoTotal,
@@ -358,27 +352,14 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       }
     }
 
-    // Grids, one per prompt, from the files on disk.
-    const grids: Manifest['grids'] = [];
-    for (const [promptIndex, prompt] of prompts.entries()) {
-      const jobs = thePlan.jobs.filter((job) => job.promptIndex === promptIndex);
-      const cells = layers.map((layer) =>
-        config.seeds.map((seed) => {
-          const job = jobs.find((j) => j.layer === layer && j.seed === seed);
-          return job ? join(outDir, job.path) : null;
-        }),
-      );
-      const png = await buildGrid({
-        title: prompt,
-        rowLabels: layers.map((layer) => `L${layer}`),
-        colLabels: config.seeds.map((seed) => `s${seed}`),
-        cells,
-      });
-      const path = gridPath(prompt);
-      await writeFileAtomic(join(outDir, path), png);
-      grids.push({ prompt, path });
-      emit({ type: 'grid', prompt, path });
-    }
+    const grids = await writeGrids({
+      outDir,
+      plan: thePlan,
+      prompts,
+      layers,
+      seeds: config.seeds,
+      onGrid: (grid) => emit({ type: 'grid', ...grid }),
+    });
     return await finish(true, false, grids);
   } catch (error) {
     if (error instanceof Aborted) return await finish(false, true, []);
@@ -396,92 +377,4 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     ended = true;
     await Promise.all(owned.map((w) => w.close().catch(() => undefined)));
   }
-}
-
-interface ManifestInput {
-  config: ExperimentConfig;
-  name: string;
-  prompts: string[];
-  plan: Plan;
-  loaded: LoadedMessage;
-  modelId: string;
-  worker: LensWorker;
-  done: Set<string>;
-  grids: Manifest['grids'];
-  complete: boolean;
-  startedAt: Date;
-  seconds: number;
-  generated: number;
-  skipped: number;
-}
-
-function buildManifest(input: ManifestInput): Manifest {
-  const { config, plan, loaded, worker } = input;
-  const { height, width } = plan.settings.sampler;
-  const resolved: ResolvedConfig = {
-    name: input.name,
-    model: { ...config.model, id: input.modelId },
-    sampler: {
-      steps: config.sampler.steps,
-      guidance: config.sampler.guidance,
-      size: [height, width],
-      height,
-      width,
-      scheduler: config.sampler.scheduler,
-      scheduler_class: config.sampler.scheduler === 'default' ? loaded.defaults.scheduler : null,
-      negative: config.sampler.negative,
-    },
-    lens: {
-      layers: plan.layers,
-      layer_spec: config.lens.layers,
-      uncond: config.lens.uncond,
-      noise: config.lens.noise,
-    },
-    seeds: [...config.seeds],
-    prompts: input.prompts,
-    ...(Array.isArray(config.prompts) ? {} : { prompts_file: config.prompts }),
-    runtime: { max_batch: config.runtime.max_batch },
-  };
-  return {
-    version: MANIFEST_VERSION,
-    tool: { name: TOOL_NAME, version: TOOL_VERSION, lens_algorithm: LENS_ALGORITHM_VERSION },
-    complete: input.complete,
-    config: resolved,
-    model: {
-      id: input.modelId,
-      family: loaded.family,
-      num_layers: loaded.num_layers,
-      revision: loaded.revision,
-      pipeline_class: loaded.pipeline_class,
-      dtype: loaded.dtype,
-      device: loaded.device,
-    },
-    lens: loaded.lens,
-    worker: {
-      version: worker.info.worker,
-      python: worker.info.python,
-      torch: worker.info.torch,
-      diffusers: worker.info.diffusers,
-      transformers: worker.info.transformers,
-    },
-    images: plan.jobs
-      .filter((job) => input.done.has(job.key))
-      .map((job) => ({
-        prompt: job.prompt,
-        prompt_index: job.promptIndex,
-        layer: job.layer,
-        seed: job.seed,
-        path: job.path,
-        key: job.key,
-      })),
-    grids: input.grids,
-    timings: {
-      started: input.startedAt.toISOString(),
-      finished: new Date().toISOString(),
-      seconds: input.seconds,
-      images_generated: input.generated,
-      images_skipped: input.skipped,
-      images_per_second: input.seconds > 0 ? Math.round((input.generated / input.seconds) * 1000) / 1000 : 0,
-    },
-  };
 }
