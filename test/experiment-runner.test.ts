@@ -1,6 +1,6 @@
 // runExperiment against the real Python worker and the tiny SD fixture: resume after an abort, recovery
 // from a crashed or hung worker, reuse of a worker, errors before anything is written.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -9,7 +9,15 @@ import { ConfigError, type ExperimentConfig, parseConfig, SCHEDULERS } from '../
 import { type Manifest, type RunEvent, runExperiment } from '../src/experiment/index.js';
 
 const fixture = inject('sdFixture');
-const tempDir = (): string => mkdtempSync(join(tmpdir(), 'dlens-run-'));
+const tempDirs: string[] = [];
+const tempDir = (): string => {
+  const dir = mkdtempSync(join(tmpdir(), 'dlens-run-'));
+  tempDirs.push(dir);
+  return dir;
+};
+afterAll(() => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
 
 function config(overrides: Record<string, unknown> = {}): ExperimentConfig {
   return parseConfig({

@@ -54,7 +54,11 @@ class Client:
     def close(self) -> None:
         self.socket.close()
         if self.process.poll() is None:
-            self.process.kill()
+            self.process.terminate()  # SIGTERM: the worker removes its socket folder
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
         self.process.wait(10)
 
 
