@@ -1,8 +1,8 @@
 """Tiny random-weight pipelines for tests, built from config and saved with ``save_pretrained``.
 
 Nothing here touches the network: the tokenizers are built in memory. Shapes are deliberately odd
-(5 encoder layers, SD 2.x's "!" pad token, a non-square latent channel count is not possible, but a
-hidden size that is no power of two is) so hard-coded assumptions fail in tests rather than for users.
+(5 encoder layers, SD 2.x's "!" pad token, a hidden size that is no power of two) so that hard-coded
+assumptions fail in tests rather than for users.
 
     python -m diffusion_lens.fixtures sd OUT_DIR
 """
@@ -14,50 +14,9 @@ from pathlib import Path
 
 import torch
 
+from .clip_tokenizer import clip_tokenizer
+
 FIXTURE_SEED = 1234
-# A byte-level BPE with no merges tokenises any text; CLIP's tokenizer needs every byte symbol
-# both as a word piece and with the end-of-word suffix.
-CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
-
-
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2's reversible map from the 256 byte values to printable unicode symbols."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    symbols = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            symbols.append(256 + extra)
-            extra += 1
-    return [chr(s) for s in symbols]
-
-
-def clip_tokenizer(pad_token: str = "!", model_max_length: int = 77):
-    """An offline CLIP tokenizer: 256 byte symbols, each also with ``</w>``, plus BOS/EOS."""
-    from transformers import CLIPTokenizer
-
-    vocab: dict[str, int] = {}
-    for symbol in _bytes_to_unicode():
-        vocab[symbol] = len(vocab)
-    for symbol in _bytes_to_unicode():
-        vocab[symbol + "</w>"] = len(vocab)
-    vocab[CLIP_BOS] = len(vocab)
-    vocab[CLIP_EOS] = len(vocab)
-    tokenizer = CLIPTokenizer(
-        vocab=vocab,
-        merges=[],
-        unk_token=CLIP_EOS,
-        bos_token=CLIP_BOS,
-        eos_token=CLIP_EOS,
-        pad_token=pad_token,
-    )
-    tokenizer.model_max_length = model_max_length
-    return tokenizer
 
 
 def tiny_sd_pipeline(num_layers: int = 5, hidden_size: int = 40, seed: int = FIXTURE_SEED):
