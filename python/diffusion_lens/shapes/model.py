@@ -1,0 +1,89 @@
+"""The shapes model's architecture: a Stable-Diffusion-shaped pipeline small enough to train on two
+CPU cores. A CLIP text encoder trained from scratch (8 layers, so the lens has depth to look at), a
+UNet on 16x16x4 latents, and a small VAE (32x32 RGB <-> 16x16x4).
+
+Self-attention in the UNet is replaced by a second cross-attention (``only_cross_attention``): on a
+CPU, 256-token self-attention cost more than half of each training step, and the convolutions already
+see the whole 16x16 latent by the UNet's bottom level.
+"""
+
+from __future__ import annotations
+
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from ..clip_tokenizer import clip_tokenizer
+from .world import vocabulary
+
+IMAGE_SIZE = 32
+LATENT_SIZE = 16
+MAX_TOKENS = 16  # BOS + the longest prompt (about 11 words) + EOS, padded
+TEXT_LAYERS = 8
+TEXT_WIDTH = 128
+# The noise schedule: cosine suits small images (a linear schedule leaves too little signal early).
+SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+}
+
+
+def build_tokenizer() -> CLIPTokenizer:
+    return clip_tokenizer(model_max_length=MAX_TOKENS, words=vocabulary())
+
+
+def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=4 * TEXT_WIDTH,
+            num_hidden_layers=TEXT_LAYERS,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            hidden_act="gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
+def build_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        only_cross_attention=True,
+    )
+
+
+def build_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=IMAGE_SIZE,
+    )
+
+
+def training_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(**SCHEDULE)
+
+
+def sampling_scheduler() -> DPMSolverMultistepScheduler:
+    """The checkpoint's own scheduler: DPM-Solver++ on the training schedule (good in 20 steps)."""
+    return DPMSolverMultistepScheduler(**SCHEDULE)

@@ -1,0 +1,298 @@
+"""Train the shapes model: ``python -m diffusion_lens.shapes.train [--out models/shapes]``.
+
+Two stages, both seeded and resumable from ``--work-dir`` (kill it at any point and run the same
+command again): a small VAE on rendered training images, then the text encoder and UNet together on
+the VAE's latents (classifier-free guidance dropout, min-SNR loss weighting, an EMA of the weights).
+The EMA weights are exported as a diffusers pipeline (safetensors) that loads with
+``StableDiffusionPipeline.from_pretrained`` like any checkpoint. Only training-split scenes are seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from . import model as shapes_model
+from .render import render
+from .world import is_heldout, sample_scene
+
+DEFAULT_WORK_DIR = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffusion-lens" / "shapes-train"
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    dataset_size: int = 40_000
+    vae_steps: int = 1_200
+    vae_lr: float = 1e-3
+    unet_steps: int = 8_000
+    unet_lr: float = 5e-4
+    warmup: int = 200
+    batch: int = 64
+    cfg_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+
+
+def log(message: str) -> None:
+    print(f"[shapes-train {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def build_dataset(config: TrainConfig, tokenizer, path: Path) -> dict[str, torch.Tensor]:
+    """Rendered training scenes (uint8 images) and their token ids; cached in the work dir."""
+    if path.exists():
+        return torch.load(path)
+    rng = random.Random(config.seed)
+    images = np.empty((config.dataset_size, shapes_model.IMAGE_SIZE, shapes_model.IMAGE_SIZE, 3), np.uint8)
+    prompts = []
+    for index in range(config.dataset_size):
+        scene = sample_scene(rng, "train")
+        assert not is_heldout(scene)
+        images[index] = np.asarray(render(scene, shapes_model.IMAGE_SIZE, rng))
+        prompts.append(scene.prompt)
+        if (index + 1) % 10_000 == 0:
+            log(f"rendered {index + 1}/{config.dataset_size} training scenes")
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids  # fmt: skip
+    dataset = {"images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), "ids": ids}
+    save_atomic(dataset, path)
+    return dataset
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1.0
+
+
+class Progress:
+    def __init__(self, stage: str, start: int, total: int) -> None:
+        self.stage, self.start, self.total = stage, start, total
+        self.began = time.perf_counter()
+        self.loss: float | None = None
+
+    def update(self, step: int, loss: float, every: int = 50) -> None:
+        self.loss = loss if self.loss is None else 0.98 * self.loss + 0.02 * loss
+        if step % every and step != self.total:
+            return
+        rate = (step - self.start) / max(time.perf_counter() - self.began, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        log(f"{self.stage} {step}/{self.total} loss {self.loss:.4f} {rate:.2f} it/s, {eta / 60:.1f} min left")
+
+
+def train_vae(config: TrainConfig, images: torch.Tensor, work: Path):
+    vae = shapes_model.build_vae()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    step, path = 0, work / "vae.pt"
+    if path.exists():
+        state = torch.load(path)
+        vae.load_state_dict(state["vae"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+        log(f"vae: resuming at step {step}")
+    progress = Progress("vae", step, config.vae_steps)
+    while step < config.vae_steps:
+        batch = to_unit_range(images[torch.randint(len(images), (config.batch,), generator=generator)])
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator)).sample
+        loss = (reconstruction - batch).pow(2).mean() + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        progress.update(step, loss.item())
+        if step % config.checkpoint_every == 0 or step == config.vae_steps:
+            state = {"vae": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+            save_atomic({**state, "generator": generator.get_state()}, path)
+    return vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, path: Path) -> tuple[torch.Tensor, float]:
+    """Posterior means of every training image, and the scaling factor that gives them unit variance."""
+    if path.exists():
+        state = torch.load(path)
+        return state["latents"], state["scaling_factor"]
+    chunks = [
+        vae.encode(to_unit_range(images[i : i + 512])).latent_dist.mean for i in range(0, len(images), 512)
+    ]
+    latents = torch.cat(chunks)
+    scaling_factor = float(1.0 / latents.std())
+    save_atomic({"latents": latents, "scaling_factor": scaling_factor}, path)
+    return latents, scaling_factor
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    alphas = scheduler.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def train_unet(
+    config: TrainConfig, latents: torch.Tensor, ids: torch.Tensor, tokenizer, work: Path, deadline: float
+):
+    torch.manual_seed(config.seed + 2)  # weight initialisation
+    text_encoder = shapes_model.build_text_encoder(tokenizer)
+    unet = shapes_model.build_unet()
+    ema_text, ema_unet = (
+        copy.deepcopy(text_encoder).requires_grad_(False),
+        copy.deepcopy(unet).requires_grad_(False),
+    )
+    parameters = [*text_encoder.parameters(), *unet.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=0.01)
+    scheduler = shapes_model.training_scheduler()
+    generator = torch.Generator().manual_seed(config.seed + 3)
+    empty = tokenizer(
+        [""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
+    step, path = 0, work / "unet.pt"
+    if path.exists():
+        state = torch.load(path)
+        for module, key in (
+            (text_encoder, "text"),
+            (unet, "unet"),
+            (ema_text, "ema_text"),
+            (ema_unet, "ema_unet"),
+        ):
+            module.load_state_dict(state[key])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+        log(f"unet: resuming at step {step}")
+
+    def learning_rate(at: int) -> float:
+        warm = min(1.0, (at + 1) / config.warmup)
+        cosine = 0.55 + 0.45 * np.cos(np.pi * min(at / config.unet_steps, 1.0))  # decays to 10%
+        return config.unet_lr * warm * cosine
+
+    progress = Progress("unet", step, config.unet_steps)
+    while step < config.unet_steps and time.monotonic() < deadline:
+        index = torch.randint(len(latents), (config.batch,), generator=generator)
+        tokens = ids[index].clone()
+        dropped = torch.rand(config.batch, generator=generator) < config.cfg_dropout
+        tokens[dropped] = empty
+        clean = latents[index]
+        noise = torch.randn(clean.shape, generator=generator)
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (config.batch,), generator=generator)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        hidden = text_encoder(tokens).last_hidden_state
+        prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
+        per_item = (prediction - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_item * min_snr_weights(scheduler, timesteps, config.min_snr_gamma)).mean()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        step += 1
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_text, text_encoder), (ema_unet, unet)):
+                for e, p in zip(ema.parameters(), live.parameters(), strict=True):
+                    e.lerp_(p, 1 - decay)
+        progress.update(step, loss.item())
+        if step % config.checkpoint_every == 0 or step == config.unet_steps or time.monotonic() >= deadline:
+            save_atomic(
+                {
+                    "text": text_encoder.state_dict(), "unet": unet.state_dict(),
+                    "ema_text": ema_text.state_dict(), "ema_unet": ema_unet.state_dict(),
+                    "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
+                },
+                path,
+            )  # fmt: skip
+    return ema_text, ema_unet, step
+
+
+def export(
+    out: Path, tokenizer, text_encoder, unet, vae, scaling_factor: float, info: dict[str, Any]
+) -> None:
+    vae = copy.deepcopy(vae)
+    vae.register_to_config(scaling_factor=scaling_factor)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=shapes_model.sampling_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    staging = out.with_name(out.name + ".partial")
+    pipe.save_pretrained(staging, safe_serialization=True)
+    (staging / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    if out.exists():
+        for child in staging.iterdir():  # keep files that are not the model's (e.g. the model card)
+            target = out / child.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(child, target)
+        staging.rmdir()
+    else:
+        os.replace(staging, out)
+    log(f"exported the pipeline to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="models/shapes", help="where the diffusers pipeline goes")
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="checkpoints, for resuming")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop the UNet stage after this long, export, resume later",
+    )
+    defaults = TrainConfig()
+    for field, value in asdict(defaults).items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args(argv)
+    config = TrainConfig(**{field: getattr(args, field) for field in asdict(defaults)})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work_dir).expanduser() / f"seed{config.seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    recorded = work / "config.json"
+    if recorded.exists() and json.loads(recorded.read_text()) != asdict(config):
+        raise SystemExit(f"{work} holds a run with other settings; use another --work-dir or --seed")
+    recorded.write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+    started = time.perf_counter()
+    deadline = time.monotonic() + args.minutes * 60 if args.minutes else float("inf")
+    tokenizer = shapes_model.build_tokenizer()
+    dataset = build_dataset(config, tokenizer, work / "dataset.pt")
+    vae = train_vae(config, dataset["images"], work)
+    latents, scaling_factor = encode_latents(vae, dataset["images"], work / "latents.pt")
+    text_encoder, unet, step = train_unet(config, latents, dataset["ids"], tokenizer, work, deadline)
+    info = {
+        "config": asdict(config),
+        "unet_steps_done": step,
+        "scaling_factor": scaling_factor,
+        "seconds_this_run": round(time.perf_counter() - started),
+        "torch_threads": torch.get_num_threads(),
+    }
+    export(Path(args.out), tokenizer, text_encoder, unet, vae, scaling_factor, info)
+
+
+if __name__ == "__main__":
+    main()
