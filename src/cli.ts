@@ -109,7 +109,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
       'Generate one image per (encoder layer, seed) for PROMPT, then a labelled grid and a manifest.',
     )
     .argument('<prompt>', 'the text prompt')
-    .requiredOption('-m, --model <id>', 'Hugging Face hub id or local checkpoint folder (required)')
+    .option(
+      '-m, --model <id>',
+      'Hugging Face hub id or local checkpoint folder (default: the embedded shapes model)',
+    )
     .requiredOption('-o, --out <dir>', 'output folder; a rerun into it skips images already made (required)')
     .option(
       '--layers <spec>',

@@ -2,7 +2,7 @@
 // every image's content key, so a new release or a change to the method recomputes cached images.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from './bridge/python.js';
+import { packageRoot } from './paths.js';
 
 /** Bump when a change to the lens (TS or Python side) changes the images made from the same inputs. */
 export const LENS_ALGORITHM_VERSION = 1;

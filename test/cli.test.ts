@@ -219,9 +219,9 @@ describe('diffusion-lens lens', () => {
       'error: --steps: must be a number (got "abc")',
       'error: --seeds: duplicate seed 0 (also seeds[0])',
     ]);
-    const missing = await dlens(['lens', 'x', '--out', tempDir()]);
+    const missing = await dlens(['lens', 'x', '--model', 'org/m']);
     expect(missing.exitCode).toBe(2);
-    expect(missing.stderr).toContain("required option '-m, --model <id>' not specified");
+    expect(missing.stderr).toContain("required option '-o, --out <dir>' not specified");
     expect((await dlens(['frobnicate'])).exitCode).toBe(2);
   });
 

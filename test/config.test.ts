@@ -72,7 +72,7 @@ describe('parseConfig', () => {
   it('names each bad field', async () => {
     const error = await configError(() =>
       parseConfig({
-        model: {},
+        model: { id: '' },
         sampler: { steps: 0, size: 100, scheduler: 'eulr' },
         lens: { layers: '1:x' },
         seeds: [0, 1, 1, -1, 2 ** 32],
@@ -95,7 +95,7 @@ describe('parseConfig', () => {
         'runtime.max_batch',
       ]),
     );
-    expect(error.message).toContain('model.id: is required');
+    expect(error.message).toContain('model.id: must not be empty');
     expect(error.message).toContain('prompts[1]: must not be empty');
     expect(error.message).toContain('sampler.size: must be a multiple of 8 (got 100)');
     expect(error.message).toContain('seeds[2]: duplicate seed 1');
@@ -176,9 +176,9 @@ describe('loadConfigFile', () => {
 
   it('names a missing required field at its parent', async () => {
     const dir = tempDir();
-    const path = write(dir, 'e.yaml', 'prompts: [a]\nmodel:\n  dtype: fp16\n');
+    const path = write(dir, 'e.yaml', 'model: { id: org/m }\nprompts:\n  column: text\n');
     const error = await configError(loadConfigFile(path));
-    expect(error.message).toBe(`${path}:3: model.id: is required`);
+    expect(error.message).toBe(`${path}:3: prompts.file: is required`);
   });
 
   it('rejects an empty file and a missing file', async () => {
@@ -332,7 +332,7 @@ describe('toJsonSchema', () => {
       'prompts',
       'runtime',
     ]);
-    expect(schema.required).toEqual(['model', 'prompts']);
+    expect(schema.required).toEqual(['prompts']);
     expect(schema.additionalProperties).toBe(false);
     expect(schema.properties.model?.additionalProperties).toBe(false);
     expect(Object.keys(schema.properties.sampler?.properties ?? {})).toContain('scheduler');

@@ -1,9 +1,8 @@
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../paths.js';
 
-/** The package root (the folder holding package.json), from either src/ or dist/. */
-export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export { packageRoot };
 
 /** The folder holding lens_server.py and the diffusion_lens package. */
 export const pythonDir = join(packageRoot, 'python');

@@ -3,7 +3,7 @@
 import { type ExperimentConfig, parseConfig } from '../config/index.js';
 
 export interface LensOptions {
-  model: string;
+  model?: string;
   out: string;
   layers?: string;
   seeds?: string;

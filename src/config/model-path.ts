@@ -2,6 +2,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import { EMBEDDED_MODEL_DIR } from '../paths.js';
 import { ConfigError, type ConfigIssue } from './errors.js';
 
 const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
@@ -12,15 +13,23 @@ export function looksLikePath(id: string): boolean {
 }
 
 /**
- * Resolves a model id: local paths (absolute, `.`/`~`-prefixed, or an existing folder relative to
+ * Resolves a model id: none means the embedded shapes model; local paths (absolute, `.`/`~`-prefixed, or an existing folder relative to
  * `baseDir`) become absolute and must exist; anything else is passed on as a hub id. Throws ConfigError
  * (field `model.id`) for a local path that does not exist.
  */
 export function resolveModelId(
-  id: string,
+  id: string | undefined,
   baseDir: string = process.cwd(),
   where: Pick<ConfigIssue, 'file' | 'line' | 'column'> = {},
 ): string {
+  if (id === undefined) {
+    if (existsSync(join(EMBEDDED_MODEL_DIR, 'model_index.json'))) return EMBEDDED_MODEL_DIR;
+    throw new ConfigError({
+      path: ['model', 'id'],
+      ...where,
+      message: `no model given and the embedded model is missing (looked for ${EMBEDDED_MODEL_DIR})`,
+    });
+  }
   const expanded = id === '~' ? homedir() : id.startsWith('~/') ? join(homedir(), id.slice(2)) : id;
   const local = resolve(baseDir, expanded);
   if (looksLikePath(id)) {

@@ -29,7 +29,13 @@ const MAX_SEED = 2 ** 32 - 1;
 
 const ModelSchema = z
   .strictObject({
-    id: z.string().min(1).describe('Hugging Face hub id or local folder of a diffusers checkpoint'),
+    id: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'Hugging Face hub id or local folder of a diffusers checkpoint; default: the embedded shapes model',
+      ),
     family: z.enum(FAMILIES).default('auto').describe('pipeline family; auto detects it'),
     revision: z.string().min(1).optional().describe('hub revision (branch, tag or commit)'),
     dtype: z.enum(DTYPES).default('auto').describe('weights dtype; auto = fp16 on GPU, fp32 on CPU'),
@@ -143,7 +149,7 @@ export const ExperimentConfigSchema = z
       .min(1)
       .optional()
       .describe('run name; default: the config file name or the first prompt'),
-    model: ModelSchema,
+    model: ModelSchema.prefault({}),
     sampler: SamplerSchema.prefault({}),
     lens: LensSchema.prefault({}),
     seeds: SeedsSchema.default([0, 1, 2, 3]),

@@ -20,10 +20,13 @@ LATENT_SIZE = 16
 MAX_TOKENS = 16  # BOS + the longest prompt (about 11 words) + EOS, padded
 TEXT_LAYERS = 8
 TEXT_WIDTH = 128
-# The noise schedule: cosine suits small images (a linear schedule leaves too little signal early).
+# Stable Diffusion's noise schedule. (A cosine schedule drives alpha_bar to ~0 at the last timestep,
+# where turning an epsilon prediction into x0 divides by ~0: DPM-Solver and DDIM then sample garbage.)
 SCHEDULE = {
     "num_train_timesteps": 1000,
-    "beta_schedule": "squaredcos_cap_v2",
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
     "prediction_type": "epsilon",
     "steps_offset": 1,
 }

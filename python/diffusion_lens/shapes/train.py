@@ -150,7 +150,13 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
 
 
 def train_unet(
-    config: TrainConfig, latents: torch.Tensor, ids: torch.Tensor, tokenizer, work: Path, deadline: float
+    config: TrainConfig,
+    latents: torch.Tensor,
+    scaling_factor: float,
+    ids: torch.Tensor,
+    tokenizer,
+    work: Path,
+    deadline: float,
 ):
     torch.manual_seed(config.seed + 2)  # weight initialisation
     text_encoder = shapes_model.build_text_encoder(tokenizer)
@@ -184,7 +190,7 @@ def train_unet(
     def learning_rate(at: int) -> float:
         warm = min(1.0, (at + 1) / config.warmup)
         cosine = 0.55 + 0.45 * np.cos(np.pi * min(at / config.unet_steps, 1.0))  # decays to 10%
-        return config.unet_lr * warm * cosine
+        return float(config.unet_lr * warm * cosine)  # a numpy float would not load with weights_only
 
     progress = Progress("unet", step, config.unet_steps)
     while step < config.unet_steps and time.monotonic() < deadline:
@@ -192,7 +198,7 @@ def train_unet(
         tokens = ids[index].clone()
         dropped = torch.rand(config.batch, generator=generator) < config.cfg_dropout
         tokens[dropped] = empty
-        clean = latents[index]
+        clean = latents[index] * scaling_factor  # the pipeline decodes latents / scaling_factor
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(scheduler.config.num_train_timesteps, (config.batch,), generator=generator)
         noisy = scheduler.add_noise(clean, noise, timesteps)
@@ -283,7 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     dataset = build_dataset(config, tokenizer, work / "dataset.pt")
     vae = train_vae(config, dataset["images"], work)
     latents, scaling_factor = encode_latents(vae, dataset["images"], work / "latents.pt")
-    text_encoder, unet, step = train_unet(config, latents, dataset["ids"], tokenizer, work, deadline)
+    text_encoder, unet, step = train_unet(
+        config, latents, scaling_factor, dataset["ids"], tokenizer, work, deadline
+    )
     info = {
         "config": asdict(config),
         "unet_steps_done": step,
