@@ -1,33 +1,17 @@
 // The built CLI (dist/cli.js) end to end, with the real worker and the tiny SD fixture.
 import { execFileSync } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Manifest, RunEvent } from '../src/experiment/index.js';
+import { tempDirs } from './temp-dirs.js';
 
 const root = join(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'cli.js');
 const fixture = inject('sdFixture');
-const tempDirs: string[] = [];
-const tempDir = (): string => {
-  const dir = mkdtempSync(join(tmpdir(), 'dlens-cli-'));
-  tempDirs.push(dir);
-  return dir;
-};
-afterAll(() => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirs('dlens-cli-');
 
 function dlens(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
   return execa('node', [cli, ...args], { reject: false, cwd: options.cwd ?? root, env: options.env });

@@ -29,7 +29,7 @@ function keyFor(
         : value;
   }
   const config = parseConfig(input);
-  const settings = imageSettings(config, { ...loaded, ...loadedOverrides }, config.model.id);
+  const settings = imageSettings(config, { ...loaded, ...loadedOverrides }, config.model.id ?? 'org/m');
   return contentKey(settings, 'a cat', 3, 1);
 }
 

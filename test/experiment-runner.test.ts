@@ -1,23 +1,15 @@
 // runExperiment against the real Python worker and the tiny SD fixture: resume after an abort, recovery
 // from a crashed or hung worker, reuse of a worker, errors before anything is written.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { LensWorker } from '../src/bridge/index.js';
 import { ConfigError, type ExperimentConfig, parseConfig, SCHEDULERS } from '../src/config/index.js';
 import { type Manifest, type RunEvent, runExperiment } from '../src/experiment/index.js';
+import { tempDirs } from './temp-dirs.js';
 
 const fixture = inject('sdFixture');
-const tempDirs: string[] = [];
-const tempDir = (): string => {
-  const dir = mkdtempSync(join(tmpdir(), 'dlens-run-'));
-  tempDirs.push(dir);
-  return dir;
-};
-afterAll(() => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirs('dlens-run-');
 
 function config(overrides: Record<string, unknown> = {}): ExperimentConfig {
   return parseConfig({
