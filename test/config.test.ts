@@ -14,6 +14,7 @@ import {
   resolveModelId,
   toJsonSchema,
 } from '../src/config/index.js';
+import { EMBEDDED_MODEL_DIR } from '../src/paths.js';
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'dlens-config-'));
@@ -336,5 +337,14 @@ describe('toJsonSchema', () => {
     expect(schema.additionalProperties).toBe(false);
     expect(schema.properties.model?.additionalProperties).toBe(false);
     expect(Object.keys(schema.properties.sampler?.properties ?? {})).toContain('scheduler');
+  });
+});
+
+describe('the embedded default model', () => {
+  it('is what an experiment without model.id runs', () => {
+    const config = parseConfig({ prompts: ['a red circle'] });
+    expect(config.model.id).toBeUndefined();
+    expect(config.model.family).toBe('auto');
+    expect(resolveModelId(undefined)).toBe(EMBEDDED_MODEL_DIR);
   });
 });

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_MODEL = REPO / "models" / "shapes"
 # Attribute → its name in the CSV and plot, in reading order.
 ATTRIBUTES = {
+    "single_color_shape": "single object (colour + shape)",
     "color_shape": "object (colour + shape)",
     "color": "colour",
     "shape": "shape",
@@ -104,7 +105,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
 
     def on_image(index: int, item: Item, image: np.ndarray, elapsed_ms: float) -> None:
-        for attribute, correct in score(scenes[item.prompt], image).items():
+        scene = scenes[item.prompt]
+        answers = score(scene, image)
+        if scene.kind == "single":  # the model card's quality bar
+            answers["single_color_shape"] = answers["color_shape"]
+        for attribute, correct in answers.items():
             if correct is not None and attribute in ATTRIBUTES:
                 results[attribute][item.layer][item.prompt].append(float(correct))
 
@@ -138,9 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "accuracy.svg").write_text(accuracy_svg(series, title))
 
     print(f"{len(items)} images in {seconds:.0f} s ({len(items) / seconds:.1f} images/s)")
-    print("attribute".ljust(26) + "".join(f"L{layer:<6}" for layer in layers))
+    print("attribute".ljust(32) + "".join(f"L{layer:<6}" for layer in layers))
     for label, points in series.items():
-        print(label.ljust(26) + "".join(f"{mean:<7.2f}" for _, mean, _, _ in points))
+        print(label.ljust(32) + "".join(f"{mean:<7.2f}" for _, mean, _, _ in points))
     print(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.svg'}")
 
 

@@ -1,0 +1,61 @@
+"""The committed shapes model (models/shapes): loads like any checkpoint, the lens reproduces the stock
+pipeline at its final layer, and it fits the repository's size budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_lens.families import SamplerSettings, load_family
+from diffusion_lens.lens import Item, LensOptions, generate
+from diffusion_lens.shapes.model import MAX_TOKENS, TEXT_LAYERS, build_tokenizer
+from diffusion_lens.shapes.world import vocabulary
+
+from .conftest import load_options
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "shapes"
+PROMPT = "a green cross above a purple bar"
+
+
+@pytest.fixture(scope="module")
+def shapes_family():
+    return load_family(load_options(MODEL), None)
+
+
+def test_it_is_committed_and_small():
+    weights = list(MODEL.rglob("*.safetensors"))
+    assert {p.parent.name for p in weights} == {"text_encoder", "unet", "vae"}
+    assert sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file()) < 40 * 2**20
+    assert not list(MODEL.rglob("*.bin")) and not list(MODEL.rglob("*.ckpt"))
+    assert (MODEL / "README.md").is_file()
+
+
+def test_final_layer_reproduces_the_stock_pipeline(shapes_family):
+    from diffusers import StableDiffusionPipeline
+
+    assert shapes_family.num_layers == TEXT_LAYERS
+    settings = SamplerSettings(steps=8, guidance=5.0, height=32, width=32, scheduler=None)
+    images: list[np.ndarray] = []
+    generate(
+        shapes_family, [PROMPT], [Item(0, TEXT_LAYERS, 3)], settings, LensOptions(),
+        lambda index, item, image, ms: images.append(image), lambda progress: None,
+    )  # fmt: skip
+    stock = StableDiffusionPipeline.from_pretrained(str(MODEL))
+    stock.set_progress_bar_config(disable=True)
+    expected = stock(
+        PROMPT, num_inference_steps=8, guidance_scale=5.0, height=32, width=32,
+        generator=torch.Generator().manual_seed(3), output_type="pil",
+    ).images[0]  # fmt: skip
+    np.testing.assert_array_equal(images[0], np.asarray(expected))
+
+
+def test_the_tokenizer_keeps_grammar_words_whole():
+    tokenizer = build_tokenizer()
+    assert tokenizer.model_max_length == MAX_TOKENS
+    for word in vocabulary():
+        assert tokenizer.tokenize(word) == [f"{word}</w>"], word
+    longest = max((len(tokenizer(p).input_ids) for p in (PROMPT, "three large orange diamonds")), default=0)
+    assert longest <= MAX_TOKENS
