@@ -1,4 +1,4 @@
-"""Train the shapes model: ``python -m diffusion_lens.shapes.train [--out models/shapes]``.
+"""Train the shapes model: ``python -m diffusion_lens.shapes.train`` (writes the repo's models/shapes).
 
 Two stages, both seeded and resumable from ``--work-dir`` (kill it at any point and run the same
 command again): a small VAE on rendered training images, then the text encoder and UNet together on
@@ -28,6 +28,7 @@ from . import model as shapes_model
 from .render import render
 from .world import is_heldout, sample_scene
 
+DEFAULT_OUT = Path(__file__).resolve().parents[3] / "models" / "shapes"
 DEFAULT_WORK_DIR = (
     Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffusion-lens" / "shapes-train"
 )
@@ -37,9 +38,9 @@ DEFAULT_WORK_DIR = (
 class TrainConfig:
     seed: int = 0
     dataset_size: int = 40_000
-    vae_steps: int = 1_200
+    vae_steps: int = 500
     vae_lr: float = 1e-3
-    unet_steps: int = 8_000
+    unet_steps: int = 4_500
     unet_lr: float = 5e-4
     warmup: int = 200
     batch: int = 64
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", default="models/shapes", help="where the diffusers pipeline goes")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where the diffusers pipeline goes")
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="checkpoints, for resuming")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument(
