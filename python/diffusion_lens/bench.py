@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    if args.model is None:
-        args.model = str(save_fixture("sd", Path(tempfile.mkdtemp(prefix="dlens-bench-")) / "tiny-sd"))
+    with tempfile.TemporaryDirectory(prefix="dlens-bench-") as scratch:
+        if args.model is None:
+            args.model = str(save_fixture("sd", Path(scratch) / "tiny-sd"))
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     family = load_family(
         LoadOptions(
