@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     family = load_family(
         LoadOptions(
-            args.model, None, device, resolve_dtype(args.dtype, device), offload=False, allow_pickle=False
+            args.model, None, device, resolve_dtype(args.dtype, device), offload="none", allow_pickle=False
         ),
         None,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import protocol
 from .devices import resolve_device, resolve_dtype
-from .families import Family, LoadOptions, SamplerSettings, load_family
+from .families import CheckpointSource, Family, LoadOptions, SamplerSettings, Stage2Settings, load_family
 from .images import png_bytes
 from .lens import (
     BadRequest,
@@ -23,6 +23,12 @@ from .lens import (
 )
 
 Emit = Callable[[protocol.Message], None]
+
+
+def _stage2_settings(fields: dict[str, Any] | None) -> Stage2Settings | None:
+    if fields is None:
+        return None
+    return Stage2Settings(**{**fields, "guidance": float(fields["guidance"])})
 
 
 class NotLoaded(Exception):
@@ -86,6 +92,8 @@ class Engine:
             dtype=resolve_dtype(request["dtype"], device),
             offload=request["offload"],
             allow_pickle=request["allow_pickle"],
+            clean_caption=request["clean_caption"],
+            stage2=CheckpointSource(**request["stage2"]) if request["stage2"] is not None else None,
         )
         self.family = None  # free the previous model before loading the next
         self.family = load_family(options, request["family"])
@@ -96,7 +104,8 @@ class Engine:
             model=request["model"],
             family=self.family.name,
             num_layers=self.family.num_layers,
-            **self.family.describe(),
+            # Fields only some families have (IF): the defaults say "not applicable".
+            **{"clean_caption": None, "notices": [], "stage2": None, **self.family.describe()},
         )
 
     def _generate(self, request: protocol.Message) -> protocol.Message:
@@ -109,6 +118,7 @@ class Engine:
             height=request["height"],
             width=request["width"],
             scheduler=request["scheduler"],
+            stage2=_stage2_settings(request["stage2"]),
         )
         options = LensOptions(
             negative=request["negative"],
@@ -118,7 +128,7 @@ class Engine:
         )
         items = [Item(**item) for item in request["items"]]
 
-        def on_image(index: int, item: Item, image: Any, elapsed_ms: float) -> None:
+        def on_image(index: int, item: Item, stage: int, image: Any, elapsed_ms: float) -> None:
             height, width = image.shape[:2]
             self.emit(
                 protocol.reply(
@@ -128,6 +138,7 @@ class Engine:
                     prompt=item.prompt,
                     layer=item.layer,
                     seed=item.seed,
+                    stage=stage,
                     png=png_bytes(image),
                     width=width,
                     height=height,

@@ -1,15 +1,20 @@
 """Tiny random-weight pipelines for tests, built from config and saved with ``save_pretrained``.
 
 Nothing here touches the network: the tokenizers are built in memory. Shapes are deliberately odd
-(5 encoder layers, SD 2.x's "!" pad token, a hidden size that is no power of two) so that hard-coded
-assumptions fail in tests rather than for users.
+(5 CLIP layers, SD 2.x's "!" pad token, hidden sizes that are no power of two, a T5 whose final norm
+weights are not all ones) so that hard-coded assumptions fail in tests rather than for users.
 
-    python -m diffusion_lens.fixtures sd OUT_DIR
+    python -m diffusion_lens.fixtures sd OUT_DIR      Stable Diffusion 2.x-shaped
+    python -m diffusion_lens.fixtures if OUT_DIR      DeepFloyd IF stage I (16x16, T5 with 4 blocks)
+    python -m diffusion_lens.fixtures if-sr OUT_DIR   DeepFloyd IF stage II (16 -> 32)
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import re
+import string
 from pathlib import Path
 
 import torch
@@ -88,7 +93,138 @@ def tiny_sd_pipeline(num_layers: int = 5, hidden_size: int = 40, seed: int = FIX
     )
 
 
-BUILDERS = {"sd": tiny_sd_pipeline}
+PROMPT_FILES = Path(__file__).resolve().parents[2] / "configs" / "prompts"
+T5_HIDDEN = 24
+IF_CROSS_ATTENTION = 32  # IF's group-normed cross-attention needs a multiple of 32
+
+
+def _prompt_words() -> list[str]:
+    """The words of the repo's prompt sets (whole-word pieces keep the fixture's prompts short)."""
+    words: set[str] = set()
+    for path in sorted(PROMPT_FILES.glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                words.update(re.findall(r"[a-z]+", row.get("prompt", "").lower()))
+    return sorted(words)
+
+
+def t5_tokenizer():
+    """A T5 (unigram) tokenizer built in memory: IF's special tokens (<pad> = 0, </s> = 1, <unk>),
+    every printable ASCII character with and without the word-start mark, and the prompt sets' words."""
+    from transformers import T5Tokenizer
+
+    characters = sorted(set(string.ascii_letters + string.digits + string.punctuation))
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    pieces += [(c, -6.0) for c in characters] + [("\u2581" + c, -5.0) for c in characters]
+    pieces += [("\u2581" + word, -1.0) for word in _prompt_words() if len(word) > 1]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def tiny_t5_encoder(vocab_size: int, num_layers: int = 4):
+    from transformers import T5Config, T5EncoderModel
+
+    encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=T5_HIDDEN,
+            d_kv=6,
+            d_ff=40,
+            num_layers=num_layers,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+    # T5 initialises norm weights to one, and an RMS norm with unit weights is idempotent: a lens
+    # that re-normalised the last hidden state would then go unnoticed.
+    with torch.no_grad():
+        encoder.encoder.final_layer_norm.weight.uniform_(0.5, 1.5)
+    return encoder
+
+
+def _if_scheduler():
+    from diffusers import DDPMScheduler
+
+    # IF's own: cosine betas, learned-range variance, dynamic thresholding.
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        variance_type="learned_range",
+        thresholding=True,
+        dynamic_thresholding_ratio=0.95,
+        sample_max_value=1.5,
+        prediction_type="epsilon",
+    )
+
+
+def _if_unet(sample_size: int, in_channels: int, **extra: object):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=6,  # noise and variance for 3 channels
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        cross_attention_dim=IF_CROSS_ATTENTION,
+        encoder_hid_dim=T5_HIDDEN,
+        attention_head_dim=4,
+        addition_embed_type="text",
+        addition_embed_type_num_heads=2,
+        cross_attention_norm="group_norm",
+        resnet_time_scale_shift="scale_shift",
+        act_fn="gelu",
+        norm_num_groups=4,
+        **extra,
+    )
+
+
+def tiny_if_pipeline(num_layers: int = 4, seed: int = FIXTURE_SEED):
+    """A DeepFloyd IF stage I-shaped pipeline (16x16 pixels) with random weights."""
+    from diffusers import IFPipeline
+
+    torch.manual_seed(seed)
+    tokenizer = t5_tokenizer()
+    return IFPipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny_t5_encoder(len(tokenizer), num_layers),
+        unet=_if_unet(16, 3),
+        scheduler=_if_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+
+
+def tiny_if_sr_pipeline(seed: int = FIXTURE_SEED + 1):
+    """A DeepFloyd IF stage II-shaped pipeline (to 32x32). Like the real IF-II checkpoints it ships a
+    text encoder, which the lens must not load."""
+    from diffusers import DDPMScheduler, IFSuperResolutionPipeline
+
+    torch.manual_seed(seed)
+    tokenizer = t5_tokenizer()
+    return IFSuperResolutionPipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny_t5_encoder(len(tokenizer)),
+        # The upscaled stage-I image joins the noisy image as 3 more channels; the noise level it was
+        # augmented with is the class label.
+        unet=_if_unet(32, 6, class_embed_type="timestep"),
+        scheduler=_if_scheduler(),
+        image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+
+
+BUILDERS = {"sd": tiny_sd_pipeline, "if": tiny_if_pipeline, "if-sr": tiny_if_sr_pipeline}
 
 
 def save_fixture(kind: str, out_dir: str | Path) -> Path:

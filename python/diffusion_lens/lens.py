@@ -55,7 +55,8 @@ class Progress:
     images_total: int
 
 
-ImageCallback = Callable[[int, Item, np.ndarray, float], None]
+# (item index, item, stage, image, milliseconds per item of its batch)
+ImageCallback = Callable[[int, Item, int, np.ndarray, float], None]
 ProgressCallback = Callable[[Progress], None]
 
 
@@ -69,7 +70,27 @@ def noise_seed(seed: int, layer: int, noise: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def validate(family: Family, prompts: Sequence[str], items: Sequence[Item], scheduler: str | None) -> None:
+def make_generators(
+    chunk: Sequence[Item], settings: SamplerSettings, noise: str
+) -> dict[int, list[torch.Generator]]:
+    """One CPU generator per item and stage, made fresh on every attempt (a retry after out-of-memory
+    must redraw the same noise). Stage II goes on with the item's stage-I generator, as one generator
+    passed to both stock IF pipelines does, unless it has a fixed seed of its own."""
+    stage1 = [
+        torch.Generator(device="cpu").manual_seed(noise_seed(item.seed, item.layer, noise)) for item in chunk
+    ]
+    generators = {1: stage1}
+    if settings.stage2 is not None:
+        seed = settings.stage2.seed
+        generators[2] = (
+            stage1 if seed is None else [torch.Generator(device="cpu").manual_seed(seed) for _ in chunk]
+        )
+    return generators
+
+
+def validate(
+    family: Family, prompts: Sequence[str], items: Sequence[Item], settings: SamplerSettings
+) -> None:
     last = family.num_layers
     for index, item in enumerate(items):
         if item.prompt >= len(prompts):
@@ -80,8 +101,19 @@ def validate(family: Family, prompts: Sequence[str], items: Sequence[Item], sche
             raise BadRequest(f"items[{index}].layer = {item.layer} is out of range 0..{last}")
         if item.seed >= 2**63:
             raise BadRequest(f"items[{index}].seed = {item.seed} does not fit a 64-bit generator seed")
-    if scheduler is not None and scheduler not in SCHEDULER_NAMES:
-        raise BadRequest(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+    schedulers = {"scheduler": settings.scheduler}
+    if settings.stage2 is not None:
+        schedulers["stage2.scheduler"] = settings.stage2.scheduler
+        if settings.stage2.seed is not None and settings.stage2.seed >= 2**63:
+            raise BadRequest(f"stage2.seed = {settings.stage2.seed} does not fit a 64-bit generator seed")
+    for field, scheduler in schedulers.items():
+        if scheduler is not None and scheduler not in SCHEDULER_NAMES:
+            raise BadRequest(
+                f"{field}: unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
+            )
+    problem = family.problem_with(settings)
+    if problem is not None:
+        raise BadRequest(problem)
 
 
 def encode_all(
@@ -114,11 +146,16 @@ def generate(
     on_progress: ProgressCallback,
     is_cancelled: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
-    """Make every item's image, calling ``on_image(index, item, image, ms)`` as each batch finishes."""
-    validate(family, prompts, items, settings.scheduler)
+    """Make every item's images, calling ``on_image(index, item, stage, image, ms)`` as each batch
+    finishes (stage I first, then stage II where there is one)."""
+    validate(family, prompts, items, settings)
     started = time.perf_counter()
-    cond, uncond = encode_all(family, prompts, items, options)
-    progress = Progress(0, len(items) * settings.steps, 0, len(items))
+    # Every prompt of the job is encoded before any sampling, so that an offloaded encoder visits the
+    # device once per job.
+    with family.encoding():
+        cond, uncond = encode_all(family, prompts, items, options)
+    steps = settings.steps_per_item
+    progress = Progress(0, len(items) * steps, 0, len(items))
     batch_size = options.max_batch
     position = 0
     while position < len(items):
@@ -145,10 +182,11 @@ def generate(
                 raise OutOfMemory(f"out of memory with a batch of one item ({exc})") from exc
             batch_size //= 2
             continue
-        for index, image in zip(chunk, images, strict=True):
-            on_image(index, items[index], image, elapsed_ms / len(chunk))
+        for stage, stage_images in sorted(images.items()):
+            for index, image in zip(chunk, stage_images, strict=True):
+                on_image(index, items[index], stage, image, elapsed_ms / len(chunk))
         progress.images_done += len(chunk)
-        progress.done_units = progress.images_done * settings.steps
+        progress.done_units = progress.images_done * steps
         on_progress(progress)
         position += len(chunk)
     return {
@@ -168,21 +206,17 @@ def _sample_chunk(
     progress: Progress,
     on_progress: ProgressCallback,
     is_cancelled: Callable[[], bool],
-) -> tuple[np.ndarray, float]:
+) -> tuple[dict[int, np.ndarray], float]:
     started = time.perf_counter()
-    # Fresh generators on every attempt: a retry after out-of-memory must redraw the same noise.
-    generators = [
-        torch.Generator(device="cpu").manual_seed(noise_seed(item.seed, item.layer, options.noise))
-        for item in chunk
-    ]
+    generators = make_generators(chunk, settings, options.noise)
     cond_batch = torch.cat([cond[(item.prompt, item.layer)] for item in chunk])
     uncond_batch = torch.cat([uncond[item.layer] for item in chunk])
-    base_units = progress.images_done * settings.steps
+    base_units = progress.images_done * settings.steps_per_item
 
     def on_step(done: int, total: int) -> None:
         if is_cancelled():
             raise Cancelled()
-        progress.done_units = base_units + (done * settings.steps // total) * len(chunk)
+        progress.done_units = base_units + (done * settings.steps_per_item // total) * len(chunk)
         on_progress(progress)
 
     images = family.sample(cond_batch, uncond_batch, generators, settings, on_step)

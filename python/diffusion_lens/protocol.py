@@ -79,6 +79,32 @@ def _item(value: Any) -> bool:
     )
 
 
+def _exact_map(fields: dict[str, Check]) -> Check:
+    """A map with exactly these keys, each passing its check."""
+    return lambda value: (
+        isinstance(value, dict)
+        and set(value) == set(fields)
+        and all(check(value[k]) for k, check in fields.items())
+    )
+
+
+def _multiple_of_8(value: Any) -> bool:
+    return _positive_int(value) and value % 8 == 0
+
+
+_STAGE2_SOURCE = _exact_map({"model": lambda v: _is_str(v) and v != "", "revision": _optional(_is_str)})
+_STAGE2_SETTINGS = _exact_map(
+    {
+        "steps": _positive_int,
+        "guidance": lambda v: _is_number(v) and v >= 0,
+        "height": _multiple_of_8,
+        "width": _multiple_of_8,
+        "noise_level": _non_negative_int,
+        "scheduler": _optional(_is_str),
+        "seed": _optional(_non_negative_int),
+    }
+)
+
 # Per request type: field → (check, description used in the error message).
 REQUEST_FIELDS: dict[str, dict[str, tuple[Check, str]]] = {
     "hello": {"protocol": (_is_int, "an integer"), "client": (_is_str, "a string")},
@@ -94,8 +120,10 @@ REQUEST_FIELDS: dict[str, dict[str, tuple[Check, str]]] = {
             "one of auto, cpu, cuda, mps",
         ),
         "revision": (_optional(_is_str), "a string or null"),
-        "offload": (lambda v: isinstance(v, bool), "a boolean"),
+        "offload": (_one_of("none", "encoder", "model"), "one of none, encoder, model"),
         "allow_pickle": (lambda v: isinstance(v, bool), "a boolean"),
+        "clean_caption": (_optional(lambda v: isinstance(v, bool)), "a boolean or null"),
+        "stage2": (_optional(_STAGE2_SOURCE), "null or {model: non-empty string, revision: string or null}"),
     },
     "generate": {
         "prompts": (_list_of(_is_str), "a non-empty list of strings"),
@@ -106,18 +134,16 @@ REQUEST_FIELDS: dict[str, dict[str, tuple[Check, str]]] = {
         "negative": (_is_str, "a string"),
         "steps": (_positive_int, "a positive integer"),
         "guidance": (lambda v: _is_number(v) and v >= 0, "a non-negative number"),
-        "height": (
-            lambda v: _positive_int(v) and v % 8 == 0,
-            "a positive multiple of 8",
-        ),
-        "width": (
-            lambda v: _positive_int(v) and v % 8 == 0,
-            "a positive multiple of 8",
-        ),
+        "height": (_multiple_of_8, "a positive multiple of 8"),
+        "width": (_multiple_of_8, "a positive multiple of 8"),
         "scheduler": (_optional(_is_str), "a scheduler name or null"),
         "uncond": (_one_of("final", "same-layer"), "'final' or 'same-layer'"),
         "noise": (_one_of("shared", "per-layer"), "'shared' or 'per-layer'"),
         "max_batch": (_positive_int, "a positive integer"),
+        "stage2": (
+            _optional(_STAGE2_SETTINGS),
+            "null or {steps, guidance, height, width, noise_level, scheduler, seed} (see docs/protocol.md)",
+        ),
     },
     "cancel": {"target": (_is_str, "a string")},
     "ping": {},

@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffusion_lens.families import LoadOptions, load_family
+from diffusion_lens.families import CheckpointSource, LoadOptions, load_family
 from diffusion_lens.fixtures import save_fixture
 
 torch.set_num_threads(2)
@@ -25,7 +25,7 @@ def load_options(path: Path, **overrides: object) -> LoadOptions:
         "revision": None,
         "device": "cpu",
         "dtype": torch.float32,
-        "offload": False,
+        "offload": "none",
         "allow_pickle": False,
     }
     fields.update(overrides)
@@ -43,5 +43,40 @@ def stock_sd(sd_dir: Path):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(str(sd_dir), safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def if_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_fixture("if", tmp_path_factory.mktemp("fixtures") / "tiny-if")
+
+
+@pytest.fixture(scope="session")
+def if_sr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_fixture("if-sr", tmp_path_factory.mktemp("fixtures") / "tiny-if-sr")
+
+
+@pytest.fixture(scope="session")
+def if_family(if_dir: Path, if_sr_dir: Path):
+    """The IF family with both stages, loaded by path like a real checkpoint."""
+    return load_family(load_options(if_dir, stage2=CheckpointSource(str(if_sr_dir), None)), None)
+
+
+@pytest.fixture(scope="session")
+def stock_if(if_dir: Path):
+    """The unmodified diffusers IF stage I, loaded independently of the project's loader."""
+    from diffusers import IFPipeline
+
+    pipe = IFPipeline.from_pretrained(str(if_dir))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def stock_if_sr(if_sr_dir: Path):
+    from diffusers import IFSuperResolutionPipeline
+
+    pipe = IFSuperResolutionPipeline.from_pretrained(str(if_sr_dir), text_encoder=None)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -28,7 +28,7 @@ def run_lens(family, prompts, items, settings=SETTINGS, **options):
         items,
         settings,
         LensOptions(**options),
-        on_image=lambda index, item, image, ms: images.__setitem__(index, image),
+        on_image=lambda index, item, stage, image, ms: images.__setitem__(index, image),
         on_progress=lambda progress: None,
     )
     assert done["images"] == len(items)

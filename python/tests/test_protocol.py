@@ -22,6 +22,30 @@ GENERATE = {
     "uncond": "final",
     "noise": "shared",
     "max_batch": 8,
+    "stage2": None,
+}
+STAGE2 = {
+    "steps": 3,
+    "guidance": 4,
+    "height": 32,
+    "width": 32,
+    "noise_level": 250,
+    "scheduler": None,
+    "seed": None,
+}
+LOAD = {
+    "v": 1,
+    "id": "l1",
+    "type": "load",
+    "model": "some/model",
+    "family": None,
+    "dtype": "auto",
+    "device": "cpu",
+    "revision": None,
+    "offload": "encoder",
+    "allow_pickle": False,
+    "clean_caption": None,
+    "stage2": {"model": "some/stage-2", "revision": None},
 }
 
 
@@ -31,6 +55,9 @@ def pack(message: object) -> bytes:
 
 def test_valid_messages_round_trip():
     assert protocol.decode(pack(GENERATE)) == GENERATE
+    with_stage2 = {**GENERATE, "stage2": STAGE2}
+    assert protocol.decode(pack(with_stage2)) == with_stage2
+    assert protocol.decode(pack(LOAD)) == LOAD
     ping = protocol.reply("p", "ping")
     assert protocol.decode(protocol.encode(ping)) == ping
 
@@ -60,6 +87,17 @@ def test_valid_messages_round_trip():
             "g1",
         ),
         (pack({"v": 1, "id": "c", "type": "cancel"}), "bad_message", "missing field 'target'", "c"),
+        (
+            pack({**LOAD, "offload": True}),
+            "bad_message",
+            "'offload' must be one of none, encoder, model",
+            "l1",
+        ),
+        (pack({**LOAD, "clean_caption": "yes"}), "bad_message", "'clean_caption'", "l1"),
+        (pack({**LOAD, "stage2": {"model": ""}}), "bad_message", "'stage2'", "l1"),
+        (pack({**GENERATE, "stage2": {**STAGE2, "height": 20}}), "bad_message", "'stage2'", "g1"),
+        (pack({**GENERATE, "stage2": {**STAGE2, "extra": 1}}), "bad_message", "'stage2'", "g1"),
+        (pack({**GENERATE, "stage2": {**STAGE2, "seed": -1}}), "bad_message", "'stage2'", "g1"),
     ],
 )
 def test_bad_messages_are_named(frame, code, fragment, request_id):

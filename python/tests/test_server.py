@@ -71,10 +71,11 @@ def client():
     c.close()
 
 
-def load(client: Client, model: Path) -> dict:
+def load(client: Client, model: Path, stage2: Path | None = None) -> dict:
     client.send(
         id="load", type="load", model=str(model), family=None, dtype="auto", device="cpu",
-        revision=None, offload=False, allow_pickle=False,
+        revision=None, offload="none", allow_pickle=False, clean_caption=None,
+        stage2=None if stage2 is None else {"model": str(stage2), "revision": None},
     )  # fmt: skip
     return client.until("load", ("loaded", "error"))[-1]
 
@@ -84,7 +85,7 @@ def generate_request(request_id: str, layers, seeds, steps: int = 2, max_batch: 
         "id": request_id, "type": "generate", "prompts": ["a red apple"],
         "items": [{"prompt": 0, "layer": layer, "seed": seed} for layer in layers for seed in seeds],
         "negative": "", "steps": steps, "guidance": 7.5, "height": 32, "width": 32,
-        "scheduler": None, "uncond": "final", "noise": "shared", "max_batch": max_batch,
+        "scheduler": None, "uncond": "final", "noise": "shared", "max_batch": max_batch, "stage2": None,
     }  # fmt: skip
 
 
@@ -96,7 +97,11 @@ def test_announcement_and_handshake():
         assert c.receive()["code"] == "version_mismatch"
         c.send(id="h2", type="hello", protocol=1, client="pytest")
         ready = c.receive()
-        assert ready["type"] == "ready" and ready["families"] == ["sd"] and "default" in ready["schedulers"]
+        assert (
+            ready["type"] == "ready"
+            and ready["families"] == ["sd", "if"]
+            and "default" in ready["schedulers"]
+        )
         assert c.receive(timeout=5, skip_heartbeats=False)["type"] == "heartbeat"
     finally:
         c.close()
@@ -113,6 +118,47 @@ def test_generate_streams_progress_and_images(client, sd_dir):
     assert all(m["png"].startswith(b"\x89PNG") and m["width"] == 32 for m in images)
     units = [m["done_units"] for m in messages if m["type"] == "progress"]
     assert units == sorted(units) and units[-1] == 4 * 2
+
+
+def test_if_two_stages_over_the_protocol(client, if_dir, if_sr_dir, sd_dir):
+    loaded = load(client, if_dir, stage2=if_sr_dir)
+    assert loaded["type"] == "loaded" and loaded["family"] == "if" and loaded["num_layers"] == 4
+    assert loaded["clean_caption"] is True and loaded["notices"] == []
+    assert loaded["stage2"]["pipeline_class"] == "IFSuperResolutionPipeline"
+    assert loaded["stage2"]["defaults"]["noise_level"] == 250
+    stage2 = {
+        "steps": 2,
+        "guidance": 4,
+        "height": 32,
+        "width": 32,
+        "noise_level": 100,
+        "scheduler": None,
+        "seed": None,
+    }
+    request = {
+        **generate_request("g", layers=[0, 4], seeds=[3], steps=2),
+        "height": 16,
+        "width": 16,
+        "stage2": stage2,
+    }
+    client.send(**request)
+    messages = client.until("g")
+    assert messages[-1]["type"] == "done" and messages[-1]["images"] == 2
+    images = [m for m in messages if m["type"] == "image"]
+    assert sorted((m["item"], m["stage"], m["width"]) for m in images) == [
+        (0, 1, 16),
+        (0, 2, 32),
+        (1, 1, 16),
+        (1, 2, 32),
+    ]
+    units = [(m["done_units"], m["total_units"]) for m in messages if m["type"] == "progress"]
+    assert units[-1] == (2 * (2 + 2), 2 * (2 + 2))
+    # An SD model refuses stage II settings, and stage II checkpoints.
+    assert load(client, sd_dir)["type"] == "loaded"
+    client.send(**{**generate_request("sd2", layers=[0], seeds=[0]), "stage2": stage2})
+    assert "no stage II model is loaded" in client.until("sd2")[-1]["message"]
+    refused = load(client, sd_dir, stage2=if_sr_dir)
+    assert refused["code"] == "load_failed" and "the sd family has no stage II" in refused["message"]
 
 
 def test_errors_do_not_kill_the_worker(client, sd_dir):

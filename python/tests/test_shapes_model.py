@@ -41,7 +41,7 @@ def test_final_layer_reproduces_the_stock_pipeline(shapes_family):
     images: list[np.ndarray] = []
     generate(
         shapes_family, [PROMPT], [Item(0, TEXT_LAYERS, 3)], settings, LensOptions(),
-        lambda index, item, image, ms: images.append(image), lambda progress: None,
+        lambda index, item, stage, image, ms: images.append(image), lambda progress: None,
     )  # fmt: skip
     stock = StableDiffusionPipeline.from_pretrained(str(MODEL))
     stock.set_progress_bar_config(disable=True)

@@ -5,47 +5,79 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .base import Family, LoadOptions, SamplerSettings
+from .base import (
+    OFFLOAD_MODES,
+    CheckpointSource,
+    Family,
+    LoadOptions,
+    SamplerSettings,
+    Stage2Settings,
+)
+from .deepfloyd_if import DeepFloydIFFamily
+from .loading import pipeline_class
 from .sd import StableDiffusionFamily
 
-FAMILIES: dict[str, type[Family]] = {family.name: family for family in (StableDiffusionFamily,)}
+FAMILIES: dict[str, type[Family]] = {
+    family.name: family for family in (StableDiffusionFamily, DeepFloydIFFamily)
+}
+
+# Pipeline classes that are not a family's first stage but belong to one, with what to do instead.
+_HINTS = {
+    "IFSuperResolutionPipeline": "it is a DeepFloyd IF stage II: load the stage I model (IFPipeline) and "
+    "give this one as stage2.model",
+}
 
 __all__ = [
     "FAMILIES",
+    "OFFLOAD_MODES",
+    "CheckpointSource",
     "Family",
     "LoadOptions",
     "SamplerSettings",
+    "Stage2Settings",
     "detect_family",
     "load_family",
 ]
 
 
-def _pipeline_class(model: str, revision: str | None) -> str:
-    from diffusers import DiffusionPipeline
-
-    config = DiffusionPipeline.load_config(model, revision=revision)
-    return str(config.get("_class_name", ""))
-
-
 def detect_family(model: str, revision: str | None = None) -> str:
     """The family whose pipeline class the checkpoint's model_index.json names."""
-    class_name = _pipeline_class(model, revision)
+    class_name = pipeline_class(model, revision)
     for name, family in FAMILIES.items():
         if class_name in family.pipeline_classes:
             return name
     supported = ", ".join(f"{c} ({n})" for n, f in FAMILIES.items() for c in f.pipeline_classes)
+    hint = f"; {_HINTS[class_name]}" if class_name in _HINTS else ""
     raise ValueError(
-        f"{model}: pipeline class {class_name or '(none)'!r} is not supported; supported: {supported}"
+        f"{model}: pipeline class {class_name or '(none)'!r} is not supported{hint}; supported: {supported}"
     )
 
 
+def _local_path(model: str, what: str = "model") -> str:
+    """A local folder with ~ expanded; a hub id unchanged. A missing local folder is an error."""
+    looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
+    if not looks_local:
+        return model
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} folder not found: {model}")
+    return str(path)
+
+
 def load_family(options: LoadOptions, family: str | None) -> Family:
-    looks_local = options.model.startswith((".", "/", "~")) or Path(options.model).exists()
-    if looks_local and not Path(options.model).expanduser().is_dir():
-        raise FileNotFoundError(f"model folder not found: {options.model}")
-    if looks_local:
-        options = replace(options, model=str(Path(options.model).expanduser()))
+    options = replace(options, model=_local_path(options.model))
+    if options.stage2 is not None:
+        options = replace(
+            options, stage2=replace(options.stage2, model=_local_path(options.stage2.model, "stage II model"))
+        )
     name = family or detect_family(options.model, options.revision)
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; supported: {', '.join(FAMILIES)}")
-    return FAMILIES[name].load(options)
+    chosen = FAMILIES[name]
+    if options.stage2 is not None and not chosen.supports_stage2:
+        raise ValueError(f"the {name} family has no stage II; run stage 1 only (stages: [1])")
+    if options.clean_caption and not chosen.cleans_captions:
+        raise ValueError(f"the {name} family does not clean captions; leave clean_caption unset")
+    if options.offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, not {options.offload!r}")
+    return chosen.load(options)

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+OFFLOAD_MODES = ("none", "encoder", "model")
+
+
+@dataclass(frozen=True)
+class Stage2Settings:
+    """A second (super-resolution) stage conditioned on the same embeddings as the first."""
+
+    steps: int
+    guidance: float
+    height: int
+    width: int
+    noise_level: int  # how much noise is added to the upscaled stage-I image
+    scheduler: str | None
+    seed: int | None  # None: go on with each item's stage-I generator (one generator per item)
 
 
 @dataclass(frozen=True)
@@ -18,6 +35,18 @@ class SamplerSettings:
     height: int
     width: int
     scheduler: str | None  # None or "default": the checkpoint's own
+    stage2: Stage2Settings | None = None
+
+    @property
+    def steps_per_item(self) -> int:
+        """Denoising steps one item takes, over all stages (the unit of progress)."""
+        return self.steps + (self.stage2.steps if self.stage2 else 0)
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    model: str
+    revision: str | None
 
 
 @dataclass(frozen=True)
@@ -26,12 +55,16 @@ class LoadOptions:
     revision: str | None
     device: str  # resolved: cpu, cuda or mps
     dtype: torch.dtype
-    offload: bool
+    offload: str  # one of OFFLOAD_MODES
     allow_pickle: bool
+    clean_caption: bool | None = None  # None: on where the family cleans captions and can
+    stage2: CheckpointSource | None = None
 
 
-# Called after each denoising step with (steps done, total steps of this run).
+# Called after each denoising step with (steps done, total steps of this run, over all stages).
 StepCallback = Callable[[int, int], None]
+# Stage number → one generator per item of the batch.
+Generators = Mapping[int, list[torch.Generator]]
 
 
 class Family(ABC):
@@ -40,6 +73,9 @@ class Family(ABC):
     name: ClassVar[str]
     # model_index.json `_class_name` values this family loads.
     pipeline_classes: ClassVar[tuple[str, ...]]
+    # Whether the family can load a stage-II checkpoint and clean captions (IF); others refuse both.
+    supports_stage2: ClassVar[bool] = False
+    cleans_captions: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -55,9 +91,29 @@ class Family(ABC):
     def num_layers(self) -> int:
         """L: the lens takes hidden-state indices 0..L (0 = embeddings, i = output of block i)."""
 
+    @property
+    def has_stage2(self) -> bool:
+        return False
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
-        """`loaded` reply fields: pipeline_class, revision, device, dtype, defaults, lens."""
+        """`loaded` reply fields: pipeline_class, revision, device, dtype, defaults, lens, and where they
+        apply clean_caption, notices, stage2."""
+
+    def problem_with(self, settings: SamplerSettings) -> str | None:
+        """Why this model cannot sample with ``settings``, or None."""
+        if settings.stage2 is not None and not self.has_stage2:
+            return "stage2 settings were sent but no stage II model is loaded"
+        return None
+
+    # Set by a family loaded with ``offload: encoder`` on an accelerator: its text encoder, kept on the CPU.
+    offloaded_encoder: torch.nn.Module | None = None
+
+    def encoding(self) -> contextlib.AbstractContextManager[None]:
+        """The text encoder is on the execution device inside this context (see ``encoder_visit``)."""
+        if self.offloaded_encoder is None:
+            return contextlib.nullcontext()
+        return encoder_visit(self.offloaded_encoder, self.device)
 
     @abstractmethod
     def encode(self, prompt: str, layers: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -68,8 +124,21 @@ class Family(ABC):
         self,
         cond: torch.Tensor,
         uncond: torch.Tensor,
-        generators: list[torch.Generator],
+        generators: Generators,
         settings: SamplerSettings,
         on_step: StepCallback,
-    ) -> np.ndarray:
-        """One sampling run over a batch; returns (B, H, W, 3) uint8 images."""
+    ) -> dict[int, np.ndarray]:
+        """One sampling run over a batch; returns (B, H, W, 3) uint8 images per stage."""
+
+
+@contextmanager
+def encoder_visit(encoder: torch.nn.Module, device: torch.device) -> Iterator[None]:
+    """``offload: encoder``: the text encoder lives on the CPU and visits the device only while a job's
+    prompts are encoded, so that the denoisers have its memory the rest of the time."""
+    encoder.to(device)
+    try:
+        yield
+    finally:
+        encoder.to("cpu")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -9,7 +9,6 @@ generator (so an image never depends on its batch-mates).
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,9 +20,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..devices import dtype_name
 from ..images import to_uint8
 from ..schedulers import make_scheduler
-from .base import Family, LoadOptions, SamplerSettings, StepCallback
-
-_SNAPSHOT = re.compile(r"snapshots[/\\]([0-9a-f]{40})")
+from .base import Family, Generators, LoadOptions, SamplerSettings, StepCallback
+from .loading import place, resolved_revision, safetensors_only
 
 
 def final_layer_norm(text_encoder: torch.nn.Module) -> torch.nn.Module:
@@ -36,21 +34,18 @@ def final_layer_norm(text_encoder: torch.nn.Module) -> torch.nn.Module:
     return norm
 
 
-def resolved_revision(pipe: StableDiffusionPipeline, requested: str | None) -> str | None:
-    """The hub commit a pipeline was loaded from (read off its snapshot folder), else what was asked."""
-    match = _SNAPSHOT.search(str(pipe.config.get("_name_or_path", "")))
-    return match.group(1) if match else requested
-
-
 class StableDiffusionFamily(Family):
     name = "sd"
     pipeline_classes = ("StableDiffusionPipeline",)
 
-    def __init__(self, pipe: StableDiffusionPipeline, options: LoadOptions) -> None:
+    def __init__(self, pipe: StableDiffusionPipeline, options: LoadOptions, device: torch.device) -> None:
         self.pipe = pipe
         self.options = options
+        self._device = device
         self.revision = resolved_revision(pipe, options.revision)
         self.norm = final_layer_norm(pipe.text_encoder)
+        if options.offload == "encoder" and device.type != "cpu":
+            self.offloaded_encoder = pipe.text_encoder
 
     @classmethod
     def load(cls, options: LoadOptions) -> StableDiffusionFamily:
@@ -58,20 +53,16 @@ class StableDiffusionFamily(Family):
             options.model,
             revision=options.revision,
             dtype=options.dtype,
-            use_safetensors=None if options.allow_pickle else True,
+            use_safetensors=safetensors_only(options),
             safety_checker=None,
             requires_safety_checker=False,
         )
         pipe.set_progress_bar_config(disable=True)
-        if options.offload and options.device == "cuda":
-            pipe.enable_model_cpu_offload()
-        else:
-            pipe.to(options.device)
-        return cls(pipe, options)
+        return cls(pipe, options, place(pipe, options))
 
     @property
     def device(self) -> torch.device:
-        return self.pipe._execution_device
+        return self._device
 
     @property
     def num_layers(self) -> int:
@@ -128,11 +119,12 @@ class StableDiffusionFamily(Family):
         self,
         cond: torch.Tensor,
         uncond: torch.Tensor,
-        generators: list[torch.Generator],
+        generators: Generators,
         settings: SamplerSettings,
         on_step: StepCallback,
-    ) -> np.ndarray:
+    ) -> dict[int, np.ndarray]:
         pipe, device = self.pipe, self.device
+        stage1 = generators[1]
         scheduler = make_scheduler(settings.scheduler, pipe.scheduler)
         scheduler.set_timesteps(settings.steps, device=device)
         timesteps = scheduler.timesteps
@@ -149,7 +141,7 @@ class StableDiffusionFamily(Family):
             settings.width // pipe.vae_scale_factor,
         )
         latents = torch.cat(
-            [randn_tensor(shape, generator=g, device=device, dtype=cond.dtype) for g in generators]
+            [randn_tensor(shape, generator=g, device=device, dtype=cond.dtype) for g in stage1]
         )
         latents = latents * scheduler.init_noise_sigma
 
@@ -158,7 +150,7 @@ class StableDiffusionFamily(Family):
         if "eta" in step_parameters:
             step_kwargs["eta"] = 0.0
         if "generator" in step_parameters:
-            step_kwargs["generator"] = generators
+            step_kwargs["generator"] = stage1
 
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
@@ -171,4 +163,4 @@ class StableDiffusionFamily(Family):
             on_step(index + 1, len(timesteps))
 
         images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        return to_uint8(images)
+        return {1: to_uint8(images)}

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     family = load_family(
         LoadOptions(
-            args.model, None, device, resolve_dtype("fp32", device), offload=False, allow_pickle=False
+            args.model, None, device, resolve_dtype("fp32", device), offload="none", allow_pickle=False
         ),
         None,
     )
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     started = time.perf_counter()
 
-    def on_image(index: int, item: Item, image: np.ndarray, elapsed_ms: float) -> None:
+    def on_image(index: int, item: Item, stage: int, image: np.ndarray, elapsed_ms: float) -> None:
         scene = scenes[item.prompt]
         answers = score(scene, image)
         if scene.kind == "single":  # the model card's quality bar

@@ -1,0 +1,276 @@
+"""The DeepFloyd IF lens against independent references: the stock IFPipeline and
+IFSuperResolutionPipeline, a T5 cut after block l, itself in other batches."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler, IFPipeline, IFSuperResolutionPipeline
+
+from diffusion_lens.families import (
+    CheckpointSource,
+    SamplerSettings,
+    Stage2Settings,
+    deepfloyd_if,
+    detect_family,
+    load_family,
+)
+from diffusion_lens.images import to_uint8
+from diffusion_lens.lens import BadRequest, Item, LensOptions, generate
+
+from .conftest import load_options
+
+PROMPTS = ["a red apple", "Two blue cubes on a table <b>http://example.com</b>"]
+STAGE2 = Stage2Settings(
+    steps=3, guidance=4.0, height=32, width=32, noise_level=250, scheduler=None, seed=None
+)
+SETTINGS = SamplerSettings(steps=3, guidance=7.0, height=16, width=16, scheduler=None, stage2=STAGE2)
+
+
+def run_lens(family, prompts, items, settings=SETTINGS, **options) -> dict[int, list[np.ndarray]]:
+    """Images per stage, in item order."""
+    images: dict[tuple[int, int], np.ndarray] = {}
+    done = generate(
+        family,
+        prompts,
+        items,
+        settings,
+        LensOptions(**options),
+        on_image=lambda index, item, stage, image, ms: images.__setitem__((stage, index), image),
+        on_progress=lambda progress: None,
+    )
+    assert done["images"] == len(items)
+    stages = sorted({stage for stage, _ in images})
+    return {stage: [images[(stage, i)] for i in range(len(items))] for stage in stages}
+
+
+def truncated(pipe: IFPipeline, blocks: int) -> IFPipeline:
+    """The stock pipeline with a T5 cut after ``blocks`` blocks: its output is the encoder's final norm
+    of hidden state ``blocks``, which is what the lens must give for that layer."""
+    encoder = copy.deepcopy(pipe.text_encoder)
+    encoder.encoder.block = encoder.encoder.block[:blocks]
+    cut = IFPipeline(**{**pipe.components, "text_encoder": encoder}, requires_safety_checker=False)
+    cut.set_progress_bar_config(disable=True)
+    return cut
+
+
+def stock_images(
+    stage1: IFPipeline,
+    stage2: IFSuperResolutionPipeline,
+    prompt: str,
+    seed: int,
+    negative: str | None = None,
+    settings: SamplerSettings = SETTINGS,
+    scheduler=None,
+    layer_encoder: IFPipeline | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two stock pipelines used as diffusers documents it: one generator through both stages (unless
+    stage II has a seed of its own), stage I's `pt` output and prompt embeddings fed to stage II.
+    ``layer_encoder`` (a truncated copy of ``stage1``) makes the conditional embedding; the
+    unconditional one always comes from the whole encoder."""
+    assert settings.stage2 is not None
+    original = stage1.scheduler
+    if scheduler is not None:
+        stage1.scheduler = scheduler.from_config(original.config)
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        embeds, negative_embeds = stage1.encode_prompt(
+            prompt, do_classifier_free_guidance=True, negative_prompt=negative, clean_caption=True
+        )
+        if layer_encoder is not None:
+            embeds, _ = layer_encoder.encode_prompt(
+                prompt, do_classifier_free_guidance=False, clean_caption=True
+            )
+        # The prompt itself where possible: the stock pipeline's own encoding is then what is compared.
+        text = {"prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds}
+        if layer_encoder is None:
+            text = {"prompt": prompt, "negative_prompt": negative}
+        low = stage1(
+            **text,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance,
+            height=settings.height,
+            width=settings.width,
+            generator=generator,
+            output_type="pt",
+        ).images
+        if settings.stage2.seed is not None:
+            generator = torch.Generator().manual_seed(settings.stage2.seed)
+        high = stage2(
+            image=low,
+            prompt_embeds=embeds,
+            negative_prompt_embeds=negative_embeds,
+            num_inference_steps=settings.stage2.steps,
+            guidance_scale=settings.stage2.guidance,
+            noise_level=settings.stage2.noise_level,
+            height=settings.stage2.height,
+            width=settings.stage2.width,
+            generator=generator,
+            output_type="pt",
+        ).images
+    finally:
+        stage1.scheduler = original
+    return to_uint8(low)[0], to_uint8(high)[0]
+
+
+def test_detects_and_loads_both_stages(if_dir: Path, if_family):
+    assert detect_family(str(if_dir)) == "if"
+    assert if_family.num_layers == 4
+    assert if_family.stage2.text_encoder is None  # stage II is conditioned on stage I's embeddings
+    described = if_family.describe()
+    assert described["pipeline_class"] == "IFPipeline"
+    assert described["defaults"] == {
+        "steps": 100,
+        "guidance": 7.0,
+        "height": 16,
+        "width": 16,
+        "scheduler": "DDPMScheduler",
+    }
+    assert described["stage2"]["pipeline_class"] == "IFSuperResolutionPipeline"
+    assert described["stage2"]["defaults"] == {
+        "steps": 50,
+        "guidance": 4.0,
+        "noise_level": 250,
+        "height": 32,
+        "width": 32,
+        "scheduler": "DDPMScheduler",
+    }
+    assert described["clean_caption"] is True and described["notices"] == []
+
+
+@pytest.mark.parametrize("negative", [None, "blurry"])
+def test_final_layer_is_the_stock_two_stage_pipeline(if_family, stock_if, stock_if_sr, negative):
+    items = [Item(p, if_family.num_layers, seed) for p in range(len(PROMPTS)) for seed in (0, 7)]
+    # One item per batch: batched convolutions may round differently from the stock batch of one (the
+    # batch test below bounds that difference).
+    images = run_lens(if_family, PROMPTS, items, negative=negative or "", max_batch=1)
+    for index, item in enumerate(items):
+        low, high = stock_images(stock_if, stock_if_sr, PROMPTS[item.prompt], item.seed, negative)
+        assert np.array_equal(images[1][index], low), item
+        assert np.array_equal(images[2][index], high), item
+        assert images[1][index].shape == (16, 16, 3) and images[2][index].shape == (32, 32, 3)
+
+
+def test_final_layer_is_stock_with_dpm_solver_and_a_fixed_stage2_seed(if_family, stock_if, stock_if_sr):
+    settings = SamplerSettings(
+        steps=4,
+        guidance=7.0,
+        height=16,
+        width=16,
+        scheduler="dpm-multistep",
+        stage2=Stage2Settings(**{**STAGE2.__dict__, "seed": 99}),
+    )
+    images = run_lens(if_family, PROMPTS[:1], [Item(0, 4, 3)], settings)
+    low, high = stock_images(
+        stock_if, stock_if_sr, PROMPTS[0], 3, settings=settings, scheduler=DPMSolverMultistepScheduler
+    )
+    assert np.array_equal(images[1][0], low)
+    assert np.array_equal(images[2][0], high)
+
+
+def test_t5_norm_applies_to_every_layer_but_the_last(if_family, stock_if):
+    """hidden_states[l] through the final norm is what a T5 cut after block l outputs; the last hidden
+    state is already normed (the fixture's norm weights are not ones, so a second norm would show)."""
+    prompt = PROMPTS[1]
+    layers = list(range(if_family.num_layers + 1))
+    lens = if_family.encode(prompt, layers)
+    for layer in layers:
+        expected, _ = truncated(stock_if, layer).encode_prompt(
+            prompt, do_classifier_free_guidance=False, clean_caption=True
+        )
+        assert torch.equal(lens[layer], expected), layer
+    renormed = if_family.norm(lens[if_family.num_layers])
+    assert not torch.allclose(renormed, lens[if_family.num_layers], atol=1e-3)
+
+
+def test_stage2_gets_the_same_layer(if_family, stock_if, stock_if_sr):
+    """Layer l through both stages equals the stock pipelines fed a T5 cut after block l."""
+    layer, seed = 2, 5
+    images = run_lens(if_family, PROMPTS[:1], [Item(0, layer, seed)])
+    low, high = stock_images(
+        stock_if, stock_if_sr, PROMPTS[0], seed, layer_encoder=truncated(stock_if, layer)
+    )
+    assert np.array_equal(images[1][0], low)
+    assert np.array_equal(images[2][0], high)
+
+
+def test_images_do_not_depend_on_the_batch(if_family):
+    items = [Item(p, layer, seed) for p in range(2) for layer in (0, 2, 4) for seed in (0, 1)]
+    batched = run_lens(if_family, PROMPTS, items, max_batch=5)
+    alone = run_lens(if_family, PROMPTS, items, max_batch=1)
+    for stage in (1, 2):
+        for a, b in zip(batched[stage], alone[stage], strict=True):
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_progress_counts_both_stages(if_family):
+    seen = []
+    generate(
+        if_family,
+        PROMPTS[:1],
+        [Item(0, 1, 0), Item(0, 2, 0)],
+        SETTINGS,
+        LensOptions(max_batch=1),
+        on_image=lambda *a: None,
+        on_progress=lambda p: seen.append((p.done_units, p.total_units)),
+    )
+    total = 2 * (SETTINGS.steps + STAGE2.steps)
+    assert all(t == total for _, t in seen) and seen[-1] == (total, total)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_stage2_requests_are_checked(if_dir: Path, if_family):
+    too_noisy = SamplerSettings(
+        **{**SETTINGS.__dict__, "stage2": Stage2Settings(**{**STAGE2.__dict__, "noise_level": 1000})}
+    )
+    with pytest.raises(BadRequest, match=r"noise_level = 1000 is out of range 0\.\.999"):
+        run_lens(if_family, PROMPTS[:1], [Item(0, 0, 0)], too_noisy)
+    stage1_only = load_family(load_options(if_dir), "if")
+    with pytest.raises(BadRequest, match="no stage II model is loaded"):
+        run_lens(stage1_only, PROMPTS[:1], [Item(0, 0, 0)])
+    images = run_lens(
+        stage1_only, PROMPTS[:1], [Item(0, 0, 0)], SamplerSettings(**{**SETTINGS.__dict__, "stage2": None})
+    )
+    assert list(images) == [1]
+
+
+def test_loading_errors_name_the_problem(sd_dir: Path, if_dir: Path, if_sr_dir: Path):
+    with pytest.raises(
+        ValueError, match=r"IFSuperResolutionPipeline.*stage II.*stage2\.model.*IFPipeline \(if\)"
+    ):
+        load_family(load_options(if_sr_dir), None)
+    with pytest.raises(ValueError, match="pipeline class 'IFPipeline' is not IFSuperResolutionPipeline"):
+        load_family(load_options(if_dir, stage2=CheckpointSource(str(if_dir), None)), None)
+    with pytest.raises(ValueError, match="the sd family has no stage II"):
+        load_family(load_options(sd_dir, stage2=CheckpointSource(str(if_sr_dir), None)), None)
+    with pytest.raises(ValueError, match="the sd family does not clean captions"):
+        load_family(load_options(sd_dir, clean_caption=True), None)
+    with pytest.raises(FileNotFoundError, match=r"stage II model folder not found: \./nowhere"):
+        load_family(load_options(if_dir, stage2=CheckpointSource("./nowhere", None)), None)
+
+
+def test_caption_cleaning_as_the_stock_pipeline(if_dir: Path, if_family, stock_if):
+    prompt = PROMPTS[1]
+    cleaned, _ = stock_if.encode_prompt(prompt, do_classifier_free_guidance=False, clean_caption=True)
+    plain, _ = stock_if.encode_prompt(prompt, do_classifier_free_guidance=False, clean_caption=False)
+    assert not torch.equal(cleaned, plain)  # the prompt has markup to clean
+    assert torch.equal(if_family.encode(prompt, [4])[4], cleaned)
+    uncleaned = load_family(load_options(if_dir, clean_caption=False), None)
+    assert torch.equal(uncleaned.encode(prompt, [4])[4], plain)
+    assert uncleaned.describe()["clean_caption"] is False and uncleaned.describe()["notices"] == []
+
+
+def test_caption_cleaning_off_without_its_packages_says_so(if_dir: Path, stock_if, monkeypatch):
+    monkeypatch.setattr(deepfloyd_if, "is_ftfy_available", lambda: False)
+    with pytest.raises(ValueError, match="clean_caption is on but ftfy not installed"):
+        load_family(load_options(if_dir, clean_caption=True), None)
+    family = load_family(load_options(if_dir), None)
+    described = family.describe()
+    assert described["clean_caption"] is False
+    assert "caption cleaning is off: ftfy not installed" in described["notices"][0]
+    plain, _ = stock_if.encode_prompt(PROMPTS[1], do_classifier_free_guidance=False, clean_caption=False)
+    assert torch.equal(family.encode(PROMPTS[1], [4])[4], plain)
