@@ -2,8 +2,10 @@
 official-style loop (one stock pipeline call per layer, seeds batched, layers not).
 
     python -m diffusion_lens.bench [--model DIR] [--layers 5] [--seeds 4] [--steps 20] [--size 32]
+    python -m diffusion_lens.bench --family if [--model DIR --stage2-model DIR] [--stage2-steps 20]
 
-Without --model it measures the tiny random-weight SD fixture (built in a temporary folder).
+Without --model it measures the tiny random-weight fixture of the family (built in a temporary folder);
+for IF, both stages (an image is a stage-I and a stage-II image).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .devices import resolve_device, resolve_dtype
-from .families import LoadOptions, SamplerSettings, load_family
+from .families import CheckpointSource, LoadOptions, SamplerSettings, Stage2Settings, load_family
 from .fixtures import save_fixture
 from .lens import Item, LensOptions, generate
 
@@ -37,7 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", help="hub id or local folder of an SD checkpoint (default: tiny fixture)")
+    parser.add_argument("--family", choices=("sd", "if"), default="sd")
+    parser.add_argument("--model", help="hub id or local folder of a checkpoint (default: tiny fixture)")
+    parser.add_argument("--stage2-model", help="IF: the stage II checkpoint (default: tiny fixture)")
+    parser.add_argument("--stage2-steps", type=int, default=20, help="IF: stage II steps")
     parser.add_argument("--layers", type=int, default=5, help="number of layers, evenly spread over 0..L")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
@@ -50,22 +55,38 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="dlens-bench-") as scratch:
         if args.model is None:
-            args.model = str(save_fixture("sd", Path(scratch) / "tiny-sd"))
+            args.model = str(save_fixture(args.family, Path(scratch) / f"tiny-{args.family}"))
+        if args.family == "if" and args.stage2_model is None:
+            args.stage2_model = str(save_fixture("if-sr", Path(scratch) / "tiny-if-sr"))
         run(args)
 
 
 def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
+    stage2_source = CheckpointSource(args.stage2_model, None) if args.family == "if" else None
     family = load_family(
         LoadOptions(
-            args.model, None, device, resolve_dtype(args.dtype, device), offload="none", allow_pickle=False
+            args.model,
+            None,
+            device,
+            resolve_dtype(args.dtype, device),
+            offload="none",
+            allow_pickle=False,
+            stage2=stage2_source,
         ),
-        None,
+        args.family,
     )
     last = family.num_layers
     layers = sorted({round(i * last / max(args.layers - 1, 1)) for i in range(args.layers)})
-    size = args.size or family.describe()["defaults"]["height"]
-    settings = SamplerSettings(steps=args.steps, guidance=7.5, height=size, width=size, scheduler=None)
+    described = family.describe()
+    size = args.size or described["defaults"]["height"]
+    stage2 = None
+    if described.get("stage2"):
+        side = described["stage2"]["defaults"]["height"]
+        stage2 = Stage2Settings(args.stage2_steps, 4.0, side, side, 250, None, None)
+    settings = SamplerSettings(
+        steps=args.steps, guidance=7.5, height=size, width=size, scheduler=None, stage2=stage2
+    )
     prompt = "a red apple on a wooden table"
     items = [Item(0, layer, seed) for layer in layers for seed in range(args.seeds)]
 
@@ -75,22 +96,36 @@ def run(args: argparse.Namespace) -> None:
 
     def official_style() -> None:
         pipe = family.pipe  # type: ignore[attr-defined]
+        negative = family.encode("", [last])[last].repeat(args.seeds, 1, 1)
         for layer in layers:
-            embeds = family.encode(prompt, [layer])[layer]
-            pipe(
-                prompt_embeds=embeds.repeat(args.seeds, 1, 1),
-                num_inference_steps=args.steps,
-                guidance_scale=settings.guidance,
-                height=size,
-                width=size,
-                generator=[torch.Generator().manual_seed(s) for s in range(args.seeds)],
+            embeds = family.encode(prompt, [layer])[layer].repeat(args.seeds, 1, 1)
+            generators = [torch.Generator().manual_seed(s) for s in range(args.seeds)]
+            text = {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
+            common = {
+                "num_inference_steps": args.steps,
+                "guidance_scale": settings.guidance,
+                "generator": generators,
+            }
+            if stage2 is None:
+                pipe(**text, **common, height=size, width=size, output_type="np")
+                continue
+            low = pipe(**text, **common, height=size, width=size, output_type="pt").images
+            family.stage2(  # type: ignore[attr-defined]
+                image=low,
+                **text,
+                **{**common, "num_inference_steps": stage2.steps, "guidance_scale": stage2.guidance},
+                height=stage2.height,
+                width=stage2.width,
+                noise_level=stage2.noise_level,
                 output_type="np",
             )
 
     n = len(items)
     print(f"model {args.model} on {device}: {len(layers)} layers {layers} x {args.seeds} seeds = {n} images,")
+    stages = f"then stage II {stage2.steps} steps {stage2.height}x{stage2.width}, " if stage2 else ""
     print(
-        f"{args.steps} steps, {size}x{size}, torch threads {torch.get_num_threads()}, best of {args.repeats}"
+        f"{args.steps} steps, {size}x{size}, {stages}"
+        f"torch threads {torch.get_num_threads()}, best of {args.repeats}"
     )
     results = {
         f"lens, max_batch {args.max_batch}": timed(lens(args.max_batch), args.repeats),

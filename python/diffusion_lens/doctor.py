@@ -18,6 +18,8 @@ PACKAGES = {
     "PIL": "pillow",
     "numpy": "numpy",
     "accelerate": "accelerate",
+    "bs4": "beautifulsoup4",  # DeepFloyd IF's caption cleaning
+    "ftfy": "ftfy",
 }
 
 
