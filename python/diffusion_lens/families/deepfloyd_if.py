@@ -10,8 +10,7 @@ the same layer's), and each item of a batch has its own generator.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import IFPipeline, IFSuperResolutionPipeline
 from diffusers.utils import is_bs4_available, is_ftfy_available
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..devices import dtype_name
 from ..images import to_uint8
 from ..schedulers import make_scheduler
 from .base import Family, Generators, LoadOptions, SamplerSettings, Stage2Settings, StepCallback
 from .loading import pipeline_class, place, resolved_revision, safetensors_only
+from .sampling import item_noise, step_kwargs
 
 # IF's T5 was trained on 77 tokens; the stock pipeline pads and truncates to that.
 MAX_TOKENS = 77
@@ -47,24 +46,6 @@ def caption_cleaning_missing() -> list[str]:
     return [
         name for name, ok in (("beautifulsoup4", is_bs4_available()), ("ftfy", is_ftfy_available())) if not ok
     ]
-
-
-def _step_kwargs(scheduler: Any, generators: list[torch.Generator]) -> dict[str, Any]:
-    """``prepare_extra_step_kwargs`` of the stock pipelines, with one generator per item."""
-    parameters = set(inspect.signature(scheduler.step).parameters)
-    kwargs: dict[str, Any] = {}
-    if "eta" in parameters:
-        kwargs["eta"] = 0.0
-    if "generator" in parameters:
-        kwargs["generator"] = generators
-    return kwargs
-
-
-def _noise(
-    shape: tuple[int, ...], generators: list[torch.Generator], device: torch.device, dtype: torch.dtype
-):
-    """One draw per item from its own generator: what the stock pipeline draws for a batch of one."""
-    return torch.cat([randn_tensor((1, *shape), generator=g, device=device, dtype=dtype) for g in generators])
 
 
 def _guide(noise: torch.Tensor, channels: int, guidance: float) -> torch.Tensor:
@@ -273,7 +254,7 @@ class DeepFloydIFFamily(Family):
         uncond: torch.Tensor,
         generators: list[torch.Generator],
         settings: SamplerSettings,
-        on_step: Any,
+        on_step: Callable[[int], None],
     ) -> torch.Tensor:
         """IFPipeline's loop; returns its ``output_type="pt"`` images (B, 3, H, W), in about [-1, 1]."""
         pipe, device = self.pipe, self.device
@@ -284,9 +265,9 @@ class DeepFloydIFFamily(Family):
         guided = settings.guidance > 1.0
         embeddings = torch.cat([uncond, cond]) if guided else cond
         channels = pipe.unet.config.in_channels
-        images = _noise((channels, settings.height, settings.width), generators, device, embeddings.dtype)
+        images = item_noise((channels, settings.height, settings.width), generators, device, embeddings.dtype)
         images = images * scheduler.init_noise_sigma
-        step_kwargs = _step_kwargs(scheduler, generators)
+        extra = step_kwargs(scheduler, generators)
         learned_variance = scheduler.config.get("variance_type") in ("learned", "learned_range")
         for index, t in enumerate(scheduler.timesteps):
             model_input = torch.cat([images] * 2) if guided else images
@@ -296,7 +277,7 @@ class DeepFloydIFFamily(Family):
                 noise = _guide(noise, model_input.shape[1], settings.guidance)
             if not learned_variance:
                 noise, _ = noise.split(model_input.shape[1], dim=1)
-            images = scheduler.step(noise, t, images, **step_kwargs, return_dict=False)[0]
+            images = scheduler.step(noise, t, images, **extra, return_dict=False)[0]
             on_step(index + 1)
         pipe.maybe_free_model_hooks()  # with model CPU offload: stage I's UNet leaves the GPU
         return images
@@ -308,7 +289,7 @@ class DeepFloydIFFamily(Family):
         uncond: torch.Tensor,
         generators: list[torch.Generator],
         settings: Stage2Settings,
-        on_step: Any,
+        on_step: Callable[[int], None],
     ) -> torch.Tensor:
         """IFSuperResolutionPipeline's loop on stage I's raw images and embeddings."""
         pipe = self.stage2
@@ -322,9 +303,9 @@ class DeepFloydIFFamily(Family):
         # Without a text encoder of its own the stock stage II casts embeddings to its UNet's dtype.
         embeddings = (torch.cat([uncond, cond]) if guided else cond).to(device=device, dtype=dtype)
         channels = pipe.unet.config.in_channels // 2
-        images = _noise((channels, settings.height, settings.width), generators, device, embeddings.dtype)
+        images = item_noise((channels, settings.height, settings.width), generators, device, embeddings.dtype)
         images = images * scheduler.init_noise_sigma
-        step_kwargs = _step_kwargs(scheduler, generators)
+        extra = step_kwargs(scheduler, generators)
 
         upscaled = F.interpolate(
             low_res.to(device=device, dtype=dtype),
@@ -333,7 +314,7 @@ class DeepFloydIFFamily(Family):
             align_corners=True,
         )
         noise_level = torch.tensor([settings.noise_level] * upscaled.shape[0], device=device)
-        augmentation = _noise(tuple(upscaled.shape[1:]), generators, device, upscaled.dtype)
+        augmentation = item_noise(tuple(upscaled.shape[1:]), generators, device, upscaled.dtype)
         upscaled = pipe.image_noising_scheduler.add_noise(upscaled, augmentation, timesteps=noise_level)
         if guided:
             noise_level = torch.cat([noise_level] * 2)
@@ -350,7 +331,7 @@ class DeepFloydIFFamily(Family):
                 noise = _guide(noise, model_input.shape[1] // 2, settings.guidance)
             if not learned_variance:
                 noise, _ = noise.split(images.shape[1], dim=1)
-            images = scheduler.step(noise, t, images, **step_kwargs, return_dict=False)[0]
+            images = scheduler.step(noise, t, images, **extra, return_dict=False)[0]
             on_step(index + 1)
         pipe.maybe_free_model_hooks()
         return images

@@ -8,20 +8,19 @@ generator (so an image never depends on its batch-mates).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..devices import dtype_name
 from ..images import to_uint8
 from ..schedulers import make_scheduler
 from .base import Family, Generators, LoadOptions, SamplerSettings, StepCallback
 from .loading import place, resolved_revision, safetensors_only
+from .sampling import item_noise, step_kwargs
 
 
 def final_layer_norm(text_encoder: torch.nn.Module) -> torch.nn.Module:
@@ -132,25 +131,13 @@ class StableDiffusionFamily(Family):
         guided = settings.guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
         embeddings = torch.cat([uncond, cond]) if guided else cond
 
-        # Drawn item by item, each from its own generator: the same numbers the stock pipeline draws
-        # for a batch of one with `generator=torch.Generator().manual_seed(seed)`.
         shape = (
-            1,
             pipe.unet.config.in_channels,
             settings.height // pipe.vae_scale_factor,
             settings.width // pipe.vae_scale_factor,
         )
-        latents = torch.cat(
-            [randn_tensor(shape, generator=g, device=device, dtype=cond.dtype) for g in stage1]
-        )
-        latents = latents * scheduler.init_noise_sigma
-
-        step_parameters = set(inspect.signature(scheduler.step).parameters)
-        step_kwargs: dict[str, Any] = {}
-        if "eta" in step_parameters:
-            step_kwargs["eta"] = 0.0
-        if "generator" in step_parameters:
-            step_kwargs["generator"] = stage1
+        latents = item_noise(shape, stage1, device, cond.dtype) * scheduler.init_noise_sigma
+        extra = step_kwargs(scheduler, stage1)
 
         for index, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
@@ -159,7 +146,7 @@ class StableDiffusionFamily(Family):
             if guided:
                 noise_uncond, noise_cond = noise.chunk(2)
                 noise = noise_uncond + settings.guidance * (noise_cond - noise_uncond)
-            latents = scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
+            latents = scheduler.step(noise, t, latents, **extra, return_dict=False)[0]
             on_step(index + 1, len(timesteps))
 
         images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
