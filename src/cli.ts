@@ -13,6 +13,7 @@ import {
   FAMILIES,
   loadConfigFile,
   NOISE_MODES,
+  OFFLOAD_MODES,
   SCHEDULERS,
   toJsonSchema,
   UNCOND_MODES,
@@ -119,8 +120,8 @@ function buildProgram(setExitCode: (code: number) => void): Command {
       'encoder layers: all, start:end[:step] (inclusive), 0,4,8; -1 = final (default: all)',
     )
     .option('--seeds <list>', 'comma-separated seeds, 0 <= seed < 2^32 (default: 0,1,2,3)')
-    .option('--steps <n>', 'denoising steps (default: 50)')
-    .option('--guidance <g>', 'classifier-free guidance scale (default: 7.5)')
+    .option('--steps <n>', "denoising steps (default: the model's: SD 50, IF 100)")
+    .option('--guidance <g>', "classifier-free guidance scale (default: the model's: SD 7.5, IF 7.0)")
     .option('--size <s>', "image size: S (square) or HxW, multiples of 8 (default: the model's native size)")
     .addOption(
       new Option('--scheduler <name>', `${choices(SCHEDULERS)} (default: default = the checkpoint's own)`),
@@ -137,14 +138,52 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .addOption(new Option('--device <device>', `${choices(DEVICES)} (default: auto = best available)`))
     .addOption(new Option('--family <family>', `${choices(FAMILIES)} (default: auto = detect)`))
     .option('--revision <rev>', 'hub revision: branch, tag or commit (default: main)')
-    .option('--offload', 'CPU-offload model parts to save GPU memory (default: off)')
+    .addOption(
+      new Option(
+        '--offload [mode]',
+        `GPU memory saving: ${choices(OFFLOAD_MODES)}; encoder = the text encoder waits on the CPU ` +
+          'between encodings (IF on 24 GB cards), model = model CPU offload (smaller GPUs); ' +
+          'the flag alone = model (default: none)',
+      ),
+    )
+    .option(
+      '--clean-caption',
+      "IF: clean captions as the stock pipeline does; needs beautifulsoup4 and ftfy (default: auto = on when they're installed)",
+    )
+    .option('--no-clean-caption', 'IF: do not clean captions')
+    .option(
+      '--stages <list>',
+      'IF: 1 (stage I only) or 1,2 (and stage II) (default: 1,2 with --stage2-model, else 1)',
+    )
+    .option(
+      '--stage2-model <id>',
+      'IF: hub id or local folder of the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0 (default: none)',
+    )
+    .option('--stage2-revision <rev>', 'IF: hub revision of the stage II checkpoint (default: main)')
+    .option('--stage2-steps <n>', "IF: stage II denoising steps (default: the checkpoint's, 50)")
+    .option('--stage2-guidance <g>', "IF: stage II guidance scale (default: the checkpoint's, IF-II 4.0)")
+    .option('--stage2-size <s>', "IF: stage II size, S or HxW (default: the checkpoint's native, IF-II 256)")
+    .addOption(
+      new Option(
+        '--stage2-scheduler <name>',
+        "IF: stage II scheduler, a --scheduler name (default: default = the stage II checkpoint's own)",
+      ),
+    )
+    .option('--noise-level <n>', 'IF: noise added to the stage I image before stage II (default: 250)')
+    .option(
+      '--stage2-seed <seed>',
+      "IF: stage II noise: same = each image's own seed, or one seed N for all (default: same)",
+    )
     .option('--allow-pickle', 'allow loading pickled .bin/.ckpt weights; unsafe (default: off)')
     .option('--name <name>', 'run name in the manifest (default: from the prompt)')
     .option('--json', 'print one JSON event per line on stdout (default: progress on stderr)')
     .option('-v, --verbose', "show the worker's log lines (default: off)")
     .addHelpText(
       'after',
-      '\nExample:\n  diffusion-lens lens "a red apple" --model stabilityai/stable-diffusion-2-1 --layers 3:23:4 --out runs/apple',
+      '\nExamples:\n' +
+        '  diffusion-lens lens "a red apple" --model stabilityai/stable-diffusion-2-1 --layers 3:23:4 --out runs/apple\n' +
+        '  diffusion-lens lens "a red apple" --model DeepFloyd/IF-I-XL-v1.0 --stage2-model DeepFloyd/IF-II-L-v1.0 \\\n' +
+        '      --layers 0:24:4 --offload encoder --out runs/apple-if',
     )
     .action(async (prompt: string, options: LensOptions & RunFlags) => {
       let config: ExperimentConfig;

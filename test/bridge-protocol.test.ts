@@ -2,8 +2,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeMessage } from '../src/bridge/codec.js';
 import { connectWorker, LensWorker, PROTOCOL_VERSION } from '../src/bridge/index.js';
-import { generateRequestSchema, incomingMessageSchema } from '../src/bridge/protocol.js';
-import { smallJob } from './bridge/jobs.js';
+import { generateRequestSchema, incomingMessageSchema, loadRequestSchema } from '../src/bridge/protocol.js';
+import { fixtureLoad, smallJob } from './bridge/jobs.js';
 import { RawClient } from './bridge/raw-client.js';
 
 describe('protocol schemas', () => {
@@ -17,6 +17,7 @@ describe('protocol schemas', () => {
       prompt: 0,
       layer: 4,
       seed: 1,
+      stage: 2,
       png,
       width: 32,
       height: 32,
@@ -35,6 +36,82 @@ describe('protocol schemas', () => {
     const error = { v: 1, id: 'r1', type: 'error', code: 'oom', message: 'x', traceback: null };
     expect(incomingMessageSchema.safeParse(error).success).toBe(true);
     expect(incomingMessageSchema.safeParse({ ...error, traceback: undefined }).success).toBe(false);
+  });
+
+  it('validates the stage II fields of load, loaded, generate and image', () => {
+    const job = smallJob();
+    const stage2 = {
+      steps: 2,
+      guidance: 4,
+      height: 32,
+      width: 32,
+      noise_level: 250,
+      scheduler: null,
+      seed: null,
+    };
+    expect(generateRequestSchema.safeParse({ ...job, stage2 }).success).toBe(true);
+    expect(generateRequestSchema.safeParse({ ...job, stage2: { ...stage2, seed: 7 } }).success).toBe(true);
+    for (const bad of [{ height: 30 }, { noise_level: -1 }, { steps: 0 }, { seed: -1 }, { guidance: -1 }]) {
+      expect(generateRequestSchema.safeParse({ ...job, stage2: { ...stage2, ...bad } }).success).toBe(false);
+    }
+    // Required on the wire: absent is not the same as null.
+    const { stage2: _, ...withoutStage2 } = job;
+    expect(generateRequestSchema.safeParse(withoutStage2).success).toBe(false);
+
+    const load = fixtureLoad('m');
+    expect(loadRequestSchema.safeParse({ ...load, offload: 'encoder', clean_caption: true }).success).toBe(
+      true,
+    );
+    expect(loadRequestSchema.safeParse({ ...load, stage2: { model: 'x/ii', revision: null } }).success).toBe(
+      true,
+    );
+    expect(loadRequestSchema.safeParse({ ...load, offload: true }).success).toBe(false);
+    expect(loadRequestSchema.safeParse({ ...load, stage2: { model: '', revision: null } }).success).toBe(
+      false,
+    );
+
+    const image = { v: 1, id: 'r3', type: 'image', item: 0, prompt: 0, layer: 0, seed: 0 };
+    const rest = { png: new Uint8Array([1]), width: 16, height: 16, elapsed_ms: 1 };
+    expect(incomingMessageSchema.safeParse({ ...image, ...rest, stage: 1 }).success).toBe(true);
+    expect(incomingMessageSchema.safeParse({ ...image, ...rest, stage: 3 }).success).toBe(false);
+    expect(incomingMessageSchema.safeParse({ ...image, ...rest }).success).toBe(false);
+
+    const loaded = {
+      v: 1,
+      id: 'r2',
+      type: 'loaded',
+      model: 'm',
+      family: 'if',
+      pipeline_class: 'IFPipeline',
+      revision: null,
+      num_layers: 24,
+      device: 'cuda',
+      dtype: 'fp16',
+      defaults: { steps: 100, guidance: 7, height: 64, width: 64, scheduler: 'DDPMScheduler' },
+      lens: { norm: 'n', uncond: 'u', tokenization: 't' },
+      clean_caption: null,
+      notices: [],
+      stage2: {
+        model: 'x/ii',
+        pipeline_class: 'IFSuperResolutionPipeline',
+        revision: null,
+        dtype: 'fp16',
+        defaults: {
+          steps: 50,
+          guidance: 4,
+          height: 256,
+          width: 256,
+          noise_level: 250,
+          scheduler: 'DDPMScheduler',
+        },
+      },
+    };
+    const parsed = incomingMessageSchema.safeParse(loaded);
+    expect(parsed.success).toBe(true);
+    if (parsed.success && parsed.data.type === 'loaded') expect(parsed.data.lens.tokenization).toBe('t');
+    expect(incomingMessageSchema.safeParse({ ...loaded, stage2: null, notices: ['x'] }).success).toBe(true);
+    const { notices: __, ...withoutNotices } = loaded;
+    expect(incomingMessageSchema.safeParse(withoutNotices).success).toBe(false);
   });
 
   it('checks that every item indexes the prompts', () => {

@@ -1,6 +1,15 @@
 // The built CLI (dist/cli.js) end to end, with the real worker and the tiny SD fixture.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import sharp from 'sharp';
@@ -65,7 +74,8 @@ describe('diffusion-lens lens', () => {
       complete: true,
       config: {
         name: 'a-red-apple',
-        sampler: { steps: 4, size: [32, 32], scheduler: 'default', negative: '' },
+        // guidance unset: the model's default.
+        sampler: { steps: 4, guidance: 7.5, size: [32, 32], scheduler: 'default', negative: '' },
         lens: { layers: [0, 1, 2, 3, 4, 5], uncond: 'final', noise: 'shared' },
         seeds: [0, 1],
         prompts: ['a red apple'],
@@ -88,8 +98,15 @@ describe('diffusion-lens lens', () => {
       expect([meta.width, meta.height]).toEqual([32, 32]);
     }
     expect(manifest.grids).toEqual([
-      { prompt: 'a red apple', path: expect.stringMatching(/^grids\/a-red-apple-[0-9a-f]{8}\.png$/) },
+      {
+        prompt: 'a red apple',
+        stage: 1,
+        path: expect.stringMatching(/^grids\/a-red-apple-[0-9a-f]{8}\.png$/),
+      },
     ]);
+    expect(manifest.config).toMatchObject({ stages: [1], stage2: null });
+    expect(manifest.model).toMatchObject({ clean_caption: null, stage2: null });
+    expect(manifest.images.every((image) => image.stage === 1)).toBe(true);
     const grid = await sharp(join(out, manifest.grids[0]?.path ?? '')).metadata();
     expect(grid.width).toBeGreaterThan(2 * 32);
     expect(grid.height).toBeGreaterThan(6 * 32);
@@ -309,6 +326,183 @@ describe('diffusion-lens run', () => {
   });
 });
 
+describe('DeepFloyd IF (tiny fixtures: stage I 16x16, stage II 32x32, T5 with 4 blocks)', () => {
+  const ifFixture = inject('ifFixture');
+  const ifSrFixture = inject('ifSrFixture');
+
+  const jsonEvents = (stdout: string): RunEvent[] =>
+    stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as RunEvent);
+
+  it('lens runs both stages; a rerun after deleting one stage II image makes only that one', async () => {
+    const out = join(tempDir(), 'if');
+    const args = [
+      'lens',
+      'a red cube',
+      '--model',
+      ifFixture,
+      '--stages',
+      '1,2',
+      '--stage2-model',
+      ifSrFixture,
+      '--layers',
+      '0,2,4',
+      '--seeds',
+      '0,1',
+      '--steps',
+      '2',
+      '--stage2-steps',
+      '2',
+      '--out',
+      out,
+    ];
+    const result = await dlens(args);
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    expect(result.stderr).toMatch(/family if, 4 encoder layers.*; stage II .*\(IFSuperResolutionPipeline\)/);
+    expect(result.stderr).toMatch(
+      /plan: 12 images \(1 prompt x 3 layers x 2 seeds x 2 stages, 16x16, stage II 32x32\)/,
+    );
+    expect(result.stdout).toMatch(/done: 12 images made, 0 already on disk/);
+
+    const manifest = readManifest(out);
+    expect(manifest.model).toMatchObject({
+      family: 'if',
+      pipeline_class: 'IFPipeline',
+      num_layers: 4,
+      stage2: { id: ifSrFixture, pipeline_class: 'IFSuperResolutionPipeline' },
+    });
+    expect(manifest.config).toMatchObject({
+      stages: [1, 2],
+      sampler: { steps: 2, guidance: 7, size: [16, 16] },
+      stage2: { model: ifSrFixture, steps: 2, size: [32, 32], seed: 'same', scheduler: 'default' },
+    });
+    expect(manifest.images).toHaveLength(12);
+    for (const image of manifest.images) {
+      const meta = await sharp(join(out, image.path)).metadata();
+      const side = image.stage === 1 ? 16 : 32;
+      expect([image.stage, meta.width, meta.height]).toEqual([image.stage, side, side]);
+      expect(image.path).toMatch(image.stage === 1 ? /\/L[024]-s[01]\.png$/ : /\/L[024]-s[01]-stage2\.png$/);
+    }
+    expect(manifest.images.filter((image) => image.stage === 2)).toHaveLength(6);
+    expect(manifest.grids.map((grid) => grid.stage)).toEqual([1, 2]);
+    expect(manifest.grids[1]?.path).toMatch(/^grids\/a-red-cube-[0-9a-f]{8}-stage2\.png$/);
+    for (const grid of manifest.grids) expect(existsSync(join(out, grid.path))).toBe(true);
+
+    const deleted = manifest.images.find(
+      (image) => image.stage === 2 && image.layer === 2 && image.seed === 1,
+    );
+    if (!deleted) throw new Error('no stage II image of layer 2, seed 1');
+    const before = new Map(
+      manifest.images.map((image) => [image.path, statSync(join(out, image.path)).mtimeMs]),
+    );
+    rmSync(join(out, deleted.path));
+    const again = await dlens([...args, '--json']);
+    expect(again.exitCode).toBe(0);
+    const events = jsonEvents(again.stdout);
+    expect(events.find((e) => e.type === 'plan')).toMatchObject({ total: 12, skipped: 11, todo: 1 });
+    const made = events.filter((e) => e.type === 'image');
+    expect(made).toHaveLength(1);
+    expect(made[0]).toMatchObject({ path: deleted.path, stage: 2, key: deleted.key });
+    // Its stage I image came back from the worker too, and was left alone.
+    for (const [path, mtime] of before) {
+      if (path !== deleted.path) expect(statSync(join(out, path)).mtimeMs).toBe(mtime);
+    }
+    expect(readManifest(out).images).toHaveLength(12);
+  });
+
+  it('runs a YAML config with the family detected from model_index.json and stage II relative to it', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'experiments'));
+    symlinkSync(ifSrFixture, join(dir, 'experiments', 'if-ii'));
+    writeFileSync(
+      join(dir, 'experiments', 'if-two.yaml'),
+      [
+        `model: { id: ${JSON.stringify(ifFixture)}, clean_caption: false }`,
+        'sampler: { steps: 3 }',
+        'lens: { layers: "0:4:2" }',
+        'stage2: { model: ./if-ii, steps: 2, size: 32, noise_level: 100, seed: 5 }',
+        'seeds: [0]',
+        'prompts: [a red cube, a blue ball]',
+        '',
+      ].join('\n'),
+    );
+    const result = await dlens(['run', 'experiments/if-two.yaml'], { cwd: dir });
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    const out = join(dir, 'runs', 'if-two');
+    const manifest = readManifest(out);
+    expect(manifest.model).toMatchObject({ family: 'if', clean_caption: false });
+    expect(manifest.config).toMatchObject({
+      model: { family: 'auto', clean_caption: false },
+      stages: [1, 2],
+      sampler: { steps: 3, size: [16, 16] },
+      stage2: { model: join(dir, 'experiments', 'if-ii'), steps: 2, noise_level: 100, seed: 5 },
+    });
+    expect(manifest.images).toHaveLength(2 * 3 * 2);
+    expect(manifest.grids.map((grid) => [grid.prompt, grid.stage])).toEqual([
+      ['a red cube', 1],
+      ['a red cube', 2],
+      ['a blue ball', 1],
+      ['a blue ball', 2],
+    ]);
+    const stage2 = manifest.images.find((image) => image.stage === 2);
+    const meta = await sharp(join(out, stage2?.path ?? '')).metadata();
+    expect([meta.width, meta.height]).toEqual([32, 32]);
+  });
+
+  it('reports a stage II on an SD model, and family sd on an IF checkpoint, as load errors (exit 1)', async () => {
+    const stage2OnSd = await dlens([
+      'lens',
+      'x',
+      '--model',
+      fixture,
+      '--stage2-model',
+      ifSrFixture,
+      '--out',
+      join(tempDir(), 'never'),
+    ]);
+    expect(stage2OnSd.exitCode).toBe(1);
+    const lastLine = (stderr: string): string =>
+      stderr
+        .trim()
+        .split('\n')
+        .filter((line) => line.startsWith('error: '))
+        .at(-1) ?? '';
+    expect(lastLine(stage2OnSd.stderr)).toMatch(/^error: cannot load .* with stage II .*: .*sd.*stage II/);
+    const sdOnIf = await dlens(['lens', 'x', '--model', ifFixture, '--family', 'sd', '--out', tempDir()]);
+    expect(sdOnIf.exitCode).toBe(1);
+    expect(lastLine(sdOnIf.stderr)).toMatch(new RegExp(`^error: cannot load ${ifFixture}: `));
+    expect(sdOnIf.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('refuses stage II options that cannot work before starting anything (exit 2)', async () => {
+    const result = await dlens([
+      'lens',
+      'x',
+      '--model',
+      fixture,
+      '--family',
+      'sd',
+      '--stages',
+      '1,2',
+      '--stage2-model',
+      ifSrFixture,
+      '--out',
+      tempDir(),
+    ]);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr.trim()).toBe('error: --stages: family sd has no stage II (only IF has one)');
+    const noModel = await dlens(['lens', 'x', '--model', ifFixture, '--stages', '1,2', '--out', tempDir()]);
+    expect(noModel.exitCode).toBe(2);
+    expect(noModel.stderr.trim()).toBe(
+      'error: --stage2-model: is required when stages include 2 (the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0)',
+    );
+  });
+});
+
 describe('diffusion-lens schema, doctor, --help', () => {
   it('schema prints the JSON Schema', async () => {
     const result = await dlens(['schema']);
@@ -316,6 +510,8 @@ describe('diffusion-lens schema, doctor, --help', () => {
     const schema = JSON.parse(result.stdout) as { properties: Record<string, unknown> };
     expect(schema.properties.model).toBeTypeOf('object');
     expect(schema.properties.prompts).toBeTypeOf('object');
+    expect(schema.properties.stages).toBeTypeOf('object');
+    expect(JSON.stringify(schema.properties.stage2)).toContain('noise_level');
   });
 
   it('doctor reports versions and device (exit 0)', async () => {
@@ -357,6 +553,16 @@ describe('diffusion-lens schema, doctor, --help', () => {
         '--device',
         '--out',
         '--json',
+        '--offload',
+        '--clean-caption',
+        '--no-clean-caption',
+        '--stages',
+        '--stage2-model',
+        '--stage2-steps',
+        '--stage2-guidance',
+        '--stage2-size',
+        '--noise-level',
+        '--stage2-seed',
       ]) {
         expect(result.stdout).toContain(option);
       }

@@ -2,6 +2,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { type LensOptions, lensConfig } from '../src/cli/options.js';
 import {
   ConfigError,
   configSource,
@@ -12,6 +13,7 @@ import {
   parseLayerSpec,
   resolveLayers,
   resolveModelId,
+  resolveStages,
   toJsonSchema,
 } from '../src/config/index.js';
 import { EMBEDDED_MODEL_DIR } from '../src/paths.js';
@@ -45,21 +47,31 @@ describe('parseConfig', () => {
         family: 'auto',
         dtype: 'auto',
         device: 'auto',
-        offload: false,
+        offload: 'none',
+        clean_caption: 'auto',
         allow_pickle: false,
       },
-      sampler: { steps: 50, guidance: 7.5, scheduler: 'default', negative: '' },
+      // steps and guidance: unset = the model's own defaults, filled in from the worker's `loaded`.
+      sampler: { scheduler: 'default', negative: '' },
       lens: { layers: 'all', uncond: 'final', noise: 'shared' },
       seeds: [0, 1, 2, 3],
       prompts: ['a cat'],
       runtime: { max_batch: 8 },
+      stage2: { scheduler: 'default', seed: 'same' },
     });
   });
 
   it('accepts every documented form', () => {
     const config = parseConfig({
       name: 'x',
-      model: { id: 'org/m', family: 'sd', revision: 'abc', dtype: 'fp16', device: 'cuda', offload: true },
+      model: {
+        id: 'org/m',
+        family: 'sd',
+        revision: 'abc',
+        dtype: 'fp16',
+        device: 'cuda',
+        offload: 'encoder',
+      },
       sampler: { steps: 4, guidance: 0, size: [64, 32], scheduler: 'dpm-multistep', negative: 'blurry' },
       lens: { layers: [0, -1], uncond: 'same-layer', noise: 'per-layer' },
       seeds: [0, 2 ** 32 - 1],
@@ -121,6 +133,252 @@ describe('parseConfig', () => {
     );
     expect(error.message).toMatch(/^--seeds: duplicate seed 1/);
   });
+});
+
+describe('model memory and caption options', () => {
+  it.each([
+    [true, 'model'],
+    [false, 'none'],
+    ['none', 'none'],
+    ['encoder', 'encoder'],
+    ['model', 'model'],
+  ])('offload %s is %s', (offload, mode) => {
+    expect(parseConfig({ model: { offload }, prompts: ['x'] }).model.offload).toBe(mode);
+  });
+
+  it('names model.offload and model.clean_caption when bad', async () => {
+    const error = await configError(() =>
+      parseConfig({ model: { offload: 'cpu', clean_caption: 'yes' }, prompts: ['x'] }),
+    );
+    expect(error.message.split('\n')).toEqual([
+      'model.offload: must be none, encoder or model (or true = model, false = none) (got "cpu")',
+      'model.clean_caption: must be auto, true or false (got "yes")',
+    ]);
+  });
+
+  it.each([
+    ['auto', 'auto'],
+    [true, true],
+    [false, false],
+  ])('clean_caption %s', (value, expected) => {
+    expect(parseConfig({ model: { clean_caption: value }, prompts: ['x'] }).model.clean_caption).toBe(
+      expected,
+    );
+  });
+
+  it('refuses caption cleaning for family sd', async () => {
+    const error = await configError(() =>
+      parseConfig({ model: { family: 'sd', clean_caption: true }, prompts: ['x'] }),
+    );
+    expect(error.field).toBe('model.clean_caption');
+    expect(error.message).toContain('family sd has no caption cleaning');
+    expect(parseConfig({ model: { family: 'if', clean_caption: true }, prompts: ['x'] }).model.family).toBe(
+      'if',
+    );
+  });
+});
+
+describe('stages and stage II', () => {
+  const base = { model: { id: 'DeepFloyd/IF-I-XL-v1.0' }, prompts: ['a cat'] };
+
+  it('defaults stages to [1, 2] with a stage II model, else [1]', () => {
+    expect(resolveStages(parseConfig(base))).toEqual([1]);
+    const both = parseConfig({ ...base, stage2: { model: 'DeepFloyd/IF-II-L-v1.0' } });
+    expect(both.stages).toBeUndefined();
+    expect(resolveStages(both)).toEqual([1, 2]);
+    expect(both.stage2).toEqual({ model: 'DeepFloyd/IF-II-L-v1.0', scheduler: 'default', seed: 'same' });
+    expect(resolveStages(parseConfig({ ...base, stages: [1], stage2: { model: 'x/ii' } }))).toEqual([1]);
+    expect(resolveStages(parseConfig({ ...base, stages: [2, 1], stage2: { model: 'x/ii' } }))).toEqual([
+      1, 2,
+    ]);
+  });
+
+  it('accepts every stage II setting', () => {
+    const config = parseConfig({
+      ...base,
+      stages: [1, 2],
+      stage2: {
+        model: './if-ii',
+        revision: 'fp16',
+        steps: 20,
+        guidance: 0,
+        size: [256, 128],
+        noise_level: 0,
+        scheduler: 'dpm-multistep',
+        seed: 42,
+      },
+    });
+    expect(config.stage2).toMatchObject({ size: [256, 128], noise_level: 0, seed: 42 });
+  });
+
+  it('names stage2.model when stages include 2 without it', async () => {
+    const error = await configError(() => parseConfig({ ...base, stages: [1, 2] }));
+    expect(error.field).toBe('stage2.model');
+    expect(error.message).toBe(
+      'stage2.model: is required when stages include 2 (the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0)',
+    );
+  });
+
+  it.each([
+    [[2], 'stages', 'stage 2 upscales stage 1 images: use [1, 2], not [2]'],
+    [[1, 1], 'stages[1]', 'duplicate stage 1'],
+    [[1, 3], 'stages[1]', 'must be 1 or 2 (got 3)'],
+    [[], 'stages', 'must not be empty'],
+    ['1,2', 'stages', 'must be a list (got "1,2")'],
+  ])('rejects stages %j at %s', async (stages, field, message) => {
+    const error = await configError(() => parseConfig({ ...base, stages, stage2: { model: 'x/ii' } }));
+    expect(error.message.split('\n')).toContain(`${field}: ${message}`);
+  });
+
+  it.each([
+    [{ steps: 0 }, 'stage2.steps: must be >= 1 (got 0)'],
+    [{ guidance: -1 }, 'stage2.guidance: must be >= 0 (got -1)'],
+    [{ size: 100 }, 'stage2.size: must be a multiple of 8 (got 100)'],
+    [{ noise_level: 1.5 }, 'stage2.noise_level: must be an integer (got 1.5)'],
+    [{ scheduler: 'fast' }, 'stage2.scheduler: must be one of'],
+    [{ seed: 'other' }, 'stage2.seed: must be "same" or an integer seed 0..4294967295 (got "other")'],
+    [{ seed: -1 }, 'stage2.seed: must be >= 0 (got -1)'],
+    [{ model: '' }, 'stage2.model: must not be empty'],
+    [{ modle: 'x' }, 'stage2: unexpected key "modle" (did you mean "model"?)'],
+  ])('names the bad stage II field: %j', async (stage2, message) => {
+    const error = await configError(() => parseConfig({ ...base, stage2: { model: 'x/ii', ...stage2 } }));
+    expect(error.message).toContain(message);
+  });
+
+  it('says that family sd has no stage II, at the field that asked for it', async () => {
+    const sd = { ...base, model: { id: 'org/sd', family: 'sd' } };
+    const implicit = await configError(() => parseConfig({ ...sd, stage2: { model: 'x/ii' } }));
+    expect(implicit.message).toBe('stage2.model: family sd has no stage II (only IF has one)');
+    const explicit = await configError(() =>
+      parseConfig({ ...sd, stages: [1, 2], stage2: { model: 'x/ii' } }),
+    );
+    expect(explicit.message).toBe('stages: family sd has no stage II (only IF has one)');
+    expect(resolveStages(parseConfig({ ...sd, stages: [1], stage2: { model: 'x/ii' } }))).toEqual([1]);
+  });
+
+  it('leaves steps and guidance unset (the model decides) unless given', () => {
+    expect(parseConfig(base).sampler).toEqual({ scheduler: 'default', negative: '' });
+    expect(parseConfig({ ...base, sampler: { steps: 3, guidance: 0 } }).sampler).toMatchObject({
+      steps: 3,
+      guidance: 0,
+    });
+  });
+});
+
+describe('lens options', () => {
+  const lens = (options: Partial<LensOptions>) => lensConfig('a cat', { out: 'o', ...options });
+
+  it('turns the IF options into a config', () => {
+    const config = lens({
+      model: 'DeepFloyd/IF-I-XL-v1.0',
+      family: 'if',
+      offload: 'encoder',
+      cleanCaption: false,
+      stages: '1,2',
+      stage2Model: 'DeepFloyd/IF-II-L-v1.0',
+      stage2Revision: 'main',
+      stage2Steps: '50',
+      stage2Guidance: '4',
+      stage2Size: '256',
+      stage2Scheduler: 'ddpm',
+      noiseLevel: '250',
+      stage2Seed: '7',
+    });
+    expect(config.model).toMatchObject({ family: 'if', offload: 'encoder', clean_caption: false });
+    expect(config.stages).toEqual([1, 2]);
+    expect(config.stage2).toEqual({
+      model: 'DeepFloyd/IF-II-L-v1.0',
+      revision: 'main',
+      steps: 50,
+      guidance: 4,
+      size: 256,
+      scheduler: 'ddpm',
+      noise_level: 250,
+      seed: 7,
+    });
+    expect(lens({ stage2Model: 'x/ii', stage2Seed: 'same' }).stage2.seed).toBe('same');
+  });
+
+  it('a bare --offload is model offload', () => {
+    expect(lens({ offload: true }).model.offload).toBe('model');
+    expect(lens({}).model.offload).toBe('none');
+    expect(lens({ cleanCaption: true }).model.clean_caption).toBe(true);
+    expect(lens({}).model.clean_caption).toBe('auto');
+  });
+
+  it('names the option in errors', async () => {
+    const error = await configError(() =>
+      lens({
+        offload: 'gpu',
+        stages: '2',
+        stage2Steps: 'many',
+        stage2Size: '100',
+        noiseLevel: '-3',
+        stage2Seed: 'random',
+      }),
+    );
+    expect(error.message.split('\n')).toEqual(
+      expect.arrayContaining([
+        '--offload: must be none, encoder or model (or true = model, false = none) (got "gpu")',
+        '--stages: stage 2 upscales stage 1 images: use [1, 2], not [2]',
+        '--stage2-steps: must be a number (got "many")',
+        '--stage2-size: must be a multiple of 8 (got 100)',
+        '--noise-level: must be >= 0 (got -3)',
+        '--stage2-seed: must be "same" or an integer seed 0..4294967295 (got "random")',
+      ]),
+    );
+    const missing = await configError(() => lens({ stages: '1,2' }));
+    expect(missing.message).toBe(
+      '--stage2-model: is required when stages include 2 (the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0)',
+    );
+  });
+});
+
+describe('configs/ presets', () => {
+  const configs = join(import.meta.dirname, '..', 'configs');
+
+  it('if-paper.yaml has exactly the paper settings', async () => {
+    const config = await loadConfigFile(join(configs, 'if-paper.yaml'));
+    expect(config.model).toEqual({
+      id: 'DeepFloyd/IF-I-XL-v1.0',
+      family: 'if',
+      dtype: 'fp16',
+      device: 'auto',
+      offload: 'encoder',
+      clean_caption: 'auto',
+      allow_pickle: false,
+    });
+    expect(config.sampler).toEqual({
+      steps: 100,
+      guidance: 7.0,
+      size: 64,
+      scheduler: 'dpm-multistep',
+      negative: '',
+    });
+    expect(config.lens).toEqual({ layers: '0:24:4', uncond: 'final', noise: 'shared' });
+    expect(resolveLayers(config.lens.layers, 24)).toEqual([0, 4, 8, 12, 16, 20, 24]);
+    expect(config.stages).toEqual([1, 2]);
+    expect(config.stage2).toEqual({
+      model: 'DeepFloyd/IF-II-L-v1.0',
+      steps: 50,
+      guidance: 4.0,
+      size: 256,
+      scheduler: 'default',
+      seed: 'same',
+    });
+    expect(config.seeds).toEqual([0, 1, 2, 3]);
+    const prompts = await loadPrompts(config.prompts, { configDir: configs });
+    expect(prompts.length).toBeGreaterThan(0);
+  });
+
+  it.each(['sd21-two-colors.yaml', 'tiny-sd.yaml', 'tiny-if.yaml', 'shapes-demo.yaml'])(
+    '%s parses and its prompts load',
+    async (file) => {
+      const config = await loadConfigFile(join(configs, file));
+      expect((await loadPrompts(config.prompts, { configDir: configs })).length).toBeGreaterThan(0);
+      if (file === 'tiny-if.yaml') expect(resolveStages(config)).toEqual([1, 2]);
+    },
+  );
 });
 
 describe('loadConfigFile', () => {
@@ -306,6 +564,13 @@ describe('model ids', () => {
     expect(resolveModelId(join(dir, 'tiny'), '/')).toBe(join(dir, 'tiny'));
   });
 
+  it('names stage2.model when its local path does not exist', async () => {
+    const error = await configError(() =>
+      resolveModelId('./no-stage-ii', tempDir(), {}, ['stage2', 'model']),
+    );
+    expect(error.message).toMatch(/^stage2\.model: local model "\.\/no-stage-ii" does not exist/);
+  });
+
   it('names model.id when a local path does not exist', async () => {
     const dir = tempDir();
     for (const id of ['./missing', join(dir, 'missing'), '~/definitely-not-here-dlens', 'a/b/c']) {
@@ -332,6 +597,8 @@ describe('toJsonSchema', () => {
       'seeds',
       'prompts',
       'runtime',
+      'stages',
+      'stage2',
     ]);
     expect(schema.required).toEqual(['prompts']);
     expect(schema.additionalProperties).toBe(false);

@@ -1,25 +1,50 @@
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../src/config/index.js';
+import type { LoadedMessage } from '../src/bridge/index.js';
+import { type ExperimentConfigInput, parseConfig } from '../src/config/index.js';
 import {
   CODE_VERSION,
   canonicalJson,
   contentKey,
   imageSettings,
+  type LoadedForSettings,
   planExperiment,
 } from '../src/experiment/index.js';
 
-const loaded = {
+const loaded: LoadedForSettings = {
   revision: 'abc123',
   family: 'sd',
   dtype: 'fp32',
   defaults: { steps: 50, guidance: 7.5, height: 64, width: 64, scheduler: 'PNDMScheduler' },
+  clean_caption: null,
+  stage2: null,
 };
 
-function keyFor(
-  overrides: Record<string, unknown> = {},
-  loadedOverrides: Partial<typeof loaded> = {},
-): string {
-  const base = { model: { id: 'org/m' }, prompts: ['a cat'] } as Record<string, unknown>;
+const stage2Loaded: NonNullable<LoadedMessage['stage2']> = {
+  model: '/models/if-ii',
+  pipeline_class: 'IFSuperResolutionPipeline',
+  revision: 'ii-rev',
+  dtype: 'fp16',
+  defaults: {
+    steps: 50,
+    guidance: 4,
+    height: 256,
+    width: 256,
+    noise_level: 250,
+    scheduler: 'DDPMScheduler',
+  },
+};
+
+const ifLoaded: LoadedForSettings = {
+  revision: 'i-rev',
+  family: 'if',
+  dtype: 'fp16',
+  defaults: { steps: 100, guidance: 7, height: 64, width: 64, scheduler: 'DDPMScheduler' },
+  clean_caption: true,
+  stage2: stage2Loaded,
+};
+
+/** A config from `base` with each given section merged over it. */
+function configWith(base: Record<string, unknown>, overrides: Record<string, unknown>) {
   const input: Record<string, unknown> = { ...base };
   for (const [section, value] of Object.entries(overrides)) {
     const current = input[section];
@@ -28,9 +53,18 @@ function keyFor(
         ? { ...(current as object), ...(value as object) }
         : value;
   }
-  const config = parseConfig(input);
+  return parseConfig(input);
+}
+
+const at = { prompt: 'a cat', layer: 3, seed: 1 };
+
+function keyFor(
+  overrides: Record<string, unknown> = {},
+  loadedOverrides: Partial<LoadedForSettings> = {},
+): string {
+  const config = configWith({ model: { id: 'org/m' }, prompts: ['a cat'] }, overrides);
   const settings = imageSettings(config, { ...loaded, ...loadedOverrides }, config.model.id ?? 'org/m');
-  return contentKey(settings, 'a cat', 3, 1);
+  return contentKey(settings, { ...at, stage: 1 });
 }
 
 describe('content keys', () => {
@@ -39,6 +73,26 @@ describe('content keys', () => {
   it('is a sha256 hex digest and stable', () => {
     expect(base).toMatch(/^[0-9a-f]{64}$/);
     expect(keyFor()).toBe(base);
+  });
+
+  // Computed before stages, stage II and IF existed (tool 0.1.0, algorithm 1): an SD run made before
+  // them must keep its cache, so these keys may never change for the same inputs.
+  it('keeps the SD stage I keys computed before stage II existed', () => {
+    const code = { tool: '0.1.0', algorithm: 1 };
+    const defaults = parseConfig({ model: { id: 'org/m' }, prompts: ['a cat'] });
+    expect(contentKey(imageSettings(defaults, loaded, 'org/m'), { ...at, stage: 1 }, code)).toBe(
+      '9785240c27b8958b155e26844921f8c6e80f917c0335f9a0f45f94633b93b3f4',
+    );
+    const everything = parseConfig({
+      model: { id: 'org/m', offload: 'encoder' },
+      prompts: ['a cat'],
+      sampler: { steps: 20, guidance: 5, size: [64, 32], scheduler: 'euler', negative: 'blurry' },
+      lens: { uncond: 'same-layer', noise: 'per-layer' },
+    });
+    const settings = imageSettings(everything, { ...loaded, revision: null, dtype: 'fp16' }, 'org/m');
+    expect(contentKey(settings, { prompt: 'a red apple', layer: 0, seed: 7, stage: 1 }, code)).toBe(
+      '453c5d515a3b21ffaa7c0435be177944fc9ecd62b4071b10d4cd36b435036f9d',
+    );
   });
 
   it.each([
@@ -61,30 +115,150 @@ describe('content keys', () => {
     ['dtype', { dtype: 'fp16' }],
     ['native size', { defaults: { ...loaded.defaults, height: 32 } }],
     ['checkpoint scheduler (for default)', { defaults: { ...loaded.defaults, scheduler: 'DDIMScheduler' } }],
+    ['default steps (steps unset)', { defaults: { ...loaded.defaults, steps: 100 } }],
+    ['default guidance (guidance unset)', { defaults: { ...loaded.defaults, guidance: 7 } }],
+    ['caption cleaning', { clean_caption: true }],
   ])('changes with the loaded %s', (_, loadedOverrides) => {
-    expect(keyFor({}, loadedOverrides)).not.toBe(base);
+    expect(keyFor({}, loadedOverrides as Partial<LoadedForSettings>)).not.toBe(base);
   });
 
-  it('does not change with max_batch, device, offload, seeds list, layer spec or run name', () => {
+  it('is the same for unset steps/guidance and the same values written out', () => {
+    expect(keyFor({ sampler: { steps: 50, guidance: 7.5 } })).toBe(base);
+    expect(keyFor({}, { clean_caption: true })).not.toBe(keyFor({}, { clean_caption: false }));
+  });
+
+  it('does not change with max_batch, device, offload, seeds list, layer spec, run name or stage II settings', () => {
     expect(keyFor({ runtime: { max_batch: 1 } })).toBe(base);
     expect(keyFor({ model: { id: 'org/m', device: 'cpu', offload: true } })).toBe(base);
+    expect(keyFor({ model: { id: 'org/m', offload: 'encoder', clean_caption: false } })).toBe(base);
     expect(keyFor({ seeds: [1, 7], lens: { layers: '0:3' }, name: 'other' })).toBe(base);
+    // Stage II settings that are not run (stages [1]) change nothing.
+    expect(keyFor({ stages: [1], stage2: { model: 'x/ii', steps: 3 } })).toBe(base);
     // The explicit size equal to the native one gives the same images.
     expect(keyFor({ sampler: { size: 64 } })).toBe(base);
   });
 
-  it('changes with prompt, layer, seed and code version', () => {
+  it('changes with prompt, layer, seed, stage and code version', () => {
     const config = parseConfig({ model: { id: 'org/m' }, prompts: ['a cat'] });
     const settings = imageSettings(config, loaded, 'org/m');
+    const withStage2 = { ...settings, stage2: imageSettings(ifConfig(), ifLoaded, 'i', 'ii').stage2 };
     const keys = new Set([
-      contentKey(settings, 'a cat', 3, 1),
-      contentKey(settings, 'a dog', 3, 1),
-      contentKey(settings, 'a cat', 4, 1),
-      contentKey(settings, 'a cat', 3, 2),
-      contentKey(settings, 'a cat', 3, 1, { ...CODE_VERSION, algorithm: CODE_VERSION.algorithm + 1 }),
-      contentKey(settings, 'a cat', 3, 1, { ...CODE_VERSION, tool: '99.0.0' }),
+      contentKey(settings, { ...at, stage: 1 }),
+      contentKey(settings, { ...at, prompt: 'a dog', stage: 1 }),
+      contentKey(settings, { ...at, layer: 4, stage: 1 }),
+      contentKey(settings, { ...at, seed: 2, stage: 1 }),
+      contentKey(withStage2, { ...at, stage: 2 }),
+      contentKey(settings, { ...at, stage: 1 }, { ...CODE_VERSION, algorithm: CODE_VERSION.algorithm + 1 }),
+      contentKey(settings, { ...at, stage: 1 }, { ...CODE_VERSION, tool: '99.0.0' }),
     ]);
-    expect(keys.size).toBe(6);
+    expect(keys.size).toBe(7);
+    expect(contentKey(withStage2, { ...at, stage: 1 })).toBe(contentKey(settings, { ...at, stage: 1 }));
+    expect(() => contentKey(settings, { ...at, stage: 2 })).toThrow(/stage II/);
+  });
+});
+
+const ifBase = {
+  model: { id: 'DeepFloyd/IF-I-XL-v1.0' },
+  prompts: ['a cat'],
+  stage2: { model: 'DeepFloyd/IF-II-L-v1.0' },
+};
+
+function ifConfig(overrides: Record<string, unknown> = {}) {
+  return configWith(ifBase, overrides);
+}
+
+function ifKeys(overrides: Record<string, unknown> = {}, loadedOverrides: Partial<LoadedForSettings> = {}) {
+  const config = ifConfig(overrides);
+  const settings = imageSettings(config, { ...ifLoaded, ...loadedOverrides }, 'if-i', 'if-ii');
+  return {
+    stage1: contentKey(settings, { ...at, stage: 1 }),
+    stage2: contentKey(settings, { ...at, stage: 2 }),
+  };
+}
+
+describe('stage II keys and settings', () => {
+  const base = ifKeys();
+
+  it('fills in the stage I and stage II defaults from the loaded models', () => {
+    const settings = imageSettings(ifConfig(), ifLoaded, 'if-i', 'if-ii');
+    expect(settings.model).toEqual({
+      id: 'if-i',
+      revision: 'i-rev',
+      family: 'if',
+      dtype: 'fp16',
+      clean_caption: true,
+    });
+    expect(settings.sampler).toMatchObject({ steps: 100, guidance: 7, height: 64, width: 64 });
+    expect(settings.stage2).toEqual({
+      model: { id: 'if-ii', revision: 'ii-rev' },
+      steps: 50,
+      guidance: 4,
+      height: 256,
+      width: 256,
+      noise_level: 250,
+      scheduler: 'DDPMScheduler',
+      seed: 'same',
+    });
+    const sd = imageSettings(parseConfig({ prompts: ['x'] }), loaded, 'm');
+    expect(sd.sampler).toMatchObject({ steps: 50, guidance: 7.5 });
+    expect(sd.stage2).toBeUndefined();
+    expect('clean_caption' in sd.model).toBe(false);
+  });
+
+  it.each([
+    ['stage2.model', { stage2: { model: 'org/other-ii' } }],
+    ['stage2.steps', { stage2: { steps: 20 } }],
+    ['stage2.guidance', { stage2: { guidance: 5 } }],
+    ['stage2.size', { stage2: { size: 128 } }],
+    ['stage2.noise_level', { stage2: { noise_level: 100 } }],
+    ['stage2.scheduler', { stage2: { scheduler: 'euler' } }],
+    ['stage2.seed', { stage2: { seed: 3 } }],
+  ])('the stage II key changes with %s, the stage I key does not', (field, overrides) => {
+    const keys =
+      field === 'stage2.model'
+        ? (() => {
+            const settings = imageSettings(ifConfig(overrides), ifLoaded, 'if-i', 'other-ii');
+            return {
+              stage1: contentKey(settings, { ...at, stage: 1 }),
+              stage2: contentKey(settings, { ...at, stage: 2 }),
+            };
+          })()
+        : ifKeys(overrides);
+    expect(keys.stage2).not.toBe(base.stage2);
+    expect(keys.stage1).toBe(base.stage1);
+  });
+
+  it.each([
+    ['stage II revision', { stage2: { ...stage2Loaded, revision: 'other' } }],
+    [
+      'stage II default steps',
+      { stage2: { ...stage2Loaded, defaults: { ...stage2Loaded.defaults, steps: 30 } } },
+    ],
+    [
+      'stage II scheduler class',
+      { stage2: { ...stage2Loaded, defaults: { ...stage2Loaded.defaults, scheduler: 'DDIMScheduler' } } },
+    ],
+  ])('the stage II key changes with the loaded %s, the stage I key does not', (_, loadedOverrides) => {
+    const keys = ifKeys({}, loadedOverrides as Partial<LoadedForSettings>);
+    expect(keys.stage2).not.toBe(base.stage2);
+    expect(keys.stage1).toBe(base.stage1);
+  });
+
+  it('changes both keys with a stage I setting', () => {
+    const keys = ifKeys({ sampler: { steps: 10 } });
+    expect(keys.stage1).not.toBe(base.stage1);
+    expect(keys.stage2).not.toBe(base.stage2);
+  });
+
+  it('the stage I key of an IF run does not depend on whether stage II runs', () => {
+    const stageOne = imageSettings(ifConfig({ stages: [1] }), ifLoaded, 'if-i');
+    expect(contentKey(stageOne, { ...at, stage: 1 })).toBe(base.stage1);
+  });
+
+  it('needs the loaded stage II when stages include 2', () => {
+    expect(() => imageSettings(ifConfig(), { ...ifLoaded, stage2: null }, 'if-i', 'if-ii')).toThrow(
+      /no stage II/,
+    );
   });
 });
 
@@ -106,12 +280,37 @@ describe('planExperiment', () => {
       seeds: [0, 1],
       numLayers: 12,
     });
+    expect(plan.stages).toEqual([1]);
     expect(plan.jobs).toHaveLength(12);
     expect(new Set(plan.jobs.map((j) => j.key)).size).toBe(12);
     expect(plan.jobs.map((j) => j.index)).toEqual([...Array(12).keys()]);
     const job = plan.jobs[3];
-    expect(job).toMatchObject({ prompt: 'a cat', promptIndex: 0, layer: 7, seed: 1 });
+    expect(job).toMatchObject({ prompt: 'a cat', promptIndex: 0, layer: 7, seed: 1, stage: 1 });
     expect(job?.path).toMatch(/^images\/a-cat-[0-9a-f]{8}\/L07-s1\.png$/);
     expect(plan.jobs[6]?.prompt).toBe('a dog');
+  });
+
+  it('plans both stages, stage innermost, with stage II paths', () => {
+    const input: ExperimentConfigInput = { ...ifBase, prompts: ['a cat', 'a dog'] };
+    const config = parseConfig(input);
+    const plan = planExperiment({
+      settings: imageSettings(config, ifLoaded, 'if-i', 'if-ii'),
+      prompts: ['a cat', 'a dog'],
+      layers: [0, 24],
+      seeds: [0, 1],
+      stages: [1, 2],
+      numLayers: 24,
+    });
+    expect(plan.jobs).toHaveLength(16);
+    expect(new Set(plan.jobs.map((j) => j.key)).size).toBe(16);
+    expect(plan.jobs.slice(0, 4).map((j) => [j.layer, j.seed, j.stage])).toEqual([
+      [0, 0, 1],
+      [0, 0, 2],
+      [0, 1, 1],
+      [0, 1, 2],
+    ]);
+    expect(plan.jobs[0]?.path).toMatch(/^images\/a-cat-[0-9a-f]{8}\/L00-s0\.png$/);
+    expect(plan.jobs[1]?.path).toMatch(/^images\/a-cat-[0-9a-f]{8}\/L00-s0-stage2\.png$/);
+    expect(plan.jobs[15]).toMatchObject({ prompt: 'a dog', layer: 24, seed: 1, stage: 2 });
   });
 });

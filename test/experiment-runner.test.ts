@@ -261,6 +261,100 @@ describe('runExperiment', () => {
     expect(events.at(-1)).toMatchObject({ type: 'error', code: 'config' });
   });
 
+  describe('two stages (tiny IF)', () => {
+    const ifConfig = (overrides: Record<string, unknown> = {}): ExperimentConfig =>
+      parseConfig({
+        model: { id: inject('ifFixture') },
+        sampler: { steps: 2 },
+        lens: { layers: 'all' },
+        stage2: { model: inject('ifSrFixture'), steps: 2 },
+        seeds: [0],
+        prompts: ['a red cube'],
+        runtime: { max_batch: 1 },
+        ...overrides,
+      });
+
+    it('restarts a crashed worker and makes each missing image of either stage exactly once', async () => {
+      const out = tempDir();
+      const events: RunEvent[] = [];
+      let killed = false;
+      const result = await runExperiment(ifConfig(), {
+        outDir: out,
+        onEvent: (event) => {
+          events.push(event);
+          // After item 1's stage I image: its stage II image is lost, its stage I one is on disk.
+          if (event.type === 'image' && event.images_done === 3 && !killed) {
+            killed = true;
+            const ready = events.find((e) => e.type === 'worker-ready');
+            if (ready?.type === 'worker-ready' && ready.pid) process.kill(ready.pid, 'SIGKILL');
+          }
+        },
+      });
+      expect(killed).toBe(true);
+      expect(result).toMatchObject({ complete: true, generated: 10 });
+      const lost = events.find((e) => e.type === 'worker-lost');
+      if (lost?.type !== 'worker-lost') throw new Error('no worker-lost event');
+      expect(lost.lost_images.length).toBe(lost.lost);
+      expect(lost.lost_images.some((image) => image.stage === 2)).toBe(true);
+      const images = events.filter((e) => e.type === 'image');
+      expect(images).toHaveLength(10);
+      expect(new Set(images.map((e) => (e as { path: string }).path)).size).toBe(10);
+      const manifest = readManifest(out);
+      expect(manifest.images.map((image) => [image.layer, image.stage])).toEqual(
+        [0, 1, 2, 3, 4].flatMap((layer) => [
+          [layer, 1],
+          [layer, 2],
+        ]),
+      );
+      const plan = events.find((e) => e.type === 'plan');
+      expect(plan).toMatchObject({ stages: [1, 2], height: 16, stage2: { height: 32, width: 32, steps: 2 } });
+      const progress = events.filter((e) => e.type === 'progress');
+      expect(progress.length).toBeGreaterThan(0);
+      for (const p of progress) {
+        if (p.type !== 'progress') continue;
+        // One unit = one step of one item in either stage: 5 items x (2 + 2) steps.
+        expect(p.units_total).toBe(20);
+        expect(p.units_done).toBeLessThanOrEqual(20);
+      }
+    });
+
+    it('resumes an aborted run per image, and a stage I run leaves the stage II images to a later one', async () => {
+      const out = tempDir();
+      const controller = new AbortController();
+      const first = await runExperiment(ifConfig({ stages: [1] }), {
+        outDir: out,
+        worker: shared,
+        signal: controller.signal,
+        onEvent: (event) => {
+          if (event.type === 'image' && event.images_done === 2) controller.abort();
+        },
+      });
+      expect(first).toMatchObject({ aborted: true, complete: false });
+      const made = readManifest(out).images.length;
+      expect(made).toBeGreaterThanOrEqual(2);
+      expect(made).toBeLessThan(5);
+
+      const second = await runExperiment(ifConfig({ stages: [1] }), { outDir: out, worker: shared });
+      expect(second).toMatchObject({ complete: true, generated: 5 - made, skipped: made });
+      const stage1 = fileIds(out, readManifest(out));
+
+      // Adding stage II keeps every stage I key (and file) and makes only the stage II images.
+      const events: RunEvent[] = [];
+      const third = await runExperiment(ifConfig(), {
+        outDir: out,
+        worker: shared,
+        onEvent: (e) => events.push(e),
+      });
+      expect(third).toMatchObject({ complete: true, generated: 5, skipped: 5 });
+      expect(
+        events.filter((e) => e.type === 'image').every((e) => (e as { stage: number }).stage === 2),
+      ).toBe(true);
+      const all = fileIds(out, readManifest(out));
+      for (const [path, id] of stage1) expect(all.get(path)).toBe(id);
+      expect(readManifest(out).grids.map((grid) => grid.stage)).toEqual([1, 2]);
+    });
+  });
+
   it('rejects a missing local model before starting a worker', async () => {
     const events: RunEvent[] = [];
     const run = runExperiment(parseConfig({ model: { id: './no-such-model' }, prompts: ['x'] }), {

@@ -45,6 +45,14 @@ describe('paths', () => {
     expect(imagePath('a cat', 3, 10, 100)).toBe(`images/a-cat-${hash}/L003-s10.png`);
     expect(gridPath('a cat')).toBe(`grids/a-cat-${hash}.png`);
   });
+
+  it('names stage II images and grids with -stage2, stage I ones as before', () => {
+    const hash = promptHash8('a cat');
+    expect(imagePath('a cat', 7, 2, 24, 1)).toBe(`images/a-cat-${hash}/L07-s2.png`);
+    expect(imagePath('a cat', 7, 2, 24, 2)).toBe(`images/a-cat-${hash}/L07-s2-stage2.png`);
+    expect(gridPath('a cat', 1)).toBe(`grids/a-cat-${hash}.png`);
+    expect(gridPath('a cat', 2)).toBe(`grids/a-cat-${hash}-stage2.png`);
+  });
 });
 
 describe('writeFileAtomic', () => {

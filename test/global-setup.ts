@@ -1,25 +1,49 @@
-// Builds the tiny random-weight SD pipeline once per test run and hands its folder to the tests
-// (inject('sdFixture')). The tests load it by path, through the same code as a hub id.
-import { execFileSync } from 'node:child_process';
+// Builds the tiny random-weight pipelines once per test run and hands their folders to the tests
+// (inject('sdFixture'), inject('ifFixture'), inject('ifSrFixture')). The tests load them by path,
+// through the same code as a hub id.
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { TestProject } from 'vitest/node';
 import { findPython } from '../src/bridge/python.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
+    /** Tiny StableDiffusionPipeline (CLIP with 5 layers, 32x32). */
     sdFixture: string;
+    /** Tiny IFPipeline, stage I (T5 with 4 blocks, 16x16). */
+    ifFixture: string;
+    /** Tiny IFSuperResolutionPipeline, stage II (32x32). */
+    ifSrFixture: string;
   }
 }
 
-export default function setup(project: TestProject): () => void {
+const run = promisify(execFile);
+
+async function buildFixture(kind: string, out: string): Promise<string> {
+  try {
+    await run(findPython(), ['-m', 'diffusion_lens.fixtures', kind, out], {
+      cwd: join(import.meta.dirname, '..', 'python'),
+    });
+  } catch (error) {
+    const { stderr } = error as { stderr?: string };
+    throw new Error(`building the ${kind} fixture failed:\n${stderr ?? String(error)}`);
+  }
+  return out;
+}
+
+export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'dlens-fixture-'));
-  const sd = join(dir, 'tiny-sd');
-  execFileSync(findPython(), ['-m', 'diffusion_lens.fixtures', 'sd', sd], {
-    stdio: 'inherit',
-    cwd: join(import.meta.dirname, '..', 'python'),
-  });
+  // In parallel: most of each build is importing torch and diffusers.
+  const [sd, tinyIf, tinyIfSr] = await Promise.all([
+    buildFixture('sd', join(dir, 'tiny-sd')),
+    buildFixture('if', join(dir, 'tiny-if')),
+    buildFixture('if-sr', join(dir, 'tiny-if-sr')),
+  ]);
   project.provide('sdFixture', sd);
+  project.provide('ifFixture', tinyIf);
+  project.provide('ifSrFixture', tinyIfSr);
   return () => rmSync(dir, { recursive: true, force: true });
 }

@@ -10,13 +10,18 @@ export {
   generateRequestSchema,
   type ImageMessage,
   type LoadedMessage,
+  type LoadedStage2,
   type LoadRequest,
   loadRequestSchema,
+  OFFLOAD_MODES,
+  type OffloadMode,
   PROTOCOL_ERROR_CODES,
   PROTOCOL_VERSION,
   type ProgressMessage,
   type ProtocolErrorCode,
   type ReadyMessage,
+  type Stage2Generate,
+  type Stage2Load,
 } from './protocol.js';
 export { findPython, packageRoot, pythonDir } from './python.js';
 export {

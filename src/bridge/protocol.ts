@@ -22,13 +22,26 @@ export const PROTOCOL_ERROR_CODES = [
 
 const envelope = { v: z.literal(PROTOCOL_VERSION), id: z.string() };
 
+/** Where model weights wait while not in use: `encoder` keeps the text encoder on the CPU between
+ *  encodings (frees ~9.5 GB for IF's T5-XXL); `model` is diffusers' model CPU offload. */
+export const OFFLOAD_MODES = ['none', 'encoder', 'model'] as const;
+
+/** The stage II (super-resolution) checkpoint of a two-stage family (IF); loaded without a text encoder. */
+export const stage2LoadSchema = z.object({
+  model: z.string().min(1),
+  revision: z.string().nullable(),
+});
+
 export const loadRequestSchema = z.object({
   model: z.string().min(1),
   family: z.string().nullable(),
   dtype: z.enum(['auto', 'fp32', 'fp16', 'bf16']),
   device: z.enum(['auto', 'cpu', 'cuda', 'mps']),
   revision: z.string().nullable(),
-  offload: z.boolean(),
+  offload: z.enum(OFFLOAD_MODES),
+  // IF's caption cleaning; null = on when its packages are installed.
+  clean_caption: z.boolean().nullable(),
+  stage2: stage2LoadSchema.nullable(),
   allow_pickle: z.boolean(),
 });
 
@@ -36,6 +49,20 @@ export const generateItemSchema = z.object({
   prompt: z.int().nonnegative(),
   layer: z.int().nonnegative(),
   seed: z.int(),
+});
+
+const imageSide = z.int().positive().multipleOf(8);
+
+/** Stage II sampling of every item (IF); null in a generate request = stage I only. */
+export const stage2GenerateSchema = z.object({
+  steps: z.int().positive(),
+  guidance: z.number().min(0),
+  height: imageSide,
+  width: imageSide,
+  noise_level: z.int().nonnegative(),
+  scheduler: z.string().nullable(),
+  // null = each item's own stage-I noise seed; an integer = that seed for every stage-II run.
+  seed: z.int().nonnegative().nullable(),
 });
 
 export const generateRequestSchema = z
@@ -51,6 +78,7 @@ export const generateRequestSchema = z
     uncond: z.enum(['final', 'same-layer']),
     noise: z.enum(['shared', 'per-layer']),
     max_batch: z.int().positive(),
+    stage2: stage2GenerateSchema.nullable(),
   })
   .refine((req) => req.items.every((item) => item.prompt < req.prompts.length), {
     message: 'every item.prompt must index `prompts`',
@@ -131,6 +159,26 @@ export const loadedMessageSchema = z.object({
   }),
   // What the lens does, for the manifest; families may add keys (kept, not stripped).
   lens: z.looseObject({ norm: z.string(), uncond: z.string() }),
+  // Resolved caption cleaning; null for families that have none (sd).
+  clean_caption: z.boolean().nullable(),
+  // What the user must be told (e.g. that caption cleaning is off).
+  notices: z.array(z.string()),
+  stage2: z
+    .object({
+      model: z.string(),
+      pipeline_class: z.string(),
+      revision: z.string().nullable(),
+      dtype: z.string(),
+      defaults: z.object({
+        steps: z.int(),
+        guidance: z.number(),
+        height: z.int(),
+        width: z.int(),
+        noise_level: z.int(),
+        scheduler: z.string(),
+      }),
+    })
+    .nullable(),
 });
 
 export const progressMessageSchema = z.object({
@@ -149,6 +197,8 @@ export const imageMessageSchema = z.object({
   prompt: z.int().nonnegative(),
   layer: z.int().nonnegative(),
   seed: z.int(),
+  /** 1 = the base image; 2 = its stage II (super-resolution) image, same item. */
+  stage: z.union([z.literal(1), z.literal(2)]),
   png: pngBytes,
   width: z.int().positive(),
   height: z.int().positive(),
@@ -198,6 +248,9 @@ export const listeningLineSchema = z.object({
 });
 
 export type ProtocolErrorCode = (typeof PROTOCOL_ERROR_CODES)[number];
+export type OffloadMode = (typeof OFFLOAD_MODES)[number];
+export type Stage2Load = z.infer<typeof stage2LoadSchema>;
+export type Stage2Generate = z.infer<typeof stage2GenerateSchema>;
 export type LoadRequest = z.infer<typeof loadRequestSchema>;
 export type GenerateItem = z.infer<typeof generateItemSchema>;
 export type GenerateRequest = z.infer<typeof generateRequestSchema>;
@@ -205,6 +258,7 @@ export type OutgoingMessage = z.infer<typeof outgoingMessageSchema>;
 export type RequestType = OutgoingMessage['type'];
 export type ReadyMessage = z.infer<typeof readyMessageSchema>;
 export type LoadedMessage = z.infer<typeof loadedMessageSchema>;
+export type LoadedStage2 = NonNullable<LoadedMessage['stage2']>;
 export type ProgressMessage = z.infer<typeof progressMessageSchema>;
 export type ImageMessage = z.infer<typeof imageMessageSchema>;
 export type DoneMessage = z.infer<typeof doneMessageSchema>;

@@ -19,9 +19,21 @@ export interface LensOptions {
   device?: string;
   family?: string;
   revision?: string;
-  offload?: boolean;
+  /** `--offload` alone is `true` (= model CPU offload); `--offload MODE` a mode name. */
+  offload?: boolean | string;
+  /** `--clean-caption` / `--no-clean-caption`; unset = auto. */
+  cleanCaption?: boolean;
   allowPickle?: boolean;
   name?: string;
+  stages?: string;
+  stage2Model?: string;
+  stage2Revision?: string;
+  stage2Steps?: string;
+  stage2Guidance?: string;
+  stage2Size?: string;
+  stage2Scheduler?: string;
+  noiseLevel?: string;
+  stage2Seed?: string;
 }
 
 /** Field → option, so that errors say `--steps` rather than `sampler.steps`. */
@@ -32,6 +44,8 @@ export const OPTION_LABELS: Record<string, string> = {
   'model.revision': '--revision',
   'model.dtype': '--dtype',
   'model.device': '--device',
+  'model.offload': '--offload',
+  'model.clean_caption': '--clean-caption',
   'sampler.steps': '--steps',
   'sampler.guidance': '--guidance',
   'sampler.size': '--size',
@@ -43,6 +57,15 @@ export const OPTION_LABELS: Record<string, string> = {
   seeds: '--seeds',
   prompts: 'PROMPT',
   'runtime.max_batch': '--max-batch',
+  stages: '--stages',
+  'stage2.model': '--stage2-model',
+  'stage2.revision': '--stage2-revision',
+  'stage2.steps': '--stage2-steps',
+  'stage2.guidance': '--stage2-guidance',
+  'stage2.size': '--stage2-size',
+  'stage2.scheduler': '--stage2-scheduler',
+  'stage2.noise_level': '--noise-level',
+  'stage2.seed': '--stage2-seed',
 };
 
 const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?$/i;
@@ -60,8 +83,8 @@ export function parseSize(text: string): number | string | (number | string)[] {
   return numberOrText(text);
 }
 
-/** `0,1,2,3` → [0, 1, 2, 3]. */
-export function parseSeeds(text: string): (number | string)[] {
+/** `0,1,2,3` → [0, 1, 2, 3] (`--seeds`, `--stages`). */
+export function parseNumberList(text: string): (number | string)[] {
   return text
     .split(',')
     .map((s) => s.trim())
@@ -83,7 +106,9 @@ export function lensConfigInput(prompt: string, options: LensOptions): Record<st
       revision: options.revision,
       dtype: options.dtype,
       device: options.device,
-      offload: options.offload,
+      // A bare `--offload` is model CPU offload, as it was when the option was a switch.
+      offload: options.offload === true ? 'model' : options.offload,
+      clean_caption: options.cleanCaption,
       allow_pickle: options.allowPickle,
     }),
     sampler: defined({
@@ -94,10 +119,21 @@ export function lensConfigInput(prompt: string, options: LensOptions): Record<st
       negative: options.negative,
     }),
     lens: defined({ layers: options.layers, uncond: options.uncond, noise: options.noise }),
-    seeds: options.seeds === undefined ? undefined : parseSeeds(options.seeds),
+    seeds: options.seeds === undefined ? undefined : parseNumberList(options.seeds),
     prompts: [prompt],
     runtime: defined({
       max_batch: options.maxBatch === undefined ? undefined : numberOrText(options.maxBatch),
+    }),
+    stages: options.stages === undefined ? undefined : parseNumberList(options.stages),
+    stage2: defined({
+      model: options.stage2Model,
+      revision: options.stage2Revision,
+      steps: options.stage2Steps === undefined ? undefined : numberOrText(options.stage2Steps),
+      guidance: options.stage2Guidance === undefined ? undefined : numberOrText(options.stage2Guidance),
+      size: options.stage2Size === undefined ? undefined : parseSize(options.stage2Size),
+      scheduler: options.stage2Scheduler,
+      noise_level: options.noiseLevel === undefined ? undefined : numberOrText(options.noiseLevel),
+      seed: options.stage2Seed === undefined ? undefined : numberOrText(options.stage2Seed),
     }),
   });
 }

@@ -27,17 +27,28 @@ export function describeEvent(event: RunEvent): string | null {
         `${event.restart > 0 ? `worker restarted (${event.restart})` : 'worker ready'}: python ${event.python}, ` +
         `torch ${event.torch}, diffusers ${event.diffusers}, device ${event.device}`
       );
-    case 'model-loaded':
+    case 'model-loaded': {
+      const captions =
+        event.clean_caption === null ? '' : `, caption cleaning ${event.clean_caption ? 'on' : 'off'}`;
+      const stage2 = event.stage2 ? `; stage II ${event.stage2.model} (${event.stage2.pipeline_class})` : '';
       return (
         `loaded ${event.model} (${event.pipeline_class}, family ${event.family}, ${event.num_layers} encoder ` +
-        `layers, ${event.device} ${event.dtype})`
+        `layers, ${event.device} ${event.dtype}${captions})${stage2}`
       );
-    case 'plan':
+    }
+    case 'notice':
+      return `warning: ${event.message}`;
+    case 'plan': {
+      const stages = event.stage2 ? ` x ${plural(event.stages.length, 'stage')}` : '';
+      const sizes = event.stage2
+        ? `${event.height}x${event.width}, stage II ${event.stage2.height}x${event.stage2.width}`
+        : `${event.height}x${event.width}`;
       return (
         `plan: ${event.total} images (${plural(event.prompts, 'prompt')} x ${plural(event.layers.length, 'layer')} x ` +
-        `${plural(event.seeds.length, 'seed')}, ${event.height}x${event.width}); ${event.skipped} on disk, ` +
+        `${plural(event.seeds.length, 'seed')}${stages}, ${sizes}); ${event.skipped} on disk, ` +
         `${event.todo} to make`
       );
+    }
     case 'image':
       return `[${event.images_done}/${event.images_total}] ${event.path}`;
     case 'worker-lost':
@@ -64,13 +75,22 @@ export function describeEvent(event: RunEvent): string | null {
   }
 }
 
+export interface ReporterStreams {
+  out: NodeJS.WritableStream;
+  err: NodeJS.WritableStream;
+}
+
 export function createReporter(
   mode: ReportMode,
-  streams = { out: process.stdout, err: process.stderr },
+  streams: ReporterStreams = { out: process.stdout, err: process.stderr },
 ): Reporter {
   if (mode === 'json') {
     return {
-      onEvent: (event) => streams.out.write(`${JSON.stringify(event)}\n`),
+      onEvent: (event) => {
+        streams.out.write(`${JSON.stringify(event)}\n`);
+        // A warning is for the person running the command too, not only for the program reading stdout.
+        if (event.type === 'notice') streams.err.write(`${describeEvent(event)}\n`);
+      },
       note: () => undefined,
       stop: () => undefined,
     };

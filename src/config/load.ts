@@ -144,6 +144,10 @@ function convertIssue(issue: ZodIssue, input: unknown, base: FieldPath = []): Ra
       return [{ path, message: `must be ${expected} (got ${describe(value)})` }];
     }
     case 'invalid_value':
+      // A schema's own message (e.g. for a value that may also be a boolean) says more than the list.
+      if (!DEFAULT_MESSAGE.test(issue.message)) {
+        return [{ path, message: `${issue.message} (got ${describe(value)})` }];
+      }
       return [
         {
           path,

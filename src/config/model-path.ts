@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { EMBEDDED_MODEL_DIR } from '../paths.js';
-import { ConfigError, type ConfigIssue } from './errors.js';
+import { ConfigError, type ConfigIssue, type FieldPath } from './errors.js';
 
 const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
 
@@ -15,17 +15,19 @@ export function looksLikePath(id: string): boolean {
 /**
  * Resolves a model id: none means the embedded shapes model; local paths (absolute, `.`/`~`-prefixed, or an existing folder relative to
  * `baseDir`) become absolute and must exist; anything else is passed on as a hub id. Throws ConfigError
- * (field `model.id`) for a local path that does not exist.
+ * naming `field` (default `model.id`; `stage2.model` for the stage II checkpoint) for a local path that
+ * does not exist.
  */
 export function resolveModelId(
   id: string | undefined,
   baseDir: string = process.cwd(),
   where: Pick<ConfigIssue, 'file' | 'line' | 'column'> = {},
+  field: FieldPath = ['model', 'id'],
 ): string {
   if (id === undefined) {
     if (existsSync(join(EMBEDDED_MODEL_DIR, 'model_index.json'))) return EMBEDDED_MODEL_DIR;
     throw new ConfigError({
-      path: ['model', 'id'],
+      path: field,
       ...where,
       message: `no model given and the embedded model is missing (looked for ${EMBEDDED_MODEL_DIR})`,
     });
@@ -35,7 +37,7 @@ export function resolveModelId(
   if (looksLikePath(id)) {
     if (!existsSync(local)) {
       throw new ConfigError({
-        path: ['model', 'id'],
+        path: field,
         ...where,
         message: `local model "${id}" does not exist (looked for ${local})`,
       });
@@ -45,7 +47,7 @@ export function resolveModelId(
   if (existsSync(local) && statSync(local).isDirectory()) return local;
   if (!HUB_ID.test(id)) {
     throw new ConfigError({
-      path: ['model', 'id'],
+      path: field,
       ...where,
       message: `"${id}" is neither an existing local folder (looked for ${local}) nor a hub id like "org/name"`,
     });

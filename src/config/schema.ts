@@ -19,7 +19,11 @@ export const SCHEDULERS = [
 ] as const;
 export type SchedulerName = (typeof SCHEDULERS)[number];
 
-export const FAMILIES = ['auto', 'sd'] as const;
+export const FAMILIES = ['auto', 'sd', 'if'] as const;
+/** Where weights wait while unused: see ModelSchema's `offload`. Same values as the protocol's. */
+export const OFFLOAD_MODES = ['none', 'encoder', 'model'] as const;
+/** 1 = the base image; 2 = IF's stage II (super-resolution) of it. */
+export const STAGES = [1, 2] as const;
 export const DTYPES = ['auto', 'fp32', 'fp16', 'bf16'] as const;
 export const DEVICES = ['auto', 'cpu', 'cuda', 'mps'] as const;
 export const UNCOND_MODES = ['final', 'same-layer'] as const;
@@ -40,7 +44,25 @@ const ModelSchema = z
     revision: z.string().min(1).optional().describe('hub revision (branch, tag or commit)'),
     dtype: z.enum(DTYPES).default('auto').describe('weights dtype; auto = fp16 on GPU, fp32 on CPU'),
     device: z.enum(DEVICES).default('auto').describe('where to run; auto = best available'),
-    offload: z.boolean().default(false).describe('CPU-offload model parts to save GPU memory'),
+    offload: z
+      .union([
+        z.enum(OFFLOAD_MODES, { error: 'must be none, encoder or model (or true = model, false = none)' }),
+        // A boolean is the older form: true meant model CPU offload.
+        z.boolean().transform((on): OffloadMode => (on ? 'model' : 'none')),
+      ])
+      .default('none')
+      .describe(
+        'GPU memory saving: none; encoder = the text encoder waits on the CPU and visits the GPU only to ' +
+          'encode (frees ~9.5 GB for T5-XXL, fits IF on 24 GB cards); model = diffusers model CPU offload ' +
+          '(below 24 GB, slower); true = model, false = none; ignored on the CPU',
+      ),
+    clean_caption: z
+      .union([z.literal('auto', { error: 'must be auto, true or false' }), z.boolean()])
+      .default('auto')
+      .describe(
+        "IF's caption cleaning as in the stock pipeline (needs beautifulsoup4 and ftfy): auto = on when " +
+          'they are installed (the run says when it is off), true = required, false = off',
+      ),
     allow_pickle: z.boolean().default(false).describe('allow pickled (.bin/.ckpt) weights; unsafe'),
   })
   .describe('the checkpoint to load');
@@ -54,8 +76,17 @@ const SizeSchema = z
 
 const SamplerSchema = z
   .strictObject({
-    steps: z.number().int().min(1).default(50).describe('denoising steps'),
-    guidance: z.number().min(0).default(7.5).describe('classifier-free guidance scale'),
+    steps: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe("denoising steps; default: the model's (SD 50, IF 100)"),
+    guidance: z
+      .number()
+      .min(0)
+      .optional()
+      .describe("classifier-free guidance scale; default: the model's (SD 7.5, IF 7.0)"),
     size: SizeSchema.optional().describe("image size; default: the model's native size"),
     scheduler: z
       .enum(SCHEDULERS)
@@ -136,6 +167,71 @@ const PromptsSchema = z
   )
   .describe('the prompts: a list, or {file, column}');
 
+const Stage2Schema = z
+  .strictObject({
+    model: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'hub id or local folder of the stage II checkpoint (IFSuperResolutionPipeline, e.g. ' +
+          'DeepFloyd/IF-II-L-v1.0), loaded without a text encoder; relative paths are relative to the config file',
+      ),
+    revision: z.string().min(1).optional().describe('hub revision of the stage II checkpoint'),
+    steps: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe("stage II denoising steps; default: the checkpoint's (50)"),
+    guidance: z
+      .number()
+      .min(0)
+      .optional()
+      .describe("stage II classifier-free guidance scale; default: the checkpoint's (IF-II: 4.0)"),
+    size: SizeSchema.optional().describe(
+      "stage II image size; default: the checkpoint's native size (IF-II: 256)",
+    ),
+    noise_level: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("noise added to the stage I image before upscaling; default: the pipeline's (250)"),
+    scheduler: z
+      .enum(SCHEDULERS)
+      .default('default')
+      .describe("stage II scheduler; 'default' keeps the stage II checkpoint's own"),
+    seed: z
+      .union([
+        z.literal('same', { error: `must be "same" or an integer seed 0..${MAX_SEED}` }),
+        z.number().int().min(0).max(MAX_SEED),
+      ])
+      .default('same')
+      .describe(
+        "stage II noise: 'same' = each image's own stage I seed (and noise mode), or one integer seed for all",
+      ),
+  })
+  .describe('stage II (super-resolution) of a two-stage model (DeepFloyd IF), conditioned on the same layer');
+
+const StagesSchema = z
+  .array(z.union([z.literal(1), z.literal(2)], { error: 'must be 1 or 2' }))
+  .min(1)
+  .superRefine((stages, ctx) => {
+    const seen = new Set<number>();
+    stages.forEach((stage, i) => {
+      if (seen.has(stage)) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate stage ${stage}` });
+      seen.add(stage);
+    });
+    if (!seen.has(1)) {
+      ctx.addIssue({ code: 'custom', message: 'stage 2 upscales stage 1 images: use [1, 2], not [2]' });
+    }
+  })
+  .describe(
+    'which stages to generate: [1] (base images) or [1, 2] (and their stage II upscales); ' +
+      'default: [1, 2] when stage2.model is set, else [1]',
+  );
+
 const RuntimeSchema = z
   .strictObject({
     max_batch: z.number().int().min(1).default(8).describe('items per UNet batch (halved on out-of-memory)'),
@@ -155,8 +251,44 @@ export const ExperimentConfigSchema = z
     seeds: SeedsSchema.default([0, 1, 2, 3]),
     prompts: PromptsSchema,
     runtime: RuntimeSchema.prefault({}),
+    stages: StagesSchema.optional(),
+    stage2: Stage2Schema.prefault({}),
   })
-  .describe('A Diffusion Lens experiment: prompts x encoder layers x seeds');
+  .superRefine((config, ctx) => {
+    const stages = resolveStages(config);
+    if (stages.includes(2) && config.stage2.model === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['stage2', 'model'],
+        message: 'is required when stages include 2 (the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0)',
+      });
+    }
+    // Known before loading anything when the family is given (with `auto` the worker says so).
+    if (config.model.family === 'sd' && stages.includes(2)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: config.stages === undefined ? ['stage2', 'model'] : ['stages'],
+        message: 'family sd has no stage II (only IF has one)',
+      });
+    }
+    if (config.model.family === 'sd' && config.model.clean_caption === true) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['model', 'clean_caption'],
+        message: 'family sd has no caption cleaning (only IF has it)',
+      });
+    }
+  })
+  .describe('A Diffusion Lens experiment: prompts x encoder layers x seeds (x stages)');
+
+/** The stages to run: `stages` as given (sorted), else [1, 2] when a stage II model is set, else [1]. */
+export function resolveStages(config: {
+  stages?: readonly Stage[] | undefined;
+  stage2: { model?: string | undefined };
+}): Stage[] {
+  if (config.stages !== undefined) return [...new Set(config.stages)].sort((a, b) => a - b);
+  return config.stage2.model === undefined ? [1] : [1, 2];
+}
 
 /** A validated config, defaults filled in (what the runner takes). */
 export type ExperimentConfig = z.infer<typeof ExperimentConfigSchema>;
@@ -167,6 +299,9 @@ export type SamplerConfig = ExperimentConfig['sampler'];
 export type LensConfig = ExperimentConfig['lens'];
 export type LayerSpecInput = LensConfig['layers'];
 export type PromptFileSpec = z.infer<typeof PromptFileSchema>;
+export type Stage2Config = ExperimentConfig['stage2'];
+export type Stage = (typeof STAGES)[number];
+export type OffloadMode = (typeof OFFLOAD_MODES)[number];
 export type UncondMode = (typeof UNCOND_MODES)[number];
 export type NoiseMode = (typeof NOISE_MODES)[number];
 

@@ -1,10 +1,12 @@
 // What a run reports while it goes (runExperiment's onEvent; `--json` prints one per line).
-import type { ManifestImage } from './manifest.js';
+import type { Stage } from '../config/index.js';
+import type { ManifestGrid, ManifestImage } from './manifest.js';
 
 export interface ImageRef {
   prompt_index: number;
   layer: number;
   seed: number;
+  stage: Stage;
 }
 
 export type RunEvent =
@@ -29,7 +31,13 @@ export type RunEvent =
       num_layers: number;
       device: string;
       dtype: string;
+      /** Whether captions are cleaned (IF); null for families without caption cleaning. */
+      clean_caption: boolean | null;
+      /** The stage II checkpoint, when one was loaded. */
+      stage2: { model: string; pipeline_class: string; revision: string | null } | null;
     }
+  /** Something the user must be told (from the worker's `loaded.notices`), e.g. caption cleaning is off. */
+  | { type: 'notice'; message: string }
   | {
       type: 'plan';
       total: number;
@@ -38,8 +46,12 @@ export type RunEvent =
       prompts: number;
       layers: number[];
       seeds: number[];
+      /** [1] or [1, 2]; `total` counts the images of every stage. */
+      stages: Stage[];
       height: number;
       width: number;
+      /** Stage II image size and steps, when the plan has stage II. */
+      stage2: { height: number; width: number; steps: number } | null;
     }
   | {
       type: 'progress';
@@ -66,7 +78,7 @@ export type RunEvent =
       restarting: boolean;
       restarts: number;
     }
-  | { type: 'grid'; prompt: string; path: string }
+  | ({ type: 'grid' } & ManifestGrid)
   | {
       type: 'done';
       complete: boolean;

@@ -8,6 +8,7 @@ import type {
   NoiseMode,
   PromptFileSpec,
   SchedulerName,
+  Stage,
   UncondMode,
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from '../version.js';
@@ -16,7 +17,25 @@ import { MANIFEST_FILE, writeFileAtomic } from './store.js';
 
 export const MANIFEST_VERSION = 1;
 
-/** The config as run: defaults filled in, layers as numbers, size resolved. */
+/** Stage II as run: the config's settings with the checkpoint's defaults filled in. */
+export interface ResolvedStage2 {
+  /** Resolved stage II model id (local folders absolute). */
+  model: string;
+  revision: string | null;
+  steps: number;
+  guidance: number;
+  /** [height, width] */
+  size: [number, number];
+  height: number;
+  width: number;
+  noise_level: number;
+  scheduler: SchedulerName;
+  /** The scheduler class that ran ('default' = the stage II checkpoint's own). */
+  scheduler_class: string | null;
+  seed: 'same' | number;
+}
+
+/** The config as run: defaults filled in (the model's steps and guidance too), layers as numbers, size resolved. */
 export interface ResolvedConfig {
   name: string;
   model: ModelConfig;
@@ -37,6 +56,9 @@ export interface ResolvedConfig {
   prompts: string[];
   prompts_file?: PromptFileSpec;
   runtime: { max_batch: number };
+  stages: Stage[];
+  /** Null when the run has no stage II. */
+  stage2: ResolvedStage2 | null;
 }
 
 export interface ManifestImage {
@@ -44,14 +66,23 @@ export interface ManifestImage {
   prompt_index: number;
   layer: number;
   seed: number;
+  /** 1 = the base image; 2 = its stage II upscale. */
+  stage: Stage;
   /** Relative to the output folder, with '/'. */
   path: string;
   key: string;
 }
 
 export function manifestImage(job: Job): ManifestImage {
-  const { prompt, promptIndex, layer, seed, path, key } = job;
-  return { prompt, prompt_index: promptIndex, layer, seed, path, key };
+  const { prompt, promptIndex, layer, seed, stage, path, key } = job;
+  return { prompt, prompt_index: promptIndex, layer, seed, stage, path, key };
+}
+
+/** One layer × seed grid: of one prompt's images of one stage. */
+export interface ManifestGrid {
+  prompt: string;
+  stage: Stage;
+  path: string;
 }
 
 export interface Manifest {
@@ -67,11 +98,15 @@ export interface Manifest {
     pipeline_class: string;
     dtype: string;
     device: string;
+    /** Whether captions were cleaned (IF); null for families without caption cleaning. */
+    clean_caption: boolean | null;
+    /** The stage II checkpoint; null when the run has no stage II. */
+    stage2: { id: string; revision: string | null; pipeline_class: string } | null;
   };
   lens: LoadedMessage['lens'];
   worker: Pick<ReadyMessage, 'python' | 'torch' | 'diffusers' | 'transformers'> & { version: string };
   images: ManifestImage[];
-  grids: { prompt: string; path: string }[];
+  grids: ManifestGrid[];
   timings: {
     started: string;
     finished: string;
@@ -95,7 +130,7 @@ export interface ManifestInput {
   plan: Plan;
   loaded: LoadedMessage;
   modelId: string;
-  worker: LensWorker;
+  worker: Pick<LensWorker, 'info'>;
   done: Set<string>;
   grids: Manifest['grids'];
   complete: boolean;
@@ -107,13 +142,14 @@ export interface ManifestInput {
 
 export function buildManifest(input: ManifestInput): Manifest {
   const { config, plan, loaded, worker } = input;
-  const { height, width } = plan.settings.sampler;
+  const { steps, guidance, height, width } = plan.settings.sampler;
+  const stage2 = plan.settings.stage2;
   const resolved: ResolvedConfig = {
     name: input.name,
     model: { ...config.model, id: input.modelId },
     sampler: {
-      steps: config.sampler.steps,
-      guidance: config.sampler.guidance,
+      steps,
+      guidance,
       size: [height, width],
       height,
       width,
@@ -131,6 +167,22 @@ export function buildManifest(input: ManifestInput): Manifest {
     prompts: input.prompts,
     ...(Array.isArray(config.prompts) ? {} : { prompts_file: config.prompts }),
     runtime: { max_batch: config.runtime.max_batch },
+    stages: [...plan.stages],
+    stage2: stage2
+      ? {
+          model: stage2.model.id,
+          revision: config.stage2.revision ?? null,
+          steps: stage2.steps,
+          guidance: stage2.guidance,
+          size: [stage2.height, stage2.width],
+          height: stage2.height,
+          width: stage2.width,
+          noise_level: stage2.noise_level,
+          scheduler: config.stage2.scheduler,
+          scheduler_class: config.stage2.scheduler === 'default' ? stage2.scheduler : null,
+          seed: stage2.seed,
+        }
+      : null,
   };
   return {
     version: MANIFEST_VERSION,
@@ -145,6 +197,15 @@ export function buildManifest(input: ManifestInput): Manifest {
       pipeline_class: loaded.pipeline_class,
       dtype: loaded.dtype,
       device: loaded.device,
+      clean_caption: loaded.clean_caption,
+      stage2:
+        stage2 && loaded.stage2
+          ? {
+              id: stage2.model.id,
+              revision: loaded.stage2.revision,
+              pipeline_class: loaded.stage2.pipeline_class,
+            }
+          : null,
     },
     lens: loaded.lens,
     worker: {

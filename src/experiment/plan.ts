@@ -1,16 +1,44 @@
-// The plan: one job per (prompt, layer, seed), each with a content key that changes exactly when the
-// image would (model, sampler, lens settings, prompt, layer, seed, code version) and not otherwise
-// (device, batch size, output folder).
+// The plan: one job per (prompt, layer, seed, stage), each with a content key that changes exactly when
+// the image would (model, sampler, lens settings, prompt, layer, seed, stage II settings for stage II,
+// code version) and not otherwise (device, offload, batch size, output folder).
 import { createHash } from 'node:crypto';
 import type { LoadedMessage } from '../bridge/index.js';
-import type { ExperimentConfig, NoiseMode, UncondMode } from '../config/index.js';
+import {
+  type ExperimentConfig,
+  type NoiseMode,
+  resolveStages,
+  type Stage,
+  type UncondMode,
+} from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_VERSION } from '../version.js';
 import { imagePath } from './store.js';
 
-/** Everything besides (prompt, layer, seed) that determines an image. */
+/** How stage II (super-resolution) runs, resolved against the loaded stage II checkpoint. */
+export interface Stage2Settings {
+  model: { id: string; revision: string | null };
+  steps: number;
+  guidance: number;
+  height: number;
+  width: number;
+  noise_level: number;
+  /** The scheduler name, or for 'default' the stage II checkpoint's own scheduler class. */
+  scheduler: string;
+  /** 'same' = each image's own stage I seed; else one seed for every stage II run. */
+  seed: 'same' | number;
+}
+
+/** Everything besides (prompt, layer, seed, stage) that determines an image. */
 export interface ImageSettings {
-  model: { id: string; revision: string | null; family: string; dtype: string };
+  model: {
+    id: string;
+    revision: string | null;
+    family: string;
+    dtype: string;
+    /** Present only for families with caption cleaning (IF): it changes the prompt the encoder sees. */
+    clean_caption?: boolean;
+  };
   sampler: {
+    /** Resolved: the config's value, else the model's default. */
     steps: number;
     guidance: number;
     height: number;
@@ -20,33 +48,53 @@ export interface ImageSettings {
     negative: string;
   };
   lens: { uncond: UncondMode; noise: NoiseMode };
+  /** Present when the plan has stage II; it enters the keys of stage II images only. */
+  stage2?: Stage2Settings;
 }
+
+type Size = ExperimentConfig['sampler']['size'];
 
 /** [height, width]: the configured size, else the model's native one. */
 export function resolveSize(
-  size: ExperimentConfig['sampler']['size'],
-  loaded: Pick<LoadedMessage, 'defaults'>,
+  size: Size,
+  loaded: { defaults: Pick<LoadedMessage['defaults'], 'height' | 'width'> },
 ): [number, number] {
   if (size === undefined) return [loaded.defaults.height, loaded.defaults.width];
   if (typeof size === 'number') return [size, size];
   return [size[0], size[1]];
 }
 
+export type LoadedForSettings = Pick<
+  LoadedMessage,
+  'revision' | 'family' | 'dtype' | 'defaults' | 'clean_caption' | 'stage2'
+>;
+
 /**
  * The settings that determine an image, from the config and what the worker loaded (resolved family,
- * dtype, revision, native size, scheduler class). Not included: device, offload, max_batch.
+ * dtype, revision, default steps/guidance, native size, scheduler class, caption cleaning, stage II).
+ * Unset steps and guidance become the model's defaults here, once; the runner, keys and manifest all use
+ * these values. Not included: device, offload, max_batch. `stage2ModelId` is the resolved stage II id,
+ * needed when the config's stages include 2.
  */
 export function imageSettings(
   config: ExperimentConfig,
-  loaded: Pick<LoadedMessage, 'revision' | 'family' | 'dtype' | 'defaults'>,
+  loaded: LoadedForSettings,
   modelId: string,
+  stage2ModelId?: string,
 ): ImageSettings {
   const [height, width] = resolveSize(config.sampler.size, loaded);
-  return {
-    model: { id: modelId, revision: loaded.revision, family: loaded.family, dtype: loaded.dtype },
+  const settings: ImageSettings = {
+    model: {
+      id: modelId,
+      revision: loaded.revision,
+      family: loaded.family,
+      dtype: loaded.dtype,
+      // Left out (not null) for families without caption cleaning, so SD keys stay as they were.
+      ...(loaded.clean_caption === null ? {} : { clean_caption: loaded.clean_caption }),
+    },
     sampler: {
-      steps: config.sampler.steps,
-      guidance: config.sampler.guidance,
+      steps: config.sampler.steps ?? loaded.defaults.steps,
+      guidance: config.sampler.guidance ?? loaded.defaults.guidance,
       height,
       width,
       scheduler:
@@ -55,15 +103,34 @@ export function imageSettings(
     },
     lens: { uncond: config.lens.uncond, noise: config.lens.noise },
   };
+  if (!resolveStages(config).includes(2)) return settings;
+  const stage2 = loaded.stage2;
+  if (stage2 === null || stage2ModelId === undefined) {
+    throw new Error('stages include 2 but no stage II model was loaded');
+  }
+  const [height2, width2] = resolveSize(config.stage2.size, stage2);
+  settings.stage2 = {
+    model: { id: stage2ModelId, revision: stage2.revision },
+    steps: config.stage2.steps ?? stage2.defaults.steps,
+    guidance: config.stage2.guidance ?? stage2.defaults.guidance,
+    height: height2,
+    width: width2,
+    noise_level: config.stage2.noise_level ?? stage2.defaults.noise_level,
+    scheduler: config.stage2.scheduler === 'default' ? stage2.defaults.scheduler : config.stage2.scheduler,
+    seed: config.stage2.seed,
+  };
+  return settings;
 }
 
 export interface Job {
-  /** Index in plan order (prompt-major, then layer, then seed). */
+  /** Index in plan order (prompt-major, then layer, then seed, then stage). */
   index: number;
   prompt: string;
   promptIndex: number;
   layer: number;
   seed: number;
+  /** 1 = the base image; 2 = its stage II upscale. */
+  stage: Stage;
   key: string;
   /** Path of the image relative to the output folder. */
   path: string;
@@ -74,6 +141,8 @@ export interface Plan {
   prompts: string[];
   layers: number[];
   seeds: number[];
+  /** [1] or [1, 2]. */
+  stages: Stage[];
   /** L: the model's encoder layer count (hidden-state indices 0..L). */
   numLayers: number;
   jobs: Job[];
@@ -99,15 +168,23 @@ export interface KeyVersion {
 
 export const CODE_VERSION: KeyVersion = { tool: TOOL_VERSION, algorithm: LENS_ALGORITHM_VERSION };
 
+/** Which image of a plan: what varies between the jobs of one run. */
+export interface ImageCoordinates {
+  prompt: string;
+  layer: number;
+  seed: number;
+  stage: Stage;
+}
+
 /** The content key of one image: sha256 (hex) of the canonical JSON of everything that determines it. */
 export function contentKey(
   settings: ImageSettings,
-  prompt: string,
-  layer: number,
-  seed: number,
+  image: ImageCoordinates,
   code: KeyVersion = CODE_VERSION,
 ): string {
-  const record = {
+  const { prompt, layer, seed, stage } = image;
+  // Stage I records hold exactly what they held before stage II existed, so cached SD images keep their keys.
+  const record: Record<string, unknown> = {
     code: { tool: code.tool, algorithm: code.algorithm },
     model: settings.model,
     sampler: settings.sampler,
@@ -116,31 +193,42 @@ export function contentKey(
     layer,
     seed,
   };
+  if (stage === 2) {
+    if (!settings.stage2) throw new Error('a stage II key needs stage II settings');
+    record.stage = 2;
+    record.stage2 = settings.stage2;
+  }
   return createHash('sha256').update(canonicalJson(record)).digest('hex');
 }
 
-/** Plans prompts × layers × seeds (in that nesting order). */
+/** Plans prompts × layers × seeds × stages (in that nesting order). */
 export function planExperiment(input: {
   settings: ImageSettings;
   prompts: readonly string[];
   layers: readonly number[];
   seeds: readonly number[];
+  /** Default [1]. */
+  stages?: readonly Stage[];
   numLayers: number;
   code?: KeyVersion;
 }): Plan {
+  const stages: Stage[] = [...(input.stages ?? [1])];
   const jobs: Job[] = [];
   input.prompts.forEach((prompt, promptIndex) => {
     for (const layer of input.layers) {
       for (const seed of input.seeds) {
-        jobs.push({
-          index: jobs.length,
-          prompt,
-          promptIndex,
-          layer,
-          seed,
-          key: contentKey(input.settings, prompt, layer, seed, input.code),
-          path: imagePath(prompt, layer, seed, input.numLayers),
-        });
+        for (const stage of stages) {
+          jobs.push({
+            index: jobs.length,
+            prompt,
+            promptIndex,
+            layer,
+            seed,
+            stage,
+            key: contentKey(input.settings, { prompt, layer, seed, stage }, input.code),
+            path: imagePath(prompt, layer, seed, input.numLayers, stage),
+          });
+        }
       }
     }
   });
@@ -149,6 +237,7 @@ export function planExperiment(input: {
     prompts: [...input.prompts],
     layers: [...input.layers],
     seeds: [...input.seeds],
+    stages,
     numLayers: input.numLayers,
     jobs,
   };

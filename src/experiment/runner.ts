@@ -1,8 +1,10 @@
 // runExperiment: config → images, grids and a manifest in an output folder, resumable.
 //
-// Start (or reuse) a worker, load the model, resolve layers and size against it, plan, skip the images
-// already on disk, send ONE generate for the rest, write each image as it arrives, then grids and the
-// manifest. A worker that dies or hangs is restarted (at most `maxRestarts` times) and the run goes on
+// Start (or reuse) a worker, load the model (and the stage II model, for IF), resolve layers, size,
+// steps and guidance against it, plan, skip the images already on disk, send ONE generate for the rest,
+// write each image as it arrives, then grids and the manifest. A request item is a (prompt, layer, seed)
+// with any image missing; the worker answers each with its stage I image and, when stage II is asked
+// for, its stage II image; only images not already on disk are written. A worker that dies or hangs is restarted (at most `maxRestarts` times) and the run goes on
 // with what is missing; an abort stops cleanly and leaves a resumable folder.
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -12,6 +14,7 @@ import {
   LensWorker,
   type LoadedMessage,
   type LoadRequest,
+  type Stage2Generate,
   WorkerError,
 } from '../bridge/index.js';
 import {
@@ -22,11 +25,13 @@ import {
   loadPrompts,
   resolveLayers,
   resolveModelId,
+  resolveStages,
+  type Stage,
 } from '../config/index.js';
 import type { RunEvent } from './events.js';
 import { writeGrids } from './grids.js';
 import { buildManifest, type Manifest, manifestImage, writeManifest } from './manifest.js';
-import { imageSettings, type Job, type Plan, planExperiment } from './plan.js';
+import { type ImageSettings, imageSettings, type Job, type Plan, planExperiment } from './plan.js';
 import { Journal, slugify, writeFileAtomic } from './store.js';
 
 export interface RunOptions {
@@ -91,6 +96,53 @@ function isLostWorker(error: unknown): error is WorkerError {
   return error instanceof WorkerError && (error.code === 'worker_exited' || error.code === 'worker_hung');
 }
 
+/** One (prompt, layer, seed) of a generate request, with its planned job per stage. */
+interface RequestItem {
+  promptIndex: number;
+  layer: number;
+  seed: number;
+  jobs: Partial<Record<Stage, Job>>;
+}
+
+/** The distinct (prompt, layer, seed) of the jobs, in plan order, for those with any job not done. */
+function requestItems(jobs: readonly Job[], isDone: (job: Job) => boolean): RequestItem[] {
+  const items = new Map<string, RequestItem>();
+  for (const job of jobs) {
+    const id = `${job.promptIndex}/${job.layer}/${job.seed}`;
+    let item = items.get(id);
+    if (!item) {
+      item = { promptIndex: job.promptIndex, layer: job.layer, seed: job.seed, jobs: {} };
+      items.set(id, item);
+    }
+    item.jobs[job.stage] = job;
+  }
+  return [...items.values()].filter((item) => Object.values(item.jobs).some((job) => !isDone(job)));
+}
+
+/** Stage II of a generate request, from the resolved settings; scheduler null = the checkpoint's own. */
+function stage2Request(config: ExperimentConfig, settings: ImageSettings): Stage2Generate | null {
+  const stage2 = settings.stage2;
+  if (!stage2) return null;
+  return {
+    steps: stage2.steps,
+    guidance: stage2.guidance,
+    height: stage2.height,
+    width: stage2.width,
+    noise_level: stage2.noise_level,
+    scheduler: config.stage2.scheduler === 'default' ? null : config.stage2.scheduler,
+    seed: stage2.seed === 'same' ? null : stage2.seed,
+  };
+}
+
+/** A load failure, with what was being loaded in front (the worker's message says why). */
+function loadFailure(error: unknown, what: string): unknown {
+  if (!(error instanceof WorkerError) || error.code !== 'load_failed') return error;
+  return new WorkerError('load_failed', `cannot load ${what}: ${error.message}`, {
+    traceback: error.traceback,
+    cause: error,
+  });
+}
+
 /** Runs an experiment; see the module comment. Rejects on errors (ConfigError, WorkerError, I/O). */
 export async function runExperiment(config: ExperimentConfig, options: RunOptions): Promise<RunResult> {
   const startedAt = new Date();
@@ -106,6 +158,20 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   // Inputs first: a bad prompt file or model path fails before any process starts or file is written.
   const prompts = await loadPrompts(config.prompts, { configDir, locate });
   const modelId = resolveModelId(config.model.id, configDir, locate(['model', 'id']));
+  const stages = resolveStages(config);
+  let stage2ModelId: string | undefined;
+  if (stages.includes(2)) {
+    // parseConfig guarantees it; a hand-built config might not have it.
+    if (config.stage2.model === undefined) {
+      throw new ConfigError({
+        path: ['stage2', 'model'],
+        ...locate(['stage2', 'model']),
+        message: 'is required when stages include 2',
+      });
+    }
+    const field = ['stage2', 'model'];
+    stage2ModelId = resolveModelId(config.stage2.model, configDir, locate(field), field);
+  }
   const name = config.name ?? slugify(prompts[0] ?? 'run');
   const loadRequest: LoadRequest = {
     model: modelId,
@@ -114,8 +180,12 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     device: config.model.device,
     revision: config.model.revision ?? null,
     offload: config.model.offload,
+    clean_caption: config.model.clean_caption === 'auto' ? null : config.model.clean_caption,
+    stage2:
+      stage2ModelId === undefined ? null : { model: stage2ModelId, revision: config.stage2.revision ?? null },
     allow_pickle: config.model.allow_pickle,
   };
+  const loading = `${modelId}${stage2ModelId === undefined ? '' : ` with stage II ${stage2ModelId}`}`;
   emit({ type: 'start', name, out_dir: outDir, prompts: prompts.length });
 
   const owned: LensWorker[] = [];
@@ -126,6 +196,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   let plan: Plan | null = null;
   let loaded: LoadedMessage | null = null;
   const done = new Set<string>();
+  const noticesShown = new Set<string>();
   const seconds = (): number => Math.round(performance.now() - t0) / 1000;
 
   const startWorker = async (restart: number): Promise<LensWorker> => {
@@ -153,7 +224,15 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   };
 
   const loadModel = async (w: LensWorker): Promise<LoadedMessage> => {
-    const result = await untilAborted(w.load(loadRequest), signal);
+    const result = await untilAborted(w.load(loadRequest), signal).catch((error: unknown) => {
+      throw loadFailure(error, loading);
+    });
+    if (stage2ModelId !== undefined && result.stage2 === null) {
+      throw new WorkerError(
+        'load_failed',
+        `cannot load ${loading}: the worker loaded ${result.model} (family ${result.family}) without a stage II`,
+      );
+    }
     emit({
       type: 'model-loaded',
       model: result.model,
@@ -163,7 +242,22 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       num_layers: result.num_layers,
       device: result.device,
       dtype: result.dtype,
+      clean_caption: result.clean_caption,
+      stage2:
+        result.stage2 === null
+          ? null
+          : {
+              model: result.stage2.model,
+              pipeline_class: result.stage2.pipeline_class,
+              revision: result.stage2.revision,
+            },
     });
+    // Once per run, not again for a restarted worker.
+    for (const message of result.notices) {
+      if (noticesShown.has(message)) continue;
+      noticesShown.add(message);
+      emit({ type: 'notice', message });
+    }
     return result;
   };
 
@@ -233,9 +327,9 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       }
       throw error;
     }
-    const settings = imageSettings(config, loaded, modelId);
-    const { height, width } = settings.sampler;
-    const thePlan = planExperiment({ settings, prompts, layers, seeds: config.seeds, numLayers });
+    const settings = imageSettings(config, loaded, modelId, stage2ModelId);
+    const { steps, height, width } = settings.sampler;
+    const thePlan = planExperiment({ settings, prompts, layers, seeds: config.seeds, stages, numLayers });
     plan = thePlan;
     const journal = await Journal.open(outDir);
     for (const job of thePlan.jobs) if (journal.isDone(job.key, outDir, job.path)) done.add(job.key);
@@ -249,49 +343,64 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       prompts: prompts.length,
       layers,
       seeds: [...config.seeds],
+      stages,
       height,
       width,
+      stage2: settings.stage2
+        ? { height: settings.stage2.height, width: settings.stage2.width, steps: settings.stage2.steps }
+        : null,
     });
 
-    const unitsTotal = todoTotal * config.sampler.steps;
+    const isDone = (job: Job): boolean => done.has(job.key);
+    // Units (denoising steps of one item, either stage) of the whole run: fixed by the first request.
+    let unitsTotal: number | null = null;
     let restarts = 0;
     for (;;) {
       if (signal?.aborted) return await finish(false, true, []);
-      const batch: Job[] = thePlan.jobs.filter((job) => !done.has(job.key));
-      if (batch.length === 0) break;
-      const received = new Set<number>();
-      const unitsBase = generated * config.sampler.steps;
+      const items = requestItems(thePlan.jobs, isDone);
+      if (items.length === 0) break;
+      const missing: Job[] = items.flatMap((item) => Object.values(item.jobs).filter((job) => !isDone(job)));
+      // Stage II only when an image of it is missing (stage I alone is cheaper).
+      const stage2 = missing.some((job) => job.stage === 2) ? stage2Request(config, settings) : null;
+      const requestUnits = items.length * (steps + (stage2?.steps ?? 0));
+      unitsTotal ??= requestUnits;
+      const unitsBase = Math.max(0, unitsTotal - requestUnits);
+      const total = unitsTotal;
       const request: GenerateRequest = {
         prompts,
-        items: batch.map((job) => ({ prompt: job.promptIndex, layer: job.layer, seed: job.seed })),
+        items: items.map((item) => ({ prompt: item.promptIndex, layer: item.layer, seed: item.seed })),
         negative: config.sampler.negative,
-        steps: config.sampler.steps,
-        guidance: config.sampler.guidance,
+        steps,
+        guidance: settings.sampler.guidance,
         height,
         width,
         scheduler: config.sampler.scheduler === 'default' ? null : config.sampler.scheduler,
         uncond: config.lens.uncond,
         noise: config.lens.noise,
         max_batch: config.runtime.max_batch,
+        stage2,
       };
       const onImage = async (image: ImageMessage): Promise<void> => {
-        const job = batch[image.item];
+        const item = items[image.item];
+        const job = item?.jobs[image.stage];
         if (
+          !item ||
           !job ||
-          job.layer !== image.layer ||
-          job.seed !== image.seed ||
-          job.promptIndex !== image.prompt
+          (image.stage === 2 && stage2 === null) ||
+          item.layer !== image.layer ||
+          item.seed !== image.seed ||
+          item.promptIndex !== image.prompt
         ) {
           throw new WorkerError(
             'internal',
-            `the worker sent an image for item ${image.item} (prompt ${image.prompt}, layer ${image.layer}, ` +
-              `seed ${image.seed}) that does not match the request`,
+            `the worker sent a stage ${image.stage} image for item ${image.item} (prompt ${image.prompt}, ` +
+              `layer ${image.layer}, seed ${image.seed}) that does not match the request`,
           );
         }
-        if (received.has(image.item)) return;
+        // Already on disk (e.g. the stage I image of a missing stage II one) or already received.
+        if (done.has(job.key)) return;
         await writeFileAtomic(join(outDir, job.path), image.png);
         await journal.append({ key: job.key, path: job.path });
-        received.add(image.item);
         done.add(job.key);
         generated++;
         emit({
@@ -311,22 +420,22 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
                 type: 'progress',
                 images_done: generated,
                 images_total: todoTotal,
-                units_done: Math.min(unitsTotal, unitsBase + p.done_units),
-                units_total: unitsTotal,
+                units_done: Math.min(total, unitsBase + p.done_units),
+                units_total: total,
               }),
             onImage,
           },
           signal,
         );
-        const missing = batch.length - received.size;
-        if (missing > 0) {
-          throw new WorkerError('internal', `the worker finished without sending ${missing} of the images`);
+        const notSent = missing.filter((job) => !isDone(job)).length;
+        if (notSent > 0) {
+          throw new WorkerError('internal', `the worker finished without sending ${notSent} of the images`);
         }
         break;
       } catch (error) {
         if (signal?.aborted) return await finish(false, true, []);
         if (!isLostWorker(error)) throw error;
-        const lost = batch.filter((_, i) => !received.has(i));
+        const lost = missing.filter((job) => !isDone(job));
         const restarting = restarts < maxRestarts;
         emit({
           type: 'worker-lost',
@@ -337,6 +446,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
             prompt_index: job.promptIndex,
             layer: job.layer,
             seed: job.seed,
+            stage: job.stage,
           })),
           restarting,
           restarts,
@@ -346,7 +456,12 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         await worker.close().catch(() => undefined);
         worker = await startWorker(restarts);
         const reloaded = await loadModel(worker);
-        if (reloaded.num_layers !== numLayers || reloaded.revision !== loaded.revision) {
+        if (
+          reloaded.num_layers !== numLayers ||
+          reloaded.revision !== loaded.revision ||
+          reloaded.clean_caption !== loaded.clean_caption ||
+          reloaded.stage2?.revision !== loaded.stage2?.revision
+        ) {
           throw new WorkerError('load_failed', 'the restarted worker loaded a different model');
         }
       }

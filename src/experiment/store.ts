@@ -1,12 +1,13 @@
 // The output folder: image and grid paths, atomic writes, and the journal that makes runs resumable.
 //
-//   DIR/images/<slug>-<hash8>/L07-s2.png
-//   DIR/grids/<slug>-<hash8>.png
+//   DIR/images/<slug>-<hash8>/L07-s2.png          (stage II: L07-s2-stage2.png)
+//   DIR/grids/<slug>-<hash8>.png                  (stage II: <slug>-<hash8>-stage2.png)
 //   DIR/.diffusion-lens/journal.jsonl   one {"key","path"} line per image, appended after its rename
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, open, readFile, rename, rm, truncate } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import type { Stage } from '../config/index.js';
 
 const SLUG_MAX = 40;
 
@@ -33,15 +34,29 @@ export function promptDirName(prompt: string): string {
   return `${slugify(prompt)}-${promptHash8(prompt)}`;
 }
 
-/** `images/<slug>-<hash8>/L07-s2.png`, the layer zero-padded to the width of L. Relative, with '/'. */
-export function imagePath(prompt: string, layer: number, seed: number, numLayers: number): string {
-  const width = String(numLayers).length;
-  return `images/${promptDirName(prompt)}/L${String(layer).padStart(width, '0')}-s${seed}.png`;
+/** The file-name suffix of a stage's images and grids: none for stage I (paths as before stages). */
+function stageSuffix(stage: Stage): string {
+  return stage === 1 ? '' : `-stage${stage}`;
 }
 
-/** `grids/<slug>-<hash8>.png`. */
-export function gridPath(prompt: string): string {
-  return `grids/${promptDirName(prompt)}.png`;
+/**
+ * `images/<slug>-<hash8>/L07-s2.png`, the layer zero-padded to the width of L; stage II images are
+ * `L07-s2-stage2.png`. Relative, with '/'.
+ */
+export function imagePath(
+  prompt: string,
+  layer: number,
+  seed: number,
+  numLayers: number,
+  stage: Stage = 1,
+): string {
+  const width = String(numLayers).length;
+  return `images/${promptDirName(prompt)}/L${String(layer).padStart(width, '0')}-s${seed}${stageSuffix(stage)}.png`;
+}
+
+/** `grids/<slug>-<hash8>.png`; stage II: `grids/<slug>-<hash8>-stage2.png`. */
+export function gridPath(prompt: string, stage: Stage = 1): string {
+  return `grids/${promptDirName(prompt)}${stageSuffix(stage)}.png`;
 }
 
 export const STATE_DIR = '.diffusion-lens';

@@ -9,7 +9,9 @@ export function fixtureLoad(model: string): LoadRequest {
     dtype: 'fp32',
     device: 'cpu',
     revision: null,
-    offload: false,
+    offload: 'none',
+    clean_caption: null,
+    stage2: null,
     allow_pickle: false,
   };
 }
@@ -32,6 +34,7 @@ export function smallJob(overrides: Partial<GenerateRequest> = {}): GenerateRequ
     uncond: 'final',
     noise: 'shared',
     max_batch: 4,
+    stage2: null,
     ...overrides,
   };
 }
