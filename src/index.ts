@@ -29,8 +29,11 @@ export {
   parseLayerSpec,
   resolveLayers,
   resolveModelId,
+  resolveStages,
   SCHEDULERS,
   type SchedulerName,
+  type Stage,
+  type Stage2Config,
   toJsonSchema,
 } from './config/index.js';
 export { type DoctorProblem, type DoctorReport, runDoctor } from './doctor.js';
@@ -41,6 +44,7 @@ export {
   imagePath,
   type Job,
   type Manifest,
+  type ManifestGrid,
   type ManifestImage,
   type Plan,
   planExperiment,
@@ -48,6 +52,7 @@ export {
   type RunOptions,
   type RunResult,
   runExperiment,
+  type Stage2Settings,
   slugify,
 } from './experiment/index.js';
 export { buildGrid, type GridOptions, gridLayout } from './render/index.js';
