@@ -10,7 +10,15 @@ from typing import Any
 
 from . import protocol
 from .devices import resolve_device, resolve_dtype
-from .families import CheckpointSource, Family, LoadOptions, SamplerSettings, Stage2Settings, load_family
+from .families import (
+    CheckpointError,
+    CheckpointSource,
+    Family,
+    LoadOptions,
+    SamplerSettings,
+    Stage2Settings,
+    load_family,
+)
 from .images import png_bytes
 from .lens import (
     BadRequest,
@@ -69,6 +77,8 @@ class Engine:
             self.emit(protocol.error(request_id, "bad_request", str(exc)))
         except OutOfMemory as exc:
             self.emit(protocol.error(request_id, "oom", str(exc), traceback.format_exc()))
+        except CheckpointError as exc:
+            self.emit(protocol.error(request_id, "load_failed", str(exc)))
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an error
             code = "load_failed" if request["type"] == "load" else "internal"
             self.emit(

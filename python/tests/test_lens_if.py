@@ -12,6 +12,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, IFPipeline, IFSuperResolutionPipeline
 
 from diffusion_lens.families import (
+    CheckpointError,
     CheckpointSource,
     SamplerSettings,
     Stage2Settings,
@@ -249,7 +250,9 @@ def test_loading_errors_name_the_problem(sd_dir: Path, if_dir: Path, if_sr_dir: 
         load_family(load_options(sd_dir, stage2=CheckpointSource(str(if_sr_dir), None)), None)
     with pytest.raises(ValueError, match="the sd family does not clean captions"):
         load_family(load_options(sd_dir, clean_caption=True), None)
-    with pytest.raises(FileNotFoundError, match=r"stage II model folder not found: \./nowhere"):
+    with pytest.raises(CheckpointError, match=r"tiny-if is a IFPipeline checkpoint \(family if\), not sd"):
+        load_family(load_options(if_dir), "sd")
+    with pytest.raises(CheckpointError, match=r"stage II model folder not found: \./nowhere"):
         load_family(load_options(if_dir, stage2=CheckpointSource("./nowhere", None)), None)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_lens.families import detect_family, load_family
+from diffusion_lens.families import CheckpointError, detect_family, load_family
 from diffusion_lens.fixtures import tiny_sd_pipeline
 
 from .conftest import load_options
@@ -36,7 +36,7 @@ def test_unsupported_pipeline_names_the_supported_ones(sd_dir, tmp_path):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model folder not found"):
+    with pytest.raises(CheckpointError, match="model folder not found"):
         load_family(load_options(tmp_path / "nope"), None)
 
 

@@ -209,7 +209,7 @@ const Stage2Schema = z
       ])
       .default('same')
       .describe(
-        "stage II noise: 'same' = each image's own stage I seed (and noise mode), or one integer seed for all",
+        "stage II noise: 'same' = go on with each image's stage I generator (its seed and noise mode), or one integer seed for all",
       ),
   })
   .describe('stage II (super-resolution) of a two-stage model (DeepFloyd IF), conditioned on the same layer');

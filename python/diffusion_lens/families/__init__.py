@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .base import (
     OFFLOAD_MODES,
+    CheckpointError,
     CheckpointSource,
     Family,
     LoadOptions,
@@ -30,6 +31,7 @@ _HINTS = {
 __all__ = [
     "FAMILIES",
     "OFFLOAD_MODES",
+    "CheckpointError",
     "CheckpointSource",
     "Family",
     "LoadOptions",
@@ -40,15 +42,19 @@ __all__ = [
 ]
 
 
+def _family_of(class_name: str) -> str | None:
+    return next((name for name, family in FAMILIES.items() if class_name in family.pipeline_classes), None)
+
+
 def detect_family(model: str, revision: str | None = None) -> str:
     """The family whose pipeline class the checkpoint's model_index.json names."""
     class_name = pipeline_class(model, revision)
-    for name, family in FAMILIES.items():
-        if class_name in family.pipeline_classes:
-            return name
+    found = _family_of(class_name)
+    if found is not None:
+        return found
     supported = ", ".join(f"{c} ({n})" for n, f in FAMILIES.items() for c in f.pipeline_classes)
     hint = f"; {_HINTS[class_name]}" if class_name in _HINTS else ""
-    raise ValueError(
+    raise CheckpointError(
         f"{model}: pipeline class {class_name or '(none)'!r} is not supported{hint}; supported: {supported}"
     )
 
@@ -60,7 +66,7 @@ def _local_path(model: str, what: str = "model") -> str:
         return model
     path = Path(model).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"{what} folder not found: {model}")
+        raise CheckpointError(f"{what} folder not found: {model}")
     return str(path)
 
 
@@ -70,14 +76,24 @@ def load_family(options: LoadOptions, family: str | None) -> Family:
         options = replace(
             options, stage2=replace(options.stage2, model=_local_path(options.stage2.model, "stage II model"))
         )
-    name = family or detect_family(options.model, options.revision)
-    if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}; supported: {', '.join(FAMILIES)}")
+    if family is not None and family not in FAMILIES:
+        raise CheckpointError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")
+    if family is None:
+        name = detect_family(options.model, options.revision)
+    else:
+        # An explicit family may load a pipeline class no family claims, never one of another family's.
+        name, class_name = family, pipeline_class(options.model, options.revision)
+        actual = _family_of(class_name)
+        if actual is not None and actual != family:
+            raise CheckpointError(
+                f"{options.model} is a {class_name} checkpoint (family {actual}), not {family}: "
+                f"use family {actual} or auto"
+            )
     chosen = FAMILIES[name]
     if options.stage2 is not None and not chosen.supports_stage2:
-        raise ValueError(f"the {name} family has no stage II; run stage 1 only (stages: [1])")
+        raise CheckpointError(f"the {name} family has no stage II; run stage 1 only (stages: [1])")
     if options.clean_caption and not chosen.cleans_captions:
-        raise ValueError(f"the {name} family does not clean captions; leave clean_caption unset")
+        raise CheckpointError(f"the {name} family does not clean captions; leave clean_caption unset")
     if options.offload not in OFFLOAD_MODES:
-        raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, not {options.offload!r}")
+        raise CheckpointError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, not {options.offload!r}")
     return chosen.load(options)

@@ -15,6 +15,10 @@ import torch
 OFFLOAD_MODES = ("none", "encoder", "model")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or load option that cannot be used; the message is written for the user."""
+
+
 @dataclass(frozen=True)
 class Stage2Settings:
     """A second (super-resolution) stage conditioned on the same embeddings as the first."""

@@ -22,7 +22,15 @@ from diffusers.utils import is_bs4_available, is_ftfy_available
 from ..devices import dtype_name
 from ..images import to_uint8
 from ..schedulers import make_scheduler
-from .base import Family, Generators, LoadOptions, SamplerSettings, Stage2Settings, StepCallback
+from .base import (
+    CheckpointError,
+    Family,
+    Generators,
+    LoadOptions,
+    SamplerSettings,
+    Stage2Settings,
+    StepCallback,
+)
 from .loading import pipeline_class, place, resolved_revision, safetensors_only
 from .sampling import item_noise, step_kwargs
 
@@ -95,7 +103,7 @@ class DeepFloydIFFamily(Family):
     def load(cls, options: LoadOptions) -> DeepFloydIFFamily:
         missing = caption_cleaning_missing()
         if options.clean_caption and missing:
-            raise ValueError(
+            raise CheckpointError(
                 f"clean_caption is on but {' and '.join(missing)} not installed "
                 f"(pip install {' '.join(missing)})"
             )
@@ -112,7 +120,7 @@ class DeepFloydIFFamily(Family):
             source = options.stage2
             found = pipeline_class(source.model, source.revision)
             if found != STAGE2_CLASS:
-                raise ValueError(
+                raise CheckpointError(
                     f"stage II model {source.model}: pipeline class {found or '(none)'!r} "
                     f"is not {STAGE2_CLASS}"
                 )
