@@ -4,8 +4,9 @@
 // steps and guidance against it, plan, skip the images already on disk, send ONE generate for the rest,
 // write each image as it arrives, then grids and the manifest. A request item is a (prompt, layer, seed)
 // with any image missing; the worker answers each with its stage I image and, when stage II is asked
-// for, its stage II image; only images not already on disk are written. A worker that dies or hangs is restarted (at most `maxRestarts` times) and the run goes on
-// with what is missing; an abort stops cleanly and leaves a resumable folder.
+// for, its stage II image; only images not already on disk are written. A worker that dies or hangs is
+// restarted (at most `maxRestarts` times) and the run goes on with what is missing; an abort stops
+// cleanly and leaves a resumable folder.
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
