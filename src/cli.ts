@@ -138,6 +138,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .addOption(new Option('--device <device>', `${choices(DEVICES)} (default: auto = best available)`))
     .addOption(new Option('--family <family>', `${choices(FAMILIES)} (default: auto = detect)`))
     .option('--revision <rev>', 'hub revision: branch, tag or commit (default: main)')
+    .option(
+      '--variant <name>',
+      'weight files to load, e.g. fp16 (*.fp16.safetensors: half the download), for every stage (default: the full files)',
+    )
     .addOption(
       new Option(
         '--offload [mode]',

@@ -71,6 +71,7 @@ describe('parseConfig', () => {
         dtype: 'fp16',
         device: 'cuda',
         offload: 'encoder',
+        variant: 'fp16',
       },
       sampler: { steps: 4, guidance: 0, size: [64, 32], scheduler: 'dpm-multistep', negative: 'blurry' },
       lens: { layers: [0, -1], uncond: 'same-layer', noise: 'per-layer' },
@@ -80,6 +81,7 @@ describe('parseConfig', () => {
     });
     expect(config.prompts).toEqual({ file: 'p.csv', column: 'prompt' });
     expect(config.sampler.size).toEqual([64, 32]);
+    expect(config.model.variant).toBe('fp16');
   });
 
   it('names each bad field', async () => {
@@ -273,6 +275,7 @@ describe('lens options', () => {
       model: 'DeepFloyd/IF-I-XL-v1.0',
       family: 'if',
       offload: 'encoder',
+      variant: 'fp16',
       cleanCaption: false,
       stages: '1,2',
       stage2Model: 'DeepFloyd/IF-II-L-v1.0',
@@ -284,7 +287,12 @@ describe('lens options', () => {
       noiseLevel: '250',
       stage2Seed: '7',
     });
-    expect(config.model).toMatchObject({ family: 'if', offload: 'encoder', clean_caption: false });
+    expect(config.model).toMatchObject({
+      family: 'if',
+      offload: 'encoder',
+      variant: 'fp16',
+      clean_caption: false,
+    });
     expect(config.stages).toEqual([1, 2]);
     expect(config.stage2).toEqual({
       model: 'DeepFloyd/IF-II-L-v1.0',
@@ -347,6 +355,7 @@ describe('configs/ presets', () => {
       offload: 'encoder',
       clean_caption: 'auto',
       allow_pickle: false,
+      variant: 'fp16',
     });
     expect(config.sampler).toEqual({
       steps: 100,

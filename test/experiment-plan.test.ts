@@ -105,6 +105,7 @@ describe('content keys', () => {
     ['sampler.negative', { sampler: { negative: 'blurry' } }],
     ['lens.uncond', { lens: { uncond: 'same-layer' } }],
     ['lens.noise', { lens: { noise: 'per-layer' } }],
+    ['model.variant', { model: { id: 'org/m', variant: 'fp16' } }],
   ])('changes with %s', (_, overrides) => {
     expect(keyFor(overrides)).not.toBe(base);
   });

@@ -102,6 +102,7 @@ class Engine:
             dtype=resolve_dtype(request["dtype"], device),
             offload=request["offload"],
             allow_pickle=request["allow_pickle"],
+            variant=request["variant"],
             clean_caption=request["clean_caption"],
             stage2=CheckpointSource(**request["stage2"]) if request["stage2"] is not None else None,
         )

@@ -122,6 +122,7 @@ REQUEST_FIELDS: dict[str, dict[str, tuple[Check, str]]] = {
         "revision": (_optional(_is_str), "a string or null"),
         "offload": (_one_of("none", "encoder", "model"), "one of none, encoder, model"),
         "allow_pickle": (lambda v: isinstance(v, bool), "a boolean"),
+        "variant": (_optional(lambda v: _is_str(v) and v != ""), "a non-empty string or null"),
         "clean_caption": (_optional(lambda v: isinstance(v, bool)), "a boolean or null"),
         "stage2": (_optional(_STAGE2_SOURCE), "null or {model: non-empty string, revision: string or null}"),
     },

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffusion_lens.families import CheckpointError, detect_family, load_family
 from diffusion_lens.fixtures import tiny_sd_pipeline
@@ -47,3 +48,16 @@ def test_pickled_weights_are_refused_unless_allowed(tmp_path):
         load_family(load_options(pickled), None)
     family = load_family(load_options(pickled, allow_pickle=True), None)
     assert family.num_layers == 5
+
+
+def test_a_weight_variant_loads_the_variant_files(tmp_path):
+    """`variant: fp16` reads the *.fp16.safetensors copies the hub checkpoints ship (half the download)."""
+    folder = tmp_path / "variant"
+    pipe = tiny_sd_pipeline()
+    pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True, variant="fp16")
+    assert list(folder.glob("unet/*.fp16.safetensors"))
+    family = load_family(load_options(folder, variant="fp16"), None)
+    weight = family.pipe.unet.conv_in.weight  # type: ignore[attr-defined]
+    assert torch.equal(weight, pipe.unet.conv_in.weight.to(torch.float32))
+    with pytest.raises(Exception, match="bf16"):
+        load_family(load_options(folder, variant="bf16"), None)

@@ -44,6 +44,7 @@ LOAD = {
     "revision": None,
     "offload": "encoder",
     "allow_pickle": False,
+    "variant": "fp16",
     "clean_caption": None,
     "stage2": {"model": "some/stage-2", "revision": None},
 }

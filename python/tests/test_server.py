@@ -74,7 +74,7 @@ def client():
 def load(client: Client, model: Path, stage2: Path | None = None) -> dict:
     client.send(
         id="load", type="load", model=str(model), family=None, dtype="auto", device="cpu",
-        revision=None, offload="none", allow_pickle=False, clean_caption=None,
+        revision=None, offload="none", allow_pickle=False, variant=None, clean_caption=None,
         stage2=None if stage2 is None else {"model": str(stage2), "revision": None},
     )  # fmt: skip
     return client.until("load", ("loaded", "error"))[-1]

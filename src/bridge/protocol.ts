@@ -43,6 +43,8 @@ export const loadRequestSchema = z.object({
   clean_caption: z.boolean().nullable(),
   stage2: stage2LoadSchema.nullable(),
   allow_pickle: z.boolean(),
+  // Weight files to read, e.g. 'fp16' (*.fp16.safetensors), for every stage; null = the default files.
+  variant: z.string().min(1).nullable(),
 });
 
 export const generateItemSchema = z.object({
@@ -61,7 +63,7 @@ export const stage2GenerateSchema = z.object({
   width: imageSide,
   noise_level: z.int().nonnegative(),
   scheduler: z.string().nullable(),
-  // null = each item's own stage-I noise seed; an integer = that seed for every stage-II run.
+  // null = go on with each item's stage-I generator; an integer = that seed for every stage-II run.
   seed: z.int().nonnegative().nullable(),
 });
 

@@ -19,6 +19,7 @@ export interface LensOptions {
   device?: string;
   family?: string;
   revision?: string;
+  variant?: string;
   /** `--offload` alone is `true` (= model CPU offload); `--offload MODE` a mode name. */
   offload?: boolean | string;
   /** `--clean-caption` / `--no-clean-caption`; unset = auto. */
@@ -42,6 +43,7 @@ export const OPTION_LABELS: Record<string, string> = {
   'model.id': '--model',
   'model.family': '--family',
   'model.revision': '--revision',
+  'model.variant': '--variant',
   'model.dtype': '--dtype',
   'model.device': '--device',
   'model.offload': '--offload',
@@ -104,6 +106,7 @@ export function lensConfigInput(prompt: string, options: LensOptions): Record<st
       id: options.model,
       family: options.family,
       revision: options.revision,
+      variant: options.variant,
       dtype: options.dtype,
       device: options.device,
       // A bare `--offload` is model CPU offload, as it was when the option was a switch.

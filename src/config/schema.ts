@@ -64,6 +64,14 @@ const ModelSchema = z
           'they are installed (the run says when it is off), true = required, false = off',
       ),
     allow_pickle: z.boolean().default(false).describe('allow pickled (.bin/.ckpt) weights; unsafe'),
+    variant: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'weight files to load, e.g. fp16: the *.fp16.safetensors copies hub checkpoints such as DeepFloyd IF ' +
+          'ship (half the download); applies to the stage II checkpoint too; default: the full files',
+      ),
   })
   .describe('the checkpoint to load');
 

@@ -36,6 +36,8 @@ export interface ImageSettings {
     dtype: string;
     /** Present only for families with caption cleaning (IF): it changes the prompt the encoder sees. */
     clean_caption?: boolean;
+    /** Present only when set: other weight files may hold (slightly) other weights. */
+    variant?: string;
   };
   sampler: {
     /** Resolved: the config's value, else the model's default. */
@@ -91,6 +93,7 @@ export function imageSettings(
       dtype: loaded.dtype,
       // Left out (not null) for families without caption cleaning, so SD keys stay as they were.
       ...(loaded.clean_caption === null ? {} : { clean_caption: loaded.clean_caption }),
+      ...(config.model.variant === undefined ? {} : { variant: config.model.variant }),
     },
     sampler: {
       steps: config.sampler.steps ?? loaded.defaults.steps,

@@ -185,6 +185,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     stage2:
       stage2ModelId === undefined ? null : { model: stage2ModelId, revision: config.stage2.revision ?? null },
     allow_pickle: config.model.allow_pickle,
+    variant: config.model.variant ?? null,
   };
   const loading = `${modelId}${stage2ModelId === undefined ? '' : ` with stage II ${stage2ModelId}`}`;
   emit({ type: 'start', name, out_dir: outDir, prompts: prompts.length });

@@ -13,6 +13,7 @@ export function fixtureLoad(model: string): LoadRequest {
     clean_caption: null,
     stage2: null,
     allow_pickle: false,
+    variant: null,
   };
 }
 

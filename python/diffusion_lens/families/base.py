@@ -63,6 +63,7 @@ class LoadOptions:
     allow_pickle: bool
     clean_caption: bool | None = None  # None: on where the family cleans captions and can
     stage2: CheckpointSource | None = None
+    variant: str | None = None  # weight files to load, e.g. "fp16" (*.fp16.safetensors); for every stage
 
 
 # Called after each denoising step with (steps done, total steps of this run, over all stages).

@@ -31,7 +31,7 @@ from .base import (
     Stage2Settings,
     StepCallback,
 )
-from .loading import pipeline_class, place, resolved_revision, safetensors_only
+from .loading import pipeline_class, place, resolved_revision, weight_files
 from .sampling import item_noise, step_kwargs
 
 # IF's T5 was trained on 77 tokens; the stock pipeline pads and truncates to that.
@@ -111,7 +111,7 @@ class DeepFloydIFFamily(Family):
             options.model,
             revision=options.revision,
             dtype=options.dtype,
-            use_safetensors=safetensors_only(options),
+            **weight_files(options),
             **WITHOUT_CHECKERS,
         )
         pipe.set_progress_bar_config(disable=True)
@@ -129,7 +129,7 @@ class DeepFloydIFFamily(Family):
                 source.model,
                 revision=source.revision,
                 dtype=options.dtype,
-                use_safetensors=safetensors_only(options),
+                **weight_files(options),
                 text_encoder=None,
                 tokenizer=None,
                 **WITHOUT_CHECKERS,

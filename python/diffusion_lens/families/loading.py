@@ -26,9 +26,10 @@ def resolved_revision(pipe: Any, requested: str | None) -> str | None:
     return match.group(1) if match else requested
 
 
-def safetensors_only(options: LoadOptions) -> bool | None:
-    """`use_safetensors` for from_pretrained: safetensors only, unless pickles were explicitly allowed."""
-    return None if options.allow_pickle else True
+def weight_files(options: LoadOptions) -> dict[str, Any]:
+    """Which weight files from_pretrained reads: safetensors only, unless pickles were explicitly
+    allowed; the named variant (e.g. fp16 copies, half the download) when one is set."""
+    return {"use_safetensors": None if options.allow_pickle else True, "variant": options.variant}
 
 
 def place(pipe: Any, options: LoadOptions) -> torch.device:

@@ -19,7 +19,7 @@ from ..devices import dtype_name
 from ..images import to_uint8
 from ..schedulers import make_scheduler
 from .base import Family, Generators, LoadOptions, SamplerSettings, StepCallback
-from .loading import place, resolved_revision, safetensors_only
+from .loading import place, resolved_revision, weight_files
 from .sampling import item_noise, step_kwargs
 
 
@@ -52,7 +52,7 @@ class StableDiffusionFamily(Family):
             options.model,
             revision=options.revision,
             dtype=options.dtype,
-            use_safetensors=safetensors_only(options),
+            **weight_files(options),
             safety_checker=None,
             requires_safety_checker=False,
         )
