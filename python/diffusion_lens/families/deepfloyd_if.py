@@ -31,7 +31,7 @@ from .base import (
     Stage2Settings,
     StepCallback,
 )
-from .loading import pipeline_class, place, resolved_revision, weight_files
+from .loading import from_pretrained, pipeline_class, place, resolved_revision
 from .sampling import item_noise, step_kwargs
 
 # IF's T5 was trained on 77 tokens; the stock pipeline pads and truncates to that.
@@ -54,6 +54,18 @@ def caption_cleaning_missing() -> list[str]:
     return [
         name for name, ok in (("beautifulsoup4", is_bs4_available()), ("ftfy", is_ftfy_available())) if not ok
     ]
+
+
+def _fresh_scheduler(
+    name: str | None, checkpoint_scheduler: Any, steps: int, device: torch.device
+) -> tuple[Any, bool]:
+    """A scheduler for one run, set up as both stock IF pipelines do; and whether the UNet's variance
+    output goes to it (IF's own DDPM and DPM-Solver use learned-range variance; others get noise only)."""
+    scheduler = make_scheduler(name, checkpoint_scheduler)
+    scheduler.set_timesteps(steps, device=device)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+    return scheduler, scheduler.config.get("variance_type") in ("learned", "learned_range")
 
 
 def _guide(noise: torch.Tensor, channels: int, guidance: float) -> torch.Tensor:
@@ -107,14 +119,7 @@ class DeepFloydIFFamily(Family):
                 f"clean_caption is on but {' and '.join(missing)} not installed "
                 f"(pip install {' '.join(missing)})"
             )
-        pipe = IFPipeline.from_pretrained(
-            options.model,
-            revision=options.revision,
-            dtype=options.dtype,
-            **weight_files(options),
-            **WITHOUT_CHECKERS,
-        )
-        pipe.set_progress_bar_config(disable=True)
+        pipe = from_pretrained(IFPipeline, options.model, options.revision, options, **WITHOUT_CHECKERS)
         stage2 = None
         if options.stage2 is not None:
             source = options.stage2
@@ -125,16 +130,15 @@ class DeepFloydIFFamily(Family):
                     f"is not {STAGE2_CLASS}"
                 )
             # Stage II's own T5 copy is never used: it is conditioned on stage I's embeddings.
-            stage2 = IFSuperResolutionPipeline.from_pretrained(
+            stage2 = from_pretrained(
+                IFSuperResolutionPipeline,
                 source.model,
-                revision=source.revision,
-                dtype=options.dtype,
-                **weight_files(options),
+                source.revision,
+                options,
                 text_encoder=None,
                 tokenizer=None,
                 **WITHOUT_CHECKERS,
             )
-            stage2.set_progress_bar_config(disable=True)
             place(stage2, options)
         return cls(pipe, stage2, options, place(pipe, options))
 
@@ -266,17 +270,15 @@ class DeepFloydIFFamily(Family):
     ) -> torch.Tensor:
         """IFPipeline's loop; returns its ``output_type="pt"`` images (B, 3, H, W), in about [-1, 1]."""
         pipe, device = self.pipe, self.device
-        scheduler = make_scheduler(settings.scheduler, pipe.scheduler)
-        scheduler.set_timesteps(settings.steps, device=device)
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(0)
+        scheduler, learned_variance = _fresh_scheduler(
+            settings.scheduler, pipe.scheduler, settings.steps, device
+        )
         guided = settings.guidance > 1.0
         embeddings = torch.cat([uncond, cond]) if guided else cond
         channels = pipe.unet.config.in_channels
         images = item_noise((channels, settings.height, settings.width), generators, device, embeddings.dtype)
         images = images * scheduler.init_noise_sigma
         extra = step_kwargs(scheduler, generators)
-        learned_variance = scheduler.config.get("variance_type") in ("learned", "learned_range")
         for index, t in enumerate(scheduler.timesteps):
             model_input = torch.cat([images] * 2) if guided else images
             model_input = scheduler.scale_model_input(model_input, t)
@@ -303,10 +305,9 @@ class DeepFloydIFFamily(Family):
         pipe = self.stage2
         assert pipe is not None
         device, dtype = self.device, pipe.unet.dtype
-        scheduler = make_scheduler(settings.scheduler, pipe.scheduler)
-        scheduler.set_timesteps(settings.steps, device=device)
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(0)
+        scheduler, learned_variance = _fresh_scheduler(
+            settings.scheduler, pipe.scheduler, settings.steps, device
+        )
         guided = settings.guidance > 1.0
         # Without a text encoder of its own the stock stage II casts embeddings to its UNet's dtype.
         embeddings = (torch.cat([uncond, cond]) if guided else cond).to(device=device, dtype=dtype)
@@ -327,7 +328,6 @@ class DeepFloydIFFamily(Family):
         if guided:
             noise_level = torch.cat([noise_level] * 2)
 
-        learned_variance = scheduler.config.get("variance_type") in ("learned", "learned_range")
         for index, t in enumerate(scheduler.timesteps):
             model_input = torch.cat([images, upscaled], dim=1)
             model_input = torch.cat([model_input] * 2) if guided else model_input

@@ -26,10 +26,22 @@ def resolved_revision(pipe: Any, requested: str | None) -> str | None:
     return match.group(1) if match else requested
 
 
-def weight_files(options: LoadOptions) -> dict[str, Any]:
-    """Which weight files from_pretrained reads: safetensors only, unless pickles were explicitly
-    allowed; the named variant (e.g. fp16 copies, half the download) when one is set."""
-    return {"use_safetensors": None if options.allow_pickle else True, "variant": options.variant}
+def from_pretrained(
+    pipeline: type[Any], model: str, revision: str | None, options: LoadOptions, **components: Any
+) -> Any:
+    """``pipeline.from_pretrained`` as every family loads a checkpoint: in ``options.dtype``; safetensors
+    only, unless pickles were explicitly allowed; the named weight variant (e.g. fp16 copies, half the
+    download) when one is set; no progress bars (the worker reports its own progress)."""
+    pipe = pipeline.from_pretrained(
+        model,
+        revision=revision,
+        dtype=options.dtype,
+        use_safetensors=None if options.allow_pickle else True,
+        variant=options.variant,
+        **components,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def place(pipe: Any, options: LoadOptions) -> torch.device:

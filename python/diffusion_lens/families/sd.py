@@ -19,7 +19,7 @@ from ..devices import dtype_name
 from ..images import to_uint8
 from ..schedulers import make_scheduler
 from .base import Family, Generators, LoadOptions, SamplerSettings, StepCallback
-from .loading import place, resolved_revision, weight_files
+from .loading import from_pretrained, place, resolved_revision
 from .sampling import item_noise, step_kwargs
 
 
@@ -48,15 +48,14 @@ class StableDiffusionFamily(Family):
 
     @classmethod
     def load(cls, options: LoadOptions) -> StableDiffusionFamily:
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = from_pretrained(
+            StableDiffusionPipeline,
             options.model,
-            revision=options.revision,
-            dtype=options.dtype,
-            **weight_files(options),
+            options.revision,
+            options,
             safety_checker=None,
             requires_safety_checker=False,
         )
-        pipe.set_progress_bar_config(disable=True)
         return cls(pipe, options, place(pipe, options))
 
     @property
