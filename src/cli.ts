@@ -35,6 +35,25 @@ class UsageError extends Error {}
 interface RunFlags {
   json?: boolean;
   verbose?: boolean;
+  overwrite?: boolean;
+  newVariant?: boolean;
+}
+
+/** The options every command that runs the lens has. */
+function addRunFlags(command: Command): Command {
+  return command
+    .option(
+      '--new-variant',
+      'if the output folder holds images made with other settings, write this run to ' +
+        'OUT/variants/<what changed>/ instead (default: refuse)',
+    )
+    .option(
+      '--overwrite',
+      'if the output folder holds images made with other settings, delete them and make these ' +
+        '(default: refuse)',
+    )
+    .option('--json', 'print one JSON event per line on stdout (default: progress on stderr)')
+    .option('-v, --verbose', "show the worker's log lines (default: off)");
 }
 
 function reportMode(flags: RunFlags): ReportMode {
@@ -50,7 +69,8 @@ async function runWithUi(config: ExperimentConfig, outDir: string, flags: RunFla
     interrupts++;
     if (interrupts === 1) {
       reporter.note(
-        `${signal === 'SIGINT' ? 'Ctrl-C' : signal}: stopping after the images in flight (again to force)`,
+        `${signal === 'SIGINT' ? 'Ctrl-C' : signal}: stopping; the batch being denoised is cancelled, ` +
+          'finished images are kept and a rerun resumes (again to force)',
       );
       controller.abort();
     } else {
@@ -60,9 +80,16 @@ async function runWithUi(config: ExperimentConfig, outDir: string, flags: RunFla
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  if (flags.overwrite && flags.newVariant) {
+    const message = '--overwrite and --new-variant exclude each other: choose one';
+    process.stderr.write(`error: ${message}\n`);
+    throw new UsageError(message);
+  }
   try {
     const result = await runExperiment(config, {
       outDir,
+      overwrite: flags.overwrite,
+      newVariant: flags.newVariant,
       signal: controller.signal,
       onEvent: (event) => reporter.onEvent(event),
       onLog: flags.verbose ? (line) => reporter.note(`worker: ${line}`) : undefined,
@@ -103,7 +130,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .exitOverride()
     .configureHelp({ showGlobalOptions: false });
 
-  program
+  const lens = program
     .command('lens')
     .summary('run the lens on one prompt')
     .description(
@@ -179,9 +206,8 @@ function buildProgram(setExitCode: (code: number) => void): Command {
       "IF: stage II noise: same = each image's own seed, or one seed N for all (default: same)",
     )
     .option('--allow-pickle', 'allow loading pickled .bin/.ckpt weights; unsafe (default: off)')
-    .option('--name <name>', 'run name in the manifest (default: from the prompt)')
-    .option('--json', 'print one JSON event per line on stdout (default: progress on stderr)')
-    .option('-v, --verbose', "show the worker's log lines (default: off)")
+    .option('--name <name>', 'run name in the manifest (default: from the prompt)');
+  addRunFlags(lens)
     .addHelpText(
       'after',
       '\nExamples:\n' +
@@ -203,23 +229,21 @@ function buildProgram(setExitCode: (code: number) => void): Command {
       setExitCode(await runWithUi(config, resolve(options.out), options));
     });
 
-  program
+  const run = program
     .command('run')
     .summary('run an experiment from a YAML config')
     .description(
-      'Run the experiment in CONFIG (YAML; see `diffusion-lens schema`). Images already made in the\n' +
-        'output folder are skipped, so an interrupted run resumes where it stopped.',
+      'Run the experiment in CONFIG (YAML; see `diffusion-lens schema`). Images already made in the ' +
+        'output folder with the same settings are skipped, so an interrupted run resumes where it stopped.',
     )
     .argument('<config>', 'experiment file (.yaml, .yml or .json)')
-    .option('-o, --out <dir>', 'output folder (default: runs/<name>, name from the config or its file name)')
-    .option('--json', 'print one JSON event per line on stdout (default: progress on stderr)')
-    .option('-v, --verbose', "show the worker's log lines (default: off)")
-    .action(async (file: string, options: { out?: string } & RunFlags) => {
-      const config = await loadConfigFile(file);
-      const name = config.name ?? 'run';
-      const outDir = resolve(options.out ?? `runs/${slugify(name) === name ? name : slugify(name)}`);
-      setExitCode(await runWithUi(config, outDir, options));
-    });
+    .option('-o, --out <dir>', 'output folder (default: runs/<name>, name from the config or its file name)');
+  addRunFlags(run).action(async (file: string, options: { out?: string } & RunFlags) => {
+    const config = await loadConfigFile(file);
+    const name = config.name ?? 'run';
+    const outDir = resolve(options.out ?? `runs/${slugify(name) === name ? name : slugify(name)}`);
+    setExitCode(await runWithUi(config, outDir, options));
+  });
 
   program
     .command('schema')

@@ -1,8 +1,8 @@
 // diffusion-lens as a library: everything the CLI does, for scripted studies.
 //
-//   import { loadConfigFile, runExperiment } from 'diffusion-lens';
-//   const config = await loadConfigFile('experiments/colors.yaml');
-//   const result = await runExperiment(config, { outDir: 'runs/colors', onEvent: console.log });
+//   import { parseConfig, runExperiment } from 'diffusion-lens';
+//   const config = parseConfig({ prompts: ['a red circle'], lens: { layers: '0:8:4' }, seeds: [0] });
+//   const result = await runExperiment(config, { outDir: 'runs/circle', onEvent: console.log });
 
 export {
   type DoneMessage,
@@ -24,7 +24,9 @@ export {
   ExperimentConfigSchema,
   type LayerSpec,
   loadConfigFile,
+  loadPromptSet,
   loadPrompts,
+  type PromptSet,
   parseConfig,
   parseLayerSpec,
   resolveLayers,
@@ -39,6 +41,8 @@ export {
 export { type DoctorProblem, type DoctorReport, runDoctor } from './doctor.js';
 export {
   contentKey,
+  FolderBusyError,
+  FolderConflictError,
   gridPath,
   type ImageSettings,
   imagePath,
@@ -46,6 +50,8 @@ export {
   type Manifest,
   type ManifestGrid,
   type ManifestImage,
+  type ManifestPrompt,
+  OutputFolderError,
   type Plan,
   planExperiment,
   type RunEvent,

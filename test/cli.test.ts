@@ -62,6 +62,8 @@ describe('diffusion-lens lens', () => {
         'images',
         'lens',
         'model',
+        'prompt_columns',
+        'prompts',
         'timings',
         'tool',
         'version',
@@ -226,7 +228,7 @@ describe('diffusion-lens lens', () => {
     expect((await dlens(['frobnicate'])).exitCode).toBe(2);
   });
 
-  it('reports a layer out of range after loading the model (exit 1)', async () => {
+  it('reports a layer out of range before starting the worker, from the model config (exit 1)', async () => {
     const out = join(tempDir(), 'never');
     const result = await dlens([
       'lens',
@@ -245,6 +247,7 @@ describe('diffusion-lens lens', () => {
       'error: lens.layers: layer 30 is out of range 0..5 (in "0:30:10")',
     );
     expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(result.stderr).not.toMatch(/worker ready|loaded/);
     expect(existsSync(out)).toBe(false);
   });
 

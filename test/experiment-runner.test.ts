@@ -220,7 +220,8 @@ describe('runExperiment', () => {
     await expect(run).rejects.toMatchObject({ code: 'worker_exited' });
     const lost = events.filter((e) => e.type === 'worker-lost');
     expect(lost.map((e) => (e as { restarting: boolean }).restarting)).toEqual([true, true, false]);
-    expect(events.at(-1)).toMatchObject({ type: 'error', code: 'worker_exited' });
+    expect(events.at(-2)).toMatchObject({ type: 'error', code: 'worker_exited', resumable: true });
+    expect(events.at(-1)).toMatchObject({ type: 'done', complete: false, aborted: false });
     const manifest = readManifest(out);
     expect(manifest.complete).toBe(false);
     expect(manifest.images.length).toBe(events.filter((e) => e.type === 'image').length);
@@ -247,7 +248,7 @@ describe('runExperiment', () => {
     }
   });
 
-  it('rejects out-of-range layers after loading, writing nothing', async () => {
+  it('rejects out-of-range layers before loading (depth from the config files), writing nothing', async () => {
     const out = join(tempDir(), 'run');
     const events: RunEvent[] = [];
     const run = runExperiment(config({ lens: { layers: '0:30:10' } }), {
@@ -258,7 +259,7 @@ describe('runExperiment', () => {
     await expect(run).rejects.toThrow(ConfigError);
     await expect(run).rejects.toThrow('lens.layers: layer 30 is out of range 0..5');
     expect(existsSync(out)).toBe(false);
-    expect(events.at(-1)).toMatchObject({ type: 'error', code: 'config' });
+    expect(events).toEqual([]);
   });
 
   describe('two stages (tiny IF)', () => {

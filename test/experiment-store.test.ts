@@ -16,6 +16,7 @@ import {
   JOURNAL_FILE,
   Journal,
   promptHash8,
+  sha256Hex,
   slugify,
   writeFileAtomic,
 } from '../src/experiment/index.js';
@@ -78,41 +79,81 @@ describe('writeFileAtomic', () => {
   });
 });
 
+const entry = (key: string, path: string, data = 'png') => ({
+  key,
+  path,
+  sha256: sha256Hex(data),
+  bytes: Buffer.byteLength(data),
+  settings: 's1',
+});
+
 describe('Journal', () => {
-  it('records keys; an image counts as done only when the file exists at its path', async () => {
+  it('reuses an image only while the file at its path has the bytes recorded for its key', async () => {
     const dir = tempDir();
     const journal = await Journal.open(dir);
     expect(existsSync(join(dir, '.diffusion-lens'))).toBe(false);
     await writeFileAtomic(join(dir, 'images/a.png'), 'png');
-    await journal.append({ key: 'k1', path: 'images/a.png' });
-    await journal.append({ key: 'k2', path: 'images/b.png' });
+    await journal.append(entry('k1', 'images/a.png'));
+    await journal.append(entry('k2', 'images/b.png'));
     const again = await Journal.open(dir);
-    expect(again.isDone('k1', dir, 'images/a.png')).toBe(true);
-    expect(again.isDone('k2', dir, 'images/b.png')).toBe(false); // no file
-    expect(again.isDone('k1', dir, 'images/other.png')).toBe(false); // another path
-    expect(again.isDone('k3', dir, 'images/a.png')).toBe(false); // unknown key
+    expect(await again.verify('k1', dir, 'images/a.png')).toBe(true);
+    expect(await again.verify('k2', dir, 'images/b.png')).toBe(false); // no file
+    expect(await again.verify('k1', dir, 'images/other.png')).toBe(false); // another path
+    expect(await again.verify('k3', dir, 'images/a.png')).toBe(false); // unknown key
+    writeFileSync(join(dir, 'images/a.png'), 'pnG');
+    expect(await again.verify('k1', dir, 'images/a.png')).toBe(false); // same size, other bytes
+    writeFileSync(join(dir, 'images/a.png'), '');
+    expect(await again.verify('k1', dir, 'images/a.png')).toBe(false); // emptied
+  });
+
+  it('a path written again by another key no longer serves the old key', async () => {
+    const dir = tempDir();
+    const journal = await Journal.open(dir);
+    await writeFileAtomic(join(dir, 'a.png'), 'one');
+    await journal.append(entry('k1', 'a.png', 'one'));
+    await writeFileAtomic(join(dir, 'a.png'), 'two');
+    await journal.append(entry('k2', 'a.png', 'two'));
+    // Even if the old bytes came back, k1 is gone: its path belongs to k2 now.
+    await writeFileAtomic(join(dir, 'a.png'), 'one');
+    const reopened = await Journal.open(dir);
+    expect(reopened.get('k1')).toBeUndefined();
+    expect(await reopened.verify('k1', dir, 'a.png')).toBe(false);
+    expect(reopened.atPath('a.png')?.key).toBe('k2');
   });
 
   it('ignores a torn last line and cuts it off before appending', async () => {
     const dir = tempDir();
     const journal = await Journal.open(dir);
-    await journal.append({ key: 'k1', path: 'a.png' });
+    await journal.append(entry('k1', 'a.png'));
     appendFileSync(join(dir, JOURNAL_FILE), '{"key":"k2","pa');
     const reopened = await Journal.open(dir);
     expect(reopened.size).toBe(1);
     expect(reopened.get('k2')).toBeUndefined();
-    await reopened.append({ key: 'k3', path: 'c.png' });
+    await reopened.append(entry('k3', 'c.png'));
     const lines = readFileSync(join(dir, JOURNAL_FILE), 'utf8').split('\n');
-    expect(lines).toEqual(['{"key":"k1","path":"a.png"}', '{"key":"k3","path":"c.png"}', '']);
+    expect(lines.map((line) => (line ? JSON.parse(line).key : ''))).toEqual(['k1', 'k3', '']);
     expect((await Journal.open(dir)).size).toBe(2);
   });
 
-  it('skips corrupt lines', async () => {
+  it('skips corrupt lines and lines of the old format (no hash), counting them', async () => {
     const dir = tempDir();
     mkdirSync(join(dir, '.diffusion-lens'));
-    writeFileSync(join(dir, JOURNAL_FILE), 'garbage\n{"key":"k1","path":"a.png"}\n{"key":1}\n');
+    writeFileSync(
+      join(dir, JOURNAL_FILE),
+      `garbage\n${JSON.stringify(entry('k1', 'a.png'))}\n{"key":1}\n{"key":"k0","path":"b.png"}\n`,
+    );
     const journal = await Journal.open(dir);
     expect(journal.size).toBe(1);
-    expect(journal.get('k1')).toBe('a.png');
+    expect(journal.get('k1')?.path).toBe('a.png');
+    expect(journal.skippedLines).toBe(3);
+  });
+
+  it('compacts to the entries kept', async () => {
+    const dir = tempDir();
+    const journal = await Journal.open(dir);
+    await journal.append(entry('k1', 'a.png'));
+    await journal.append(entry('k2', 'b.png'));
+    await journal.compact((e) => e.key === 'k2');
+    expect((await Journal.open(dir)).entries().map((e) => e.key)).toEqual(['k2']);
   });
 });

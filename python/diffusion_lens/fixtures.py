@@ -227,12 +227,14 @@ def tiny_if_sr_pipeline(seed: int = FIXTURE_SEED + 1):
 BUILDERS = {"sd": tiny_sd_pipeline, "if": tiny_if_pipeline, "if-sr": tiny_if_sr_pipeline}
 
 
-def save_fixture(kind: str, out_dir: str | Path) -> Path:
-    """Build the tiny pipeline ``kind`` and save it (safetensors) to ``out_dir``."""
+def save_fixture(kind: str, out_dir: str | Path, safe_serialization: bool = True) -> Path:
+    """Build the tiny pipeline ``kind`` and save it to ``out_dir``: safetensors, or with
+    ``safe_serialization=False`` pickled ``.bin`` weights where the library still writes them (diffusers
+    models; transformers 5 writes safetensors regardless)."""
     if kind not in BUILDERS:
         raise ValueError(f"unknown fixture {kind!r}; choose one of {sorted(BUILDERS)}")
     out = Path(out_dir)
-    BUILDERS[kind]().save_pretrained(out, safe_serialization=True)
+    BUILDERS[kind]().save_pretrained(out, safe_serialization=safe_serialization)
     return out
 
 

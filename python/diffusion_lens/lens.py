@@ -17,6 +17,7 @@ import torch
 
 from .devices import empty_cache, is_out_of_memory
 from .families import Family, SamplerSettings
+from .protocol import GUIDANCE_RANGE, range_problem
 from .schedulers import SCHEDULER_NAMES
 
 
@@ -53,6 +54,8 @@ class Progress:
     total_units: int
     images_done: int
     images_total: int
+    # Items in the batch being denoised: items[images_done : images_done + batch_items].
+    batch_items: int = 0
 
 
 # (item index, item, stage, image, milliseconds per item of its batch)
@@ -102,10 +105,17 @@ def validate(
         if item.seed >= 2**63:
             raise BadRequest(f"items[{index}].seed = {item.seed} does not fit a 64-bit generator seed")
     schedulers = {"scheduler": settings.scheduler}
+    guidance = {"guidance": settings.guidance}
     if settings.stage2 is not None:
         schedulers["stage2.scheduler"] = settings.stage2.scheduler
+        guidance["stage2.guidance"] = settings.stage2.guidance
         if settings.stage2.seed is not None and settings.stage2.seed >= 2**63:
             raise BadRequest(f"stage2.seed = {settings.stage2.seed} does not fit a 64-bit generator seed")
+    # The protocol checks this too; library callers (bench.py, scripts) come straight here.
+    for field, scale in guidance.items():
+        problem = range_problem(field, scale, *GUIDANCE_RANGE)
+        if problem is not None:
+            raise BadRequest(problem)
     for field, scheduler in schedulers.items():
         if scheduler is not None and scheduler not in SCHEDULER_NAMES:
             raise BadRequest(
@@ -114,6 +124,17 @@ def validate(
     problem = family.problem_with(settings)
     if problem is not None:
         raise BadRequest(problem)
+
+
+def truncations(family: Family, prompts: Sequence[str], items: Sequence[Item]) -> list[dict[str, int]]:
+    """The prompts of the job that the encoder cuts to its token limit (silently, as the stock pipelines
+    do), so that the user can be told: tokenizing is cheap, the encoder does not run."""
+    found = []
+    for prompt in sorted({item.prompt for item in items}):
+        tokens, limit = family.token_count(prompts[prompt])
+        if tokens > limit:
+            found.append({"prompt": prompt, "tokens": tokens, "max_tokens": limit})
+    return found
 
 
 def encode_all(
@@ -150,6 +171,7 @@ def generate(
     finishes (stage I first, then stage II where there is one)."""
     validate(family, prompts, items, settings)
     started = time.perf_counter()
+    truncated = truncations(family, prompts, items)
     # Every prompt of the job is encoded before any sampling, so that an offloaded encoder visits the
     # device once per job.
     with family.encoding():
@@ -187,12 +209,14 @@ def generate(
                 on_image(index, items[index], stage, image, elapsed_ms / len(chunk))
         progress.images_done += len(chunk)
         progress.done_units = progress.images_done * steps
+        progress.batch_items = 0
         on_progress(progress)
         position += len(chunk)
     return {
         "images": len(items),
         "elapsed_ms": (time.perf_counter() - started) * 1000,
         "max_batch_used": batch_size,
+        "truncated": truncated,
     }
 
 
@@ -212,6 +236,7 @@ def _sample_chunk(
     cond_batch = torch.cat([cond[(item.prompt, item.layer)] for item in chunk])
     uncond_batch = torch.cat([uncond[item.layer] for item in chunk])
     base_units = progress.images_done * settings.steps_per_item
+    progress.batch_items = len(chunk)
 
     def on_step(done: int, total: int) -> None:
         if is_cancelled():

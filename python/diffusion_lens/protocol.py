@@ -26,6 +26,11 @@ ERROR_CODES = (
 
 Message = dict[str, Any]
 Check = Callable[[Any], bool]
+Spec = tuple[Check, str]  # a check, and what it asks for (for the error message)
+
+# Classifier-free guidance scales: beyond about 100 images saturate, and 1e308 or inf overflows the
+# guided noise to NaN (an all-black image). The TS config has the same bound.
+GUIDANCE_RANGE = (0.0, 100.0)
 
 
 class ProtocolError(Exception):
@@ -65,6 +70,40 @@ def _positive_int(value: Any) -> bool:
     return _is_int(value) and value > 0
 
 
+def range_problem(name: str, value: float, low: float, high: float) -> str | None:
+    """Why ``value`` is not a number in low..high, or None. NaN fails every comparison and the
+    infinities fail the finite bounds, so both are out of range."""
+    if low <= value <= high:
+        return None
+    return f"{name} = {value!r} is out of range {low:g}..{high:g}"
+
+
+class _Range:
+    """A finite number in low..high (integers too: msgpack encoders send 7.0 as 7)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, value: Any) -> bool:
+        return _is_number(value) and range_problem("", value, self.low, self.high) is None
+
+
+class _Map:
+    """A map with exactly these keys, each passing its check (or null, when nullable)."""
+
+    def __init__(self, fields: dict[str, Spec], nullable: bool = False) -> None:
+        self.fields, self.nullable = fields, nullable
+
+    def __call__(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        return (
+            isinstance(value, dict)
+            and set(value) == set(self.fields)
+            and all(check(value[k]) for k, (check, _) in self.fields.items())
+        )
+
+
 def _list_of(check: Check, non_empty: bool = True) -> Check:
     return lambda value: (
         isinstance(value, list) and (len(value) > 0 or not non_empty) and all(map(check, value))
@@ -79,34 +118,33 @@ def _item(value: Any) -> bool:
     )
 
 
-def _exact_map(fields: dict[str, Check]) -> Check:
-    """A map with exactly these keys, each passing its check."""
-    return lambda value: (
-        isinstance(value, dict)
-        and set(value) == set(fields)
-        and all(check(value[k]) for k, check in fields.items())
-    )
-
-
 def _multiple_of_8(value: Any) -> bool:
     return _positive_int(value) and value % 8 == 0
 
 
-_STAGE2_SOURCE = _exact_map({"model": lambda v: _is_str(v) and v != "", "revision": _optional(_is_str)})
-_STAGE2_SETTINGS = _exact_map(
+_GUIDANCE: Spec = (_Range(*GUIDANCE_RANGE), "a finite number in {:g}..{:g}".format(*GUIDANCE_RANGE))
+_STAGE2_SOURCE = _Map(
     {
-        "steps": _positive_int,
-        "guidance": lambda v: _is_number(v) and v >= 0,
-        "height": _multiple_of_8,
-        "width": _multiple_of_8,
-        "noise_level": _non_negative_int,
-        "scheduler": _optional(_is_str),
-        "seed": _optional(_non_negative_int),
-    }
+        "model": (lambda v: _is_str(v) and v != "", "a non-empty string"),
+        "revision": (_optional(_is_str), "a string or null"),
+    },
+    nullable=True,
+)
+_STAGE2_SETTINGS = _Map(
+    {
+        "steps": (_positive_int, "a positive integer"),
+        "guidance": _GUIDANCE,
+        "height": (_multiple_of_8, "a positive multiple of 8"),
+        "width": (_multiple_of_8, "a positive multiple of 8"),
+        "noise_level": (_non_negative_int, "a non-negative integer"),
+        "scheduler": (_optional(_is_str), "a scheduler name or null"),
+        "seed": (_optional(_non_negative_int), "a non-negative integer or null"),
+    },
+    nullable=True,
 )
 
 # Per request type: field → (check, description used in the error message).
-REQUEST_FIELDS: dict[str, dict[str, tuple[Check, str]]] = {
+REQUEST_FIELDS: dict[str, dict[str, Spec]] = {
     "hello": {"protocol": (_is_int, "an integer"), "client": (_is_str, "a string")},
     "load": {
         "model": (lambda v: _is_str(v) and v != "", "a non-empty string"),
@@ -124,7 +162,7 @@ REQUEST_FIELDS: dict[str, dict[str, tuple[Check, str]]] = {
         "allow_pickle": (lambda v: isinstance(v, bool), "a boolean"),
         "variant": (_optional(lambda v: _is_str(v) and v != ""), "a non-empty string or null"),
         "clean_caption": (_optional(lambda v: isinstance(v, bool)), "a boolean or null"),
-        "stage2": (_optional(_STAGE2_SOURCE), "null or {model: non-empty string, revision: string or null}"),
+        "stage2": (_STAGE2_SOURCE, "null or {model: non-empty string, revision: string or null}"),
     },
     "generate": {
         "prompts": (_list_of(_is_str), "a non-empty list of strings"),
@@ -134,7 +172,7 @@ REQUEST_FIELDS: dict[str, dict[str, tuple[Check, str]]] = {
         ),
         "negative": (_is_str, "a string"),
         "steps": (_positive_int, "a positive integer"),
-        "guidance": (lambda v: _is_number(v) and v >= 0, "a non-negative number"),
+        "guidance": _GUIDANCE,
         "height": (_multiple_of_8, "a positive multiple of 8"),
         "width": (_multiple_of_8, "a positive multiple of 8"),
         "scheduler": (_optional(_is_str), "a scheduler name or null"),
@@ -142,7 +180,7 @@ REQUEST_FIELDS: dict[str, dict[str, tuple[Check, str]]] = {
         "noise": (_one_of("shared", "per-layer"), "'shared' or 'per-layer'"),
         "max_batch": (_positive_int, "a positive integer"),
         "stage2": (
-            _optional(_STAGE2_SETTINGS),
+            _STAGE2_SETTINGS,
             "null or {steps, guidance, height, width, noise_level, scheduler, seed} (see docs/protocol.md)",
         ),
     },
@@ -181,13 +219,25 @@ def decode(frame: bytes) -> Message:
     for field, (check, description) in REQUEST_FIELDS[kind].items():
         if field not in message:
             raise ProtocolError("bad_message", f"{kind}: missing field '{field}'", request_id)
-        if not check(message[field]):
-            raise ProtocolError(
-                "bad_message",
-                f"{kind}: field '{field}' must be {description}",
-                request_id,
-            )
+        problem = _problem(field, check, description, message[field])
+        if problem is not None:
+            raise ProtocolError("bad_message", f"{kind}: {problem}", request_id)
     return message
+
+
+def _problem(name: str, check: Check, description: str, value: Any) -> str | None:
+    """None when ``value`` passes ``check``; else what is wrong, naming the innermost field at fault
+    (``stage2.guidance``) and, for a number out of range, its value."""
+    if check(value):
+        return None
+    if isinstance(check, _Range) and _is_number(value):
+        return range_problem(name, value, check.low, check.high)
+    if isinstance(check, _Map) and isinstance(value, dict) and set(value) == set(check.fields):
+        for key, (inner, inner_description) in check.fields.items():
+            problem = _problem(f"{name}.{key}", inner, inner_description, value[key])
+            if problem is not None:
+                return problem
+    return f"field '{name}' must be {description}"
 
 
 def encode(message: Message) -> bytes:

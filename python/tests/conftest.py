@@ -19,7 +19,7 @@ def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_fixture("sd", tmp_path_factory.mktemp("fixtures") / "tiny-sd")
 
 
-def load_options(path: Path, **overrides: object) -> LoadOptions:
+def load_options(path: Path | str, **overrides: object) -> LoadOptions:
     fields = {
         "model": str(path),
         "revision": None,

@@ -277,3 +277,25 @@ def test_caption_cleaning_off_without_its_packages_says_so(if_dir: Path, stock_i
     assert "caption cleaning is off: ftfy not installed" in described["notices"][0]
     plain, _ = stock_if.encode_prompt(PROMPTS[1], do_classifier_free_guidance=False, clean_caption=False)
     assert torch.equal(family.encode(PROMPTS[1], [4])[4], plain)
+
+
+def test_done_reports_truncated_prompts(if_family, stock_if):
+    """Counted as the encoder sees the prompt: after caption cleaning, with </s>; 77 tokens at most."""
+    long = "A RED apple " * 40  # cleaned and lower-cased: 120 one-token words, then </s>
+    fits = " ".join(["red"] * 76)
+    prompts = [PROMPTS[1], long, fits]
+    settings = SamplerSettings(**{**SETTINGS.__dict__, "steps": 1, "stage2": None})
+    done = generate(
+        if_family, prompts, [Item(i, 0, 0) for i in range(3)], settings, LensOptions(),
+        on_image=lambda *a: None, on_progress=lambda p: None,
+    )  # fmt: skip
+    # The stock pipeline's own untruncated count (its "was truncated" warning).
+    text = stock_if._text_preprocessing(long, clean_caption=True)
+    untruncated = stock_if.tokenizer(text, padding="longest", return_tensors="pt").input_ids.shape[-1]
+    assert untruncated == 121
+    assert done["truncated"] == [{"prompt": 1, "tokens": untruncated, "max_tokens": 77}]
+    assert if_family.token_count(fits) == (77, 77)
+    # The encoder sees the first 76 tokens and </s>.
+    cut = " ".join(["a red apple"] * 25 + ["a"])
+    assert if_family.token_count(cut) == (77, 77)
+    assert torch.equal(if_family.encode(long, [4])[4], if_family.encode(cut, [4])[4])

@@ -3,6 +3,8 @@ in other batches."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -220,3 +222,29 @@ def test_final_norm_is_found_in_both_transformers_layouts(sd_family):
     assert final_layer_norm(nested) is nested.text_model.final_layer_norm
     with pytest.raises(TypeError, match="final_layer_norm"):
         final_layer_norm(torch.nn.Linear(2, 2))
+
+
+def test_guidance_out_of_range_is_a_bad_request(sd_family):
+    """Library callers skip the protocol's checks; 1e308 or inf would make an all-black image."""
+    for guidance, shown in ((1e308, "1e+308"), (float("inf"), "inf"), (float("nan"), "nan"), (-1.0, "-1.0")):
+        settings = SamplerSettings(**{**SETTINGS.__dict__, "guidance": guidance})
+        with pytest.raises(BadRequest, match=rf"^guidance = {re.escape(shown)} is out of range 0\.\.100$"):
+            run_lens(sd_family, PROMPTS[:1], [Item(0, 0, 0)], settings)
+
+
+def test_done_reports_truncated_prompts(sd_family, stock_sd):
+    """The fixture's byte-level CLIP tokenizer makes one token of a one-letter word; plus BOS and EOS."""
+    long, fits, unused = "x " * 80, "x " * 75, "y " * 200
+    prompts = [PROMPTS[0], long, fits, unused]
+    settings = SamplerSettings(**{**SETTINGS.__dict__, "steps": 1})
+    _, done = run_lens(sd_family, prompts, [Item(i, 0, 0) for i in range(3)], settings)
+    assert done["truncated"] == [{"prompt": 1, "tokens": 82, "max_tokens": 77}]
+    # The count is the stock pipeline's own untruncated one (its "was truncated" warning) ...
+    untruncated = stock_sd.tokenizer(long, padding="longest", return_tensors="pt").input_ids
+    assert sd_family.token_count(long) == (untruncated.shape[-1], stock_sd.tokenizer.model_max_length)
+    assert sd_family.token_count(fits) == (77, 77)
+    # ... and the encoder does see the prompt cut to what fits.
+    last = sd_family.num_layers
+    assert torch.equal(sd_family.encode(long, [last])[last], sd_family.encode(fits, [last])[last])
+    _, done = run_lens(sd_family, prompts[:1], [Item(0, 0, 0)], settings)
+    assert done["truncated"] == []

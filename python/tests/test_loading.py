@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from diffusion_lens.families import CheckpointError, detect_family, load_family
-from diffusion_lens.fixtures import tiny_sd_pipeline
+from diffusion_lens.families import CheckpointError, CheckpointSource, detect_family, load_family
+from diffusion_lens.fixtures import save_fixture, tiny_sd_pipeline
 
 from .conftest import load_options
 
@@ -61,3 +62,132 @@ def test_a_weight_variant_loads_the_variant_files(tmp_path):
     assert torch.equal(weight, pipe.unet.conv_in.weight.to(torch.float32))
     with pytest.raises(Exception, match="bf16"):
         load_family(load_options(folder, variant="bf16"), None)
+
+
+@pytest.fixture
+def empty_offline_hub(tmp_path, monkeypatch) -> Path:
+    """HF_HUB_OFFLINE=1 and an empty HF_HOME. huggingface_hub reads both when it is imported, so its
+    constants are patched too; in offline mode it refuses every request, so nothing reaches the network."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf-home"
+    home.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    return home
+
+
+def test_an_uncached_hub_id_offline_says_how_to_get_it(empty_offline_hub, if_dir):
+    expected = (
+        r'^cannot reach the Hugging Face hub for "org/name" \(HF_HUB_OFFLINE is set\) and it is not '
+        rf"\(fully\) in the local cache \(HF_HOME={re.escape(str(empty_offline_hub))}, looked in .*hub\): "
+        r"unset HF_HUB_OFFLINE, connect to the internet and run again to download it, set HF_HOME to a "
+        r"cache that has it, or pass a local diffusers checkpoint folder \(with model_index\.json\)$"
+    )
+    for family in (None, "sd"):
+        with pytest.raises(CheckpointError, match=expected):
+            load_family(load_options("org/name"), family)
+    stage2 = CheckpointSource("org/stage-2", None)
+    with pytest.raises(CheckpointError, match='hub for "org/stage-2"'):
+        load_family(load_options(if_dir, stage2=stage2), None)
+
+
+def _raised(error: OSError, cause: BaseException) -> OSError:
+    """``error`` raised from ``cause``, as diffusers wraps the hub's errors."""
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise error from inner
+    except OSError as outer:
+        return outer
+
+
+def test_hub_errors_without_network_are_recognised(monkeypatch):
+    """Connection failures of whichever HTTP client the hub uses (by name), and a repo the hub lacks."""
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    class ConnectError(Exception):  # named as httpx's
+        pass
+
+    def hub_error(kind: type[Exception]) -> Exception:
+        error = kind.__new__(kind)  # the hub's HTTP errors want a live response; the type is what counts
+        Exception.__init__(error, "404 Client Error")
+        return error
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    cases = [
+        (ConnectError("[Errno -2] Name or service not known"), r'hub for "org/name" \(\[Errno -2\] Name or'),
+        (ConnectionError("connection refused"), r"connect to the internet and run again to download it"),
+        (hub_error(RepositoryNotFoundError), r'"org/name" is neither a local folder nor a model on the'),
+        (hub_error(GatedRepoError), r"accept its licence at https://huggingface\.co/org/name and log in"),
+    ]
+    for cause, expected in cases:
+        error = _raised(OSError("org/name does not appear to have a file named model_index.json."), cause)
+
+        def load_config(cls, *args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(DiffusionPipeline, "load_config", classmethod(load_config))
+        with pytest.raises(CheckpointError, match=expected) as caught:
+            load_family(load_options("org/name"), None)
+        assert caught.value.__cause__ is error
+    # Anything else keeps diffusers' own message.
+    monkeypatch.setattr(
+        DiffusionPipeline,
+        "load_config",
+        classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(OSError("odd"))),
+    )
+    with pytest.raises(OSError, match=r"^odd$"):
+        load_family(load_options("org/name"), None)
+
+
+def test_pickled_weights_name_the_way_out(tmp_path):
+    pickled = save_fixture("sd", tmp_path / "pickled", safe_serialization=False)
+    assert list(pickled.glob("unet/*.bin")) and not list(pickled.glob("unet/*.safetensors"))
+    with pytest.raises(CheckpointError) as caught:
+        load_family(load_options(pickled), None)
+    assert str(caught.value) == (
+        f"{pickled} has pickled weights with no safetensors copy (unet/diffusion_pytorch_model.bin, "
+        "vae/diffusion_pytorch_model.bin), and only safetensors load by default, since loading a pickle "
+        "can run code: if you trust this checkpoint, pass --allow-pickle (config: model.allow_pickle: true) "
+        "to load pickled weights"
+    )
+    assert load_family(load_options(pickled, allow_pickle=True), None).num_layers == 5
+
+
+def test_single_file_checkpoints_say_they_are_not_supported(tmp_path):
+    from safetensors.torch import save_file
+
+    single = tmp_path / "model.safetensors"
+    save_file({"weight": torch.zeros(2)}, single)
+    (tmp_path / "sd15.ckpt").write_bytes(b"not really a pickle")
+    expected = (
+        r"is a single-file checkpoint; single-file checkpoints are not supported yet: pass a diffusers "
+        r"checkpoint folder \(with model_index\.json\) instead"
+    )
+    for path in (single, tmp_path / "sd15.ckpt"):
+        with pytest.raises(CheckpointError, match=rf"^model {re.escape(str(path))} {expected}"):
+            load_family(load_options(path), None)
+    # The folder that holds them is no diffusers checkpoint either.
+    with pytest.raises(
+        CheckpointError, match=r"has no model_index\.json.*holds model\.safetensors, sd15\.ckpt"
+    ):
+        load_family(load_options(tmp_path), None)
+
+
+def test_a_missing_local_path_is_named(tmp_path, monkeypatch, empty_offline_hub):
+    """Paths, not hub ids: a relative path with two slashes, or to a weight file, too."""
+    missing = tmp_path / "nope"
+    with pytest.raises(CheckpointError, match=rf"^model folder not found: {re.escape(str(missing))}$"):
+        load_family(load_options(missing), None)
+    monkeypatch.chdir(tmp_path)
+    for relative in ("./nope", "checkpoints/sd/v1", "nope/model.safetensors"):
+        absolute = re.escape(str(tmp_path / relative.removeprefix("./")))
+        with pytest.raises(CheckpointError, match=rf"not found: {re.escape(relative)} \({absolute} does not"):
+            load_family(load_options(relative), None)

@@ -96,9 +96,14 @@ def test_valid_messages_round_trip():
         ),
         (pack({**LOAD, "clean_caption": "yes"}), "bad_message", "'clean_caption'", "l1"),
         (pack({**LOAD, "stage2": {"model": ""}}), "bad_message", "'stage2'", "l1"),
-        (pack({**GENERATE, "stage2": {**STAGE2, "height": 20}}), "bad_message", "'stage2'", "g1"),
+        (
+            pack({**GENERATE, "stage2": {**STAGE2, "height": 20}}),
+            "bad_message",
+            r"field 'stage2\.height' must be a positive multiple of 8",
+            "g1",
+        ),
         (pack({**GENERATE, "stage2": {**STAGE2, "extra": 1}}), "bad_message", "'stage2'", "g1"),
-        (pack({**GENERATE, "stage2": {**STAGE2, "seed": -1}}), "bad_message", "'stage2'", "g1"),
+        (pack({**GENERATE, "stage2": {**STAGE2, "seed": -1}}), "bad_message", r"'stage2\.seed'", "g1"),
     ],
 )
 def test_bad_messages_are_named(frame, code, fragment, request_id):
@@ -106,3 +111,54 @@ def test_bad_messages_are_named(frame, code, fragment, request_id):
         protocol.decode(frame)
     assert caught.value.code == code
     assert caught.value.request_id == request_id
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    ("guidance", "shown"),
+    [
+        (1e308, "1e+308"),
+        (INF, "inf"),
+        (-INF, "-inf"),
+        (NAN, "nan"),
+        (-0.5, "-0.5"),
+        (100.5, "100.5"),
+        (101, "101"),
+    ],
+)
+def test_guidance_must_be_a_finite_number_up_to_100(guidance, shown):
+    """1e308 or inf overflow the guided noise to NaN: an all-black image, unless refused here."""
+    for message, field in (
+        ({**GENERATE, "guidance": guidance}, "guidance"),
+        ({**GENERATE, "stage2": {**STAGE2, "guidance": guidance}}, "stage2.guidance"),
+    ):
+        with pytest.raises(protocol.ProtocolError) as caught:
+            protocol.decode(pack(message))
+        assert caught.value.code == "bad_message" and caught.value.request_id == "g1"
+        assert str(caught.value) == f"generate: {field} = {shown} is out of range 0..100"
+    with pytest.raises(protocol.ProtocolError, match=r"field 'guidance' must be a finite number in 0\.\.100"):
+        protocol.decode(pack({**GENERATE, "guidance": "7.5"}))
+
+
+@pytest.mark.parametrize("guidance", [0, 0.0, 1, 7.5, 100, 100.0])
+def test_guidance_bounds_are_inclusive(guidance):
+    for message in (
+        {**GENERATE, "guidance": guidance},
+        {**GENERATE, "stage2": {**STAGE2, "guidance": guidance}},
+    ):
+        assert protocol.decode(pack(message)) == message
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, 4.0])
+def test_integer_fields_refuse_floats_nan_and_inf(bad):
+    """The other numbers of the protocol are integers: a float, NaN or an infinity is never one."""
+    for field in ("steps", "height", "width", "max_batch"):
+        with pytest.raises(protocol.ProtocolError, match=f"field '{field}' must be"):
+            protocol.decode(pack({**GENERATE, field: bad}))
+    for field in ("steps", "height", "noise_level", "seed"):
+        with pytest.raises(protocol.ProtocolError, match=rf"field 'stage2\.{field}' must be"):
+            protocol.decode(pack({**GENERATE, "stage2": {**STAGE2, field: bad}}))
+    with pytest.raises(protocol.ProtocolError, match="'items'"):
+        protocol.decode(pack({**GENERATE, "items": [{"prompt": 0, "layer": bad, "seed": 0}]}))

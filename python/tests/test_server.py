@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,12 +17,13 @@ SERVER = Path(__file__).resolve().parents[1] / "lens_server.py"
 
 
 class Client:
-    def __init__(self, heartbeat: float = 0.5) -> None:
+    def __init__(self, heartbeat: float = 0.5, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(SERVER), "--heartbeat", str(heartbeat)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env},
         )
         assert self.process.stdout is not None
         self.announcement = json.loads(self.process.stdout.readline())
@@ -71,7 +73,7 @@ def client():
     c.close()
 
 
-def load(client: Client, model: Path, stage2: Path | None = None) -> dict:
+def load(client: Client, model: Path | str, stage2: Path | None = None) -> dict:
     client.send(
         id="load", type="load", model=str(model), family=None, dtype="auto", device="cpu",
         revision=None, offload="none", allow_pickle=False, variant=None, clean_caption=None,
@@ -173,6 +175,31 @@ def test_errors_do_not_kill_the_worker(client, sd_dir):
     assert error["code"] == "bad_request" and "out of range 0..5" in error["message"]
     client.send(id="p", type="ping")
     assert client.receive()["type"] == "pong"
+
+
+def test_what_the_user_must_be_told(sd_dir, tmp_path):
+    """An uncached hub id offline, a guidance that would make a black image, a prompt cut to 77 tokens."""
+    c = Client(env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
+    try:
+        error = load(c, "org/name")
+        assert error["code"] == "load_failed" and error["traceback"] is None
+        assert error["message"].startswith('cannot reach the Hugging Face hub for "org/name" (HF_HUB_OFFLINE')
+        assert f"HF_HOME={tmp_path}" in error["message"]
+        assert load(c, sd_dir)["type"] == "loaded"
+        c.send(**{**generate_request("black", layers=[0], seeds=[0]), "guidance": float("inf")})
+        error = c.until("black")[-1]
+        assert (
+            error["code"] == "bad_message"
+            and error["message"] == "generate: guidance = inf is out of range 0..100"
+        )
+        request = generate_request("long", layers=[0], seeds=[0], steps=1)
+        request["prompts"] = ["a red apple", "x " * 80]
+        request["items"] = [{"prompt": 1, "layer": 0, "seed": 0}, {"prompt": 0, "layer": 0, "seed": 0}]
+        c.send(**request)
+        done = c.until("long")[-1]
+        assert done["type"] == "done" and done["truncated"] == [{"prompt": 1, "tokens": 82, "max_tokens": 77}]
+    finally:
+        c.close()
 
 
 def test_ping_and_cancel_are_served_during_a_job(client, sd_dir):

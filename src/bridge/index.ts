@@ -12,6 +12,7 @@ export {
   type LoadedMessage,
   type LoadedStage2,
   type LoadRequest,
+  loadedMessageSchema,
   loadRequestSchema,
   OFFLOAD_MODES,
   type OffloadMode,
@@ -20,6 +21,7 @@ export {
   type ProgressMessage,
   type ProtocolErrorCode,
   type ReadyMessage,
+  readyMessageSchema,
   type Stage2Generate,
   type Stage2Load,
 } from './protocol.js';

@@ -4,6 +4,7 @@ import { rmdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { execa } from 'execa';
 import { WorkerError } from './errors.js';
 import { signalGroup, trackGroup, untrackGroup } from './process-group.js';
@@ -29,18 +30,89 @@ export const START_FIX =
   'Fix: run `npm install` (it sets up python/.venv), or set DIFFUSION_LENS_PYTHON to a Python that has ' +
   'python/requirements.txt installed. `npx diffusion-lens doctor` checks the set-up.';
 
-/** The last lines a stream produced, for error messages. */
-class LineTail {
+/**
+ * ANSI escape sequences: CSI (colours, cursor moves, erasing: `ESC [ 31 m`), OSC (titles, links:
+ * `ESC ] ... BEL` or `ESC ] ... ESC \`), the 8-bit CSI, and the other two-byte escapes (`ESC 7`).
+ */
+const ESC = '\u001b';
+const BEL = '\u0007';
+const ANSI_ESCAPE = new RegExp(
+  [
+    `${ESC}\\[[0-?]*[ -/]*[@-~]`,
+    `${ESC}\\][^${BEL}${ESC}]*(?:${BEL}|${ESC}\\\\)`,
+    '\u009b[0-?]*[ -/]*[@-~]',
+    `${ESC}[ -~]`,
+  ].join('|'),
+  'g',
+);
+
+/** Drops the control characters left over (backspaces, bells, lone escapes), tabs apart. */
+function dropControls(text: string): string {
+  let out = '';
+  for (const ch of text) {
+    const code = ch.charCodeAt(0);
+    if (code === 9 || (code >= 32 && code !== 127)) out += ch;
+  }
+  return out;
+}
+/** An unfinished line (no '\n' yet) is cut to its last this many characters. */
+const MAX_PARTIAL_LINE = 64 * 1024;
+
+/**
+ * One stderr line as a terminal would leave it, for error messages: ANSI escapes removed, and of a line
+ * that carriage returns overwrite (progress bars such as tqdm's), only the text after the last '\r'.
+ */
+export function cleanStderrLine(line: string): string {
+  const text = line.replace(ANSI_ESCAPE, '');
+  return dropControls(text.slice(text.lastIndexOf('\r') + 1)).trimEnd();
+}
+
+/**
+ * The last lines a stream produced, for error messages. Lines are cleaned (cleanStderrLine); those left
+ * empty (progress-bar residue, blank lines) are dropped.
+ */
+export class LineTail {
   private readonly lines: string[] = [];
+  private partial = '';
   constructor(private readonly capacity: number) {}
 
+  /** Adds one complete line, which may hold '\r' updates and ANSI escapes. */
   push(line: string): void {
-    this.lines.push(line);
+    const clean = cleanStderrLine(line);
+    if (clean.trim() === '') return;
+    this.lines.push(clean);
     if (this.lines.length > this.capacity) this.lines.shift();
   }
 
+  /**
+   * Adds text as the stream delivers it. Lines end at '\n' (or '\r\n') only: a lone '\r' is an update of
+   * the same line, not a new one.
+   */
+  write(text: string): void {
+    this.partial += text;
+    for (let end = this.partial.indexOf('\n'); end >= 0; end = this.partial.indexOf('\n')) {
+      const line = this.partial.slice(0, end);
+      this.partial = this.partial.slice(end + 1);
+      this.push(line.endsWith('\r') ? line.slice(0, -1) : line);
+    }
+    // What comes before a '\r' that does not end the text is overwritten: a bar that is never finished by
+    // a newline does not grow. (A last '\r' may be the start of '\r\n'.)
+    const overwritten =
+      this.partial.length >= 2 ? this.partial.lastIndexOf('\r', this.partial.length - 2) : -1;
+    if (overwritten >= 0) this.partial = this.partial.slice(overwritten + 1);
+    if (this.partial.length > MAX_PARTIAL_LINE) this.partial = this.partial.slice(-MAX_PARTIAL_LINE);
+  }
+
+  /** The kept lines, oldest first, the unfinished one included. */
+  snapshot(): string[] {
+    const last = cleanStderrLine(this.partial.endsWith('\r') ? this.partial.slice(0, -1) : this.partial);
+    const lines = last.trim() === '' ? [...this.lines] : [...this.lines, last];
+    return lines.slice(-this.capacity);
+  }
+
   format(): string {
-    return this.lines.length === 0 ? '(no stderr output)' : this.lines.map((line) => `  ${line}`).join('\n');
+    const lines = this.snapshot();
+    return lines.length === 0 ? '(no stderr output)' : lines.map((line) => `  ${line}`).join('\n');
   }
 }
 
@@ -156,10 +228,10 @@ export async function spawnWorkerProcess(opts: SpawnOptions): Promise<WorkerProc
     },
   );
 
-  followLines(subprocess.stderr, (line) => {
-    stderr.push(line);
-    opts.onLog(line);
-  });
+  // The log gets each line as it comes (a progress bar's every update); the tail, for error messages,
+  // reads the raw text, so that it knows a '\r' update from a new line.
+  followLines(subprocess.stderr, (line) => opts.onLog(line));
+  followText(subprocess.stderr, (text) => stderr.write(text));
   const firstStdoutLine = new Promise<string>((resolve) => {
     let first = true;
     followLines(subprocess.stdout, (line) => {
@@ -230,6 +302,15 @@ function removeSocketAndFolder(socket: string): void {
   } catch {
     // Already gone, or the folder holds something else: leave it.
   }
+}
+
+function followText(stream: Readable | null, onText: (text: string) => void): void {
+  if (!stream) return;
+  const decoder = new StringDecoder('utf8');
+  stream.on('data', (chunk: Buffer | string) =>
+    onText(typeof chunk === 'string' ? chunk : decoder.write(chunk)),
+  );
+  stream.on('end', () => onText(decoder.end()));
 }
 
 function followLines(stream: Readable | null, onLine: (line: string) => void): void {

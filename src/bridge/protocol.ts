@@ -190,6 +190,8 @@ export const progressMessageSchema = z.object({
   total_units: z.int().nonnegative(),
   images_done: z.int().nonnegative(),
   images_total: z.int().nonnegative(),
+  /** Items in the batch being denoised: items[images_done .. images_done + batch_items). */
+  batch_items: z.int().nonnegative(),
 });
 
 export const imageMessageSchema = z.object({
@@ -213,6 +215,10 @@ export const doneMessageSchema = z.object({
   images: z.int().nonnegative(),
   elapsed_ms: z.number(),
   max_batch_used: z.int(),
+  /** The request's prompts that the encoder's token limit cut (indexes into `prompts`). */
+  truncated: z.array(
+    z.object({ prompt: z.int().nonnegative(), tokens: z.int().positive(), max_tokens: z.int().positive() }),
+  ),
 });
 
 export const errorMessageSchema = z.object({

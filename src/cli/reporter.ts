@@ -53,26 +53,43 @@ export function describeEvent(event: RunEvent): string | null {
       return `[${event.images_done}/${event.images_total}] ${event.path}`;
     case 'worker-lost':
       return (
-        `worker lost (${event.code}): ${event.lost} image${event.lost === 1 ? '' : 's'} not received; ` +
+        `worker lost (${event.code}): ${plural(event.lost, 'image')} not received; ` +
         (event.restarting ? 'restarting it and resuming' : 'giving up after too many restarts') +
         `\n  ${event.message.split('\n')[0]}`
       );
     case 'grid':
       return `grid: ${event.path}`;
-    case 'done':
+    case 'done': {
+      const made = `${plural(event.images_generated, 'image')} made`;
       if (event.aborted) {
-        return `stopped: ${event.images_generated} images made, run again to resume${event.manifest ? ` (${event.manifest})` : ''}`;
+        return `stopped: ${made}, run again to resume${event.manifest ? ` (${event.manifest})` : ''}`;
+      }
+      if (!event.complete) {
+        // A failure: the error itself is printed by the CLI; say what is kept, if anything.
+        if (event.images_generated + event.images_skipped === 0) return null;
+        return (
+          `incomplete: ${made}, ${event.images_skipped} already on disk; they are kept, and running the ` +
+          `same command again resumes${event.manifest ? ` (${event.manifest})` : ''}`
+        );
       }
       return (
-        `${event.complete ? 'done' : 'incomplete'}: ${event.images_generated} images made, ` +
-        `${event.images_skipped} already on disk, ${seconds(event.seconds)}` +
+        `done: ${made}, ${event.images_skipped} already on disk, ${seconds(event.seconds)}` +
         (event.manifest ? ` -> ${event.manifest}` : '')
       );
+    }
     case 'error':
       return null; // the CLI prints the error itself
     default:
       return null;
   }
+}
+
+/** The layers being denoised, for the progress bar: `layer 4`, `layers 0-8` (a batch spans several). */
+export function layerLabel(layers: readonly number[]): string {
+  if (layers.length === 0) return 'starting';
+  const low = Math.min(...layers);
+  const high = Math.max(...layers);
+  return low === high ? `layer ${low}` : `layers ${low}-${high}`;
 }
 
 export interface ReporterStreams {
@@ -110,7 +127,7 @@ export function createReporter(
   const multibar = new cliProgress.MultiBar(
     {
       stream: streams.err,
-      format: ' {bar} {images}/{imagesTotal} images | layer {layer} | ETA {eta_formatted} | {elapsed}',
+      format: ' {bar} {images}/{imagesTotal} images | {layer} | ETA {eta_formatted} | {elapsed}',
       barCompleteChar: '\u2588',
       barIncompleteChar: '\u2591',
       hideCursor: true,
@@ -123,7 +140,7 @@ export function createReporter(
   let bar: cliProgress.SingleBar | null = null;
   let startedAt = Date.now();
   const elapsed = (): string => seconds((Date.now() - startedAt) / 1000);
-  let payload = { images: 0, imagesTotal: 0, layer: '-', elapsed: '0 s' };
+  let payload = { images: 0, imagesTotal: 0, layer: 'starting', elapsed: '0 s' };
   const log = (line: string): void => {
     if (bar) multibar.log(`${line}\n`);
     else streams.err.write(`${line}\n`);
@@ -141,19 +158,26 @@ export function createReporter(
           return;
         }
         case 'progress':
-          payload = { ...payload, images: event.images_done, elapsed: elapsed() };
+          payload = {
+            ...payload,
+            images: event.images_done,
+            layer: layerLabel(event.layers),
+            elapsed: elapsed(),
+          };
           bar?.setTotal(Math.max(1, event.units_total));
           bar?.update(event.units_done, payload);
           return;
         case 'image':
-          payload = { ...payload, images: event.images_done, layer: `L${event.layer}`, elapsed: elapsed() };
+          payload = { ...payload, images: event.images_done, elapsed: elapsed() };
           bar?.update(payload);
           return;
-        case 'done':
+        case 'done': {
           multibar.stop();
           bar = null;
-          streams.out.write(`${describeEvent(event)}\n`);
+          const line = describeEvent(event);
+          if (line !== null) streams.out.write(`${line}\n`);
           return;
+        }
         case 'grid':
           return; // the summary names the folder; one line per grid is noise on a terminal
         default: {

@@ -38,6 +38,17 @@ export function formatIssue(issue: ConfigIssue): string {
   return `${where}${field ? `${field}: ` : ''}${issue.message}`;
 }
 
+/** How often a value is listed: "twice", "3 times". */
+export function timesListed(count: number): string {
+  return count === 2 ? 'twice' : `${count} times`;
+}
+
+/** `prompts[0] and prompts[3]`, `prompts[0], prompts[3] and prompts[5]`. */
+export function listIndexes(name: string, indexes: readonly number[]): string {
+  const items = indexes.map((i) => `${name}[${i}]`);
+  return items.length <= 1 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
+}
+
 /** A bad config, prompt file or option; `message` has one line per issue. */
 export class ConfigError extends Error {
   readonly issues: ConfigIssue[];

@@ -10,10 +10,13 @@ export {
   type ParseConfigOptions,
   parseConfig,
 } from './load.js';
+export { readModelDepth, resolveHubCommit } from './model-info.js';
 export { looksLikePath, resolveModelId } from './model-path.js';
 export {
   type LoadPromptsOptions,
+  loadPromptSet,
   loadPrompts,
+  type PromptSet,
   parsePromptCsv,
   parsePromptText,
   readPromptFile,
@@ -25,8 +28,11 @@ export {
   type ExperimentConfigInput,
   ExperimentConfigSchema,
   FAMILIES,
+  GRID_MIN_CELL,
+  type GridConfig,
   type LayerSpecInput,
   type LensConfig,
+  MAX_GUIDANCE,
   type ModelConfig,
   NOISE_MODES,
   type NoiseMode,

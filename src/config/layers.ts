@@ -1,12 +1,14 @@
 // Layer specs: "all", "start:end[:step]" (inclusive), comma lists, integers; negatives count from the
 // end (-1 = L). Parsed when the config is read, resolved against L once the model is loaded.
-import { ConfigError } from './errors.js';
+import { ConfigError, timesListed } from './errors.js';
 
 /** One inclusive range; a single layer is `{start: n, end: n, step: 1}`. Bounds may be negative. */
 export interface LayerRange {
   start: number;
   end: number;
   step: number;
+  /** The item as written (`"-3:-1"`), for error messages; derived from the bounds when absent. */
+  text?: string;
 }
 
 export type LayerSpec = { kind: 'all' } | { kind: 'ranges'; ranges: LayerRange[] };
@@ -29,7 +31,7 @@ function parsePart(part: string, whole: string): LayerRange {
   const pieces = part.split(':').map((p) => p.trim());
   if (pieces.length === 1) {
     const n = parseInt10(pieces[0] ?? '', whole);
-    return { start: n, end: n, step: 1 };
+    return { start: n, end: n, step: 1, text: part };
   }
   if (pieces.length > 3)
     throw specError(`"${whole}" is not a layer spec: "${part}" has too many ':'; ${SYNTAX}`);
@@ -38,7 +40,7 @@ function parsePart(part: string, whole: string): LayerRange {
   const end = b === '' ? -1 : parseInt10(b, whole);
   const step = c === '' ? 1 : parseInt10(c, whole);
   if (step < 1) throw specError(`"${whole}": step ${step} must be >= 1`);
-  return { start, end, step };
+  return { start, end, step, text: part };
 }
 
 /**
@@ -72,10 +74,44 @@ function describeSpec(spec: string | number | readonly number[]): string {
   return typeof spec === 'string' ? `"${spec}"` : JSON.stringify(spec);
 }
 
+function rangeText(range: LayerRange): string {
+  if (range.text !== undefined) return range.text;
+  if (range.start === range.end && range.step === 1) return String(range.start);
+  return `${range.start}:${range.end}${range.step === 1 ? '' : `:${range.step}`}`;
+}
+
+/** `layer 24 is listed twice ("-1" is layer 24 of 0..24)`, `layer 4 is listed twice (in "0:8:4" and "4")`. */
+function duplicateMessage(
+  layer: number,
+  producers: { range: LayerRange; start: number; end: number }[],
+  L: number,
+) {
+  const texts = producers.map((p) => rangeText(p.range));
+  // Items whose written bounds are not the layers they mean (negative or omitted bounds) are explained.
+  const notes = producers.flatMap((p, i) => {
+    const { range, start, end } = p;
+    if (range.start === start && range.end === end) return [];
+    const text = texts[i] ?? '';
+    if (start === end && range.step === 1 && !text.includes(':'))
+      return [`"${text}" is layer ${start} of 0..${L}`];
+    return [`"${text}" is ${start}:${end}${range.step === 1 ? '' : `:${range.step}`} of 0..${L}`];
+  });
+  // Items that are the layer itself, written as such, need no naming.
+  const plain = producers.every(
+    (p, i) => texts[i] === String(layer) || !(p.range.start === p.start && p.range.end === p.end),
+  );
+  const details = [
+    ...(plain ? [] : [`in ${texts.map((t) => `"${t}"`).join(texts.length === 2 ? ' and ' : ', ')}`]),
+    ...notes,
+  ];
+  const count = producers.length;
+  return `layer ${layer} is listed ${timesListed(count)}${details.length > 0 ? ` (${details.join('; ')})` : ''}`;
+}
+
 /**
  * Resolves a layer spec against L (the model's `num_layers`; hidden-state indices 0..L). Returns the
- * layers in the order given, without duplicates. Throws ConfigError (field `lens.layers`) naming the bad
- * value and the valid range.
+ * layers in the order given. Throws ConfigError (field `lens.layers`) naming the bad value and the valid
+ * range, or a layer that the spec lists more than once (overlapping ranges, `-1` next to L, ...).
  */
 export function resolveLayers(
   spec: string | number | readonly number[] | LayerSpec,
@@ -98,7 +134,7 @@ export function resolveLayers(
     return layer;
   };
   const out: number[] = [];
-  const seen = new Set<number>();
+  const producers = new Map<number, { range: LayerRange; start: number; end: number }[]>();
   for (const range of parsed.ranges) {
     const start = resolve(range.start);
     const end = resolve(range.end);
@@ -106,11 +142,22 @@ export function resolveLayers(
       throw specError(`range ${range.start}:${range.end} is empty (${start} > ${end})${suffix}`);
     }
     for (let layer = start; layer <= end; layer += range.step) {
-      if (!seen.has(layer)) {
-        seen.add(layer);
+      const by = producers.get(layer);
+      if (by) by.push({ range, start, end });
+      else {
+        producers.set(layer, [{ range, start, end }]);
         out.push(layer);
       }
     }
+  }
+  const repeated = out.filter((layer) => (producers.get(layer)?.length ?? 0) > 1);
+  if (repeated.length > 0) {
+    throw new ConfigError(
+      repeated.map((layer) => ({
+        path: LAYERS_PATH,
+        message: duplicateMessage(layer, producers.get(layer) ?? [], L),
+      })),
+    );
   }
   return out;
 }

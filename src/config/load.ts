@@ -2,7 +2,7 @@
 // and, for files, the line.
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
-import { type Document, isMap, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue, type FieldPath, formatPath } from './errors.js';
 import { type ExperimentConfig, ExperimentConfigSchema } from './schema.js';
@@ -66,25 +66,59 @@ const EXPECTED: Record<string, string> = {
   tuple: 'a list',
 };
 
-// Schema keys at a path, for "did you mean" hints.
-function knownKeys(path: FieldPath): string[] {
-  let schemas: z.core.$ZodType[] = [ExperimentConfigSchema];
-  const unwrap = (s: z.core.$ZodType): z.core.$ZodType[] => {
+type AnySchema = z.core.$ZodType;
+
+// The schemas a value at `path` may have to match (union branches apart, wrappers removed).
+function schemasAt(path: FieldPath): AnySchema[] {
+  let schemas: AnySchema[] = [ExperimentConfigSchema];
+  const unwrap = (s: AnySchema): AnySchema[] => {
     const def = s._zod.def as unknown as Record<string, unknown>;
-    if (def.innerType) return unwrap(def.innerType as z.core.$ZodType);
-    if (def.type === 'union') return (def.options as z.core.$ZodType[]).flatMap(unwrap);
+    if (def.innerType) return unwrap(def.innerType as AnySchema);
+    if (def.type === 'pipe') return unwrap(def.in as AnySchema);
+    if (def.type === 'union') return (def.options as AnySchema[]).flatMap(unwrap);
     return [s];
   };
   for (const part of [...path, null]) {
     schemas = schemas.flatMap(unwrap);
     if (part === null) break;
     schemas = schemas.flatMap((s) => {
-      const shape = (s._zod.def as unknown as { shape?: Record<string, z.core.$ZodType> }).shape;
-      const child = typeof part === 'string' ? shape?.[part] : undefined;
+      const def = s._zod.def as unknown as {
+        shape?: Record<string, AnySchema>;
+        element?: AnySchema;
+        items?: AnySchema[];
+      };
+      const child =
+        typeof part === 'string'
+          ? def.shape?.[part]
+          : (def.element ?? (def.items ? def.items[part] : undefined));
       return child ? [child] : [];
     });
   }
-  return schemas.flatMap((s) => Object.keys((s._zod.def as unknown as { shape?: object }).shape ?? {}));
+  return schemas;
+}
+
+// Schema keys at a path, for "did you mean" hints.
+function knownKeys(path: FieldPath): string[] {
+  return schemasAt(path).flatMap((s) =>
+    Object.keys((s._zod.def as unknown as { shape?: object }).shape ?? {}),
+  );
+}
+
+// True when a number at `path` must be an integer (every number the schema allows there is one).
+function integerField(path: FieldPath): boolean {
+  const numeric = schemasAt(path).flatMap((s) => {
+    const def = s._zod.def as unknown as { type: string; checks?: AnySchema[]; values?: unknown[] };
+    if (def.type === 'number') {
+      const formats = (def.checks ?? []).map((c) => (c._zod.def as { format?: string }).format);
+      return [formats.some((f) => f === 'safeint' || f === 'int32' || f === 'uint32')];
+    }
+    if (def.type === 'literal') {
+      const numbers = (def.values ?? []).filter((v) => typeof v === 'number');
+      return numbers.length > 0 ? [numbers.every((v) => Number.isInteger(v))] : [];
+    }
+    return [];
+  });
+  return numeric.length > 0 && numeric.every(Boolean);
 }
 
 function editDistance(a: string, b: string): number {
@@ -115,6 +149,10 @@ interface RawIssue {
   message: string;
   /** Locate the key itself rather than its value (unknown keys). */
   key?: boolean;
+  /** Where to locate the issue instead of `path` (e.g. the second of two equal seeds). */
+  at?: FieldPath;
+  /** Left out when the same field has another issue (the safe-integer range, beside a field's own bound). */
+  weak?: boolean;
 }
 
 function convertIssue(issue: ZodIssue, input: unknown, base: FieldPath = []): RawIssue[] {
@@ -140,6 +178,9 @@ function convertIssue(issue: ZodIssue, input: unknown, base: FieldPath = []): Ra
     }
     case 'invalid_type': {
       if (value === undefined) return [{ path, message: 'is required' }];
+      if (typeof value === 'number' && issue.expected === 'number') {
+        return [{ path, message: `must be a finite number (got ${describe(value)})` }];
+      }
       const expected = EXPECTED[issue.expected] ?? issue.expected;
       return [{ path, message: `must be ${expected} (got ${describe(value)})` }];
     }
@@ -156,6 +197,15 @@ function convertIssue(issue: ZodIssue, input: unknown, base: FieldPath = []): Ra
       ];
     case 'too_small': {
       if (!DEFAULT_MESSAGE.test(issue.message)) return [{ path, message: issue.message }];
+      if (issue.origin === 'int' && issue.minimum === Number.MIN_SAFE_INTEGER) {
+        return [
+          {
+            path,
+            weak: true,
+            message: `is too small for an integer (at least -(2^53 - 1); got ${describe(value)})`,
+          },
+        ];
+      }
       if (issue.origin === 'array' || issue.origin === 'string') {
         return [{ path, message: Number(issue.minimum) <= 1 ? 'must not be empty' : issue.message }];
       }
@@ -167,6 +217,15 @@ function convertIssue(issue: ZodIssue, input: unknown, base: FieldPath = []): Ra
       ];
     }
     case 'too_big':
+      if (issue.origin === 'int' && issue.maximum === Number.MAX_SAFE_INTEGER) {
+        return [
+          {
+            path,
+            weak: true,
+            message: `is too large for an integer (at most 2^53 - 1; got ${describe(value)})`,
+          },
+        ];
+      }
       if (issue.origin === 'number' || issue.origin === 'int') {
         return [
           {
@@ -176,6 +235,10 @@ function convertIssue(issue: ZodIssue, input: unknown, base: FieldPath = []): Ra
         ];
       }
       return [{ path, message: issue.message }];
+    case 'custom': {
+      const at = (issue.params as { at?: FieldPath } | undefined)?.at;
+      return [{ path, message: issue.message, ...(at ? { at: [...path, ...at] } : {}) }];
+    }
     case 'not_multiple_of':
       return [{ path, message: `must be a multiple of ${issue.divisor} (got ${describe(value)})` }];
     default:
@@ -204,8 +267,10 @@ export function parseConfig(input: unknown, options: ParseConfigOptions = {}): E
   }
   const result = ExperimentConfigSchema.safeParse(input);
   if (!result.success) {
-    const issues: ConfigIssue[] = result.error.issues
-      .flatMap((issue) => convertIssue(issue, input))
+    const raws = result.error.issues.flatMap((issue) => convertIssue(issue, input));
+    const strong = new Set(raws.filter((raw) => !raw.weak).map((raw) => formatPath(raw.path)));
+    const issues: ConfigIssue[] = raws
+      .filter((raw) => !(raw.weak && strong.has(formatPath(raw.path))))
       .map((raw) => {
         // Unknown keys are reported on their parent ("model: unexpected key ...").
         const fieldPath = raw.key ? raw.path.slice(0, -1) : raw.path;
@@ -213,7 +278,7 @@ export function parseConfig(input: unknown, options: ParseConfigOptions = {}): E
         const issue: ConfigIssue = {
           path: fieldPath,
           message: raw.message,
-          ...(source?.locate?.(raw.path, raw.key) ?? (source?.file ? { file: source.file } : {})),
+          ...(source?.locate?.(raw.at ?? raw.path, raw.key) ?? (source?.file ? { file: source.file } : {})),
         };
         if (label) issue.label = label;
         return issue;
@@ -258,6 +323,35 @@ function yamlLocator(doc: Document, lines: LineCounter, file: string): Locator {
     const pos = lines.linePos(offset);
     return { file, line: pos.line, column: pos.col };
   };
+}
+
+const PLAIN_INTEGER = /^-?\d+$/;
+
+/**
+ * Numbers written other than in plain digits (`1e3`, `8.0`, `0x10`) where the schema wants an integer:
+ * YAML reads `1e3` as the float 1000, which the schema cannot tell from `1000`.
+ */
+function integerLiteralIssues(doc: Document, locate: Locator): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const visit = (node: unknown, path: FieldPath): void => {
+    if (isMap(node)) {
+      for (const pair of node.items) {
+        const key = isScalar(pair.key) ? pair.key.value : undefined;
+        if (typeof key === 'string') visit(pair.value, [...path, key]);
+      }
+    } else if (isSeq(node)) {
+      node.items.forEach((item, i) => {
+        visit(item, [...path, i]);
+      });
+    } else if (isScalar(node) && typeof node.value === 'number' && Number.isInteger(node.value)) {
+      const source = (node.source ?? String(node.value)).trim();
+      if (node.type === 'PLAIN' && !PLAIN_INTEGER.test(source) && integerField(path)) {
+        issues.push({ path, message: `must be an integer in plain digits (got ${source})`, ...locate(path) });
+      }
+    }
+  };
+  visit(doc.contents, []);
+  return issues;
 }
 
 /**
@@ -306,7 +400,19 @@ export async function loadConfigFile(path: string): Promise<ExperimentConfig> {
       message: 'the config must be a mapping of keys',
     });
   }
-  const config = parseConfig(input, { source });
+  const literalIssues = integerLiteralIssues(doc, source.locate as Locator);
+  let config: ExperimentConfig;
+  try {
+    config = parseConfig(input, { source });
+  } catch (error) {
+    if (!(error instanceof ConfigError) || literalIssues.length === 0) throw error;
+    // One issue per field: the literal's says more than the schema's about the same number.
+    const taken = new Set(literalIssues.map((issue) => formatPath(issue.path)));
+    const issues = [...literalIssues, ...error.issues.filter((issue) => !taken.has(formatPath(issue.path)))];
+    issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+    throw new ConfigError(issues);
+  }
+  if (literalIssues.length > 0) throw new ConfigError(literalIssues);
   if (config.name === undefined) {
     const named = { ...config, name: basename(file, extname(file)) };
     sources.set(named, source);

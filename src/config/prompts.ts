@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, extname, resolve } from 'node:path';
 import { CsvSyntaxError, parseCsv } from './csv.js';
-import { ConfigError, type ConfigIssue } from './errors.js';
+import { ConfigError, type ConfigIssue, listIndexes, timesListed } from './errors.js';
 import type { ExperimentConfig, PromptFileSpec } from './schema.js';
 
 export interface LoadPromptsOptions {
@@ -27,13 +27,78 @@ export function parsePromptText(text: string): { line: number; prompt: string }[
   return out;
 }
 
-/** Reads the prompts of a CSV file's `column` (header row first). */
-export function parsePromptCsv(
+/** A prompt list with the other columns of its CSV file, row by row (see loadPromptSet). */
+export interface PromptSet {
+  prompts: string[];
+  /** The CSV's other columns in header order (not the prompt column); [] for .txt files and inline lists. */
+  columns: string[];
+  /** rows[i]: prompt i's values of `columns`. */
+  rows: Record<string, string>[];
+}
+
+/** One prompt of a file, with its line and (CSV) its other columns' values. */
+interface PromptEntry {
+  line: number;
+  prompt: string;
+  values: Record<string, string>;
+}
+
+/** At most this many issues of one kind are listed; the rest are counted. */
+const MAX_LISTED = 10;
+
+function failAll(issues: ConfigIssue[], more: (count: number) => string): void {
+  if (issues.length === 0) return;
+  const listed = issues.slice(0, MAX_LISTED);
+  const [first] = issues;
+  if (issues.length > MAX_LISTED && first) {
+    listed.push({ ...first, message: more(issues.length - MAX_LISTED) });
+  }
+  throw new ConfigError(listed);
+}
+
+/** `lines 3 and 7`, `lines 3, 7 and 9`. */
+function listLines(lines: readonly number[]): string {
+  return lines.length === 1
+    ? `line ${lines[0]}`
+    : `lines ${lines.slice(0, -1).join(', ')} and ${lines.at(-1)}`;
+}
+
+/** Refuses a prompt that a file lists more than once: `"a cat" is listed twice (lines 3 and 7 of p.csv)`. */
+function refuseRepeats(
+  entries: readonly PromptEntry[],
+  file: string,
+  where: Pick<ConfigIssue, 'file' | 'line'>,
+) {
+  const lines = new Map<string, number[]>();
+  for (const { prompt, line } of entries) {
+    const seen = lines.get(prompt);
+    if (seen) seen.push(line);
+    else lines.set(prompt, [line]);
+  }
+  const issues: ConfigIssue[] = [];
+  for (const [prompt, at] of lines) {
+    if (at.length < 2) continue;
+    issues.push({
+      path: ['prompts'],
+      ...where,
+      message: `${JSON.stringify(prompt)} is listed ${timesListed(at.length)} (${listLines(at)} of ${file})`,
+    });
+  }
+  failAll(issues, (n) => `and ${n} more prompts listed more than once in ${file}`);
+}
+
+/**
+ * Reads a CSV prompt table: the prompts of its `column` (header row first) and the other columns' values.
+ * `where` locates the `column` setting (for a missing column), `rowWhere` the file setting (for rows of
+ * the wrong width); other row errors name the file and the row's line.
+ */
+function parsePromptTable(
   text: string,
   column: string,
   file: string,
   where: Pick<ConfigIssue, 'file' | 'line'> = {},
-): { line: number; prompt: string }[] {
+  rowWhere: Pick<ConfigIssue, 'file' | 'line'> = where,
+): { columns: string[]; entries: PromptEntry[] } {
   let rows: ReturnType<typeof parseCsv>;
   try {
     rows = parseCsv(text);
@@ -53,27 +118,51 @@ export function parsePromptCsv(
       message: `column "${column}" not found in ${file}; columns found: ${columns.map((c) => `"${c}"`).join(', ')}`,
     });
   }
-  return rows.slice(1).map((row) => {
-    const prompt = row.fields[index]?.trim();
-    if (prompt === undefined) {
-      fail({
+  const repeated = columns.find((c, i) => columns.indexOf(c) !== i);
+  if (repeated !== undefined) {
+    fail({
+      path: ['prompts'],
+      ...rowWhere,
+      message: `${file} line ${header.line}: column "${repeated}" is in the header twice`,
+    });
+  }
+  const data = rows.slice(1);
+  failAll(
+    data
+      .filter((row) => row.fields.length !== columns.length)
+      .map((row) => ({
         path: ['prompts'],
-        file,
-        line: row.line,
-        message: `row has ${row.fields.length} fields, no "${column}" (column ${index + 1})`,
-      });
-    }
+        ...rowWhere,
+        message: `${file} line ${row.line}: ${row.fields.length} field${row.fields.length === 1 ? '' : 's'}, the header has ${columns.length}`,
+      })),
+    (n) => `and ${n} more rows of ${file} whose number of fields is not the header's`,
+  );
+  const others = columns.map((name, i) => ({ name, i })).filter(({ i }) => i !== index);
+  const entries = data.map((row) => {
+    const prompt = (row.fields[index] ?? '').trim();
     if (prompt === '')
       fail({ path: ['prompts'], file, line: row.line, message: `empty prompt in column "${column}"` });
-    return { line: row.line, prompt };
+    const values: Record<string, string> = {};
+    for (const { name, i } of others) values[name] = (row.fields[i] ?? '').trim();
+    return { line: row.line, prompt, values };
   });
+  return { columns: others.map(({ name }) => name), entries };
 }
 
-/** Reads a prompt file (.csv or .txt), path relative to `configDir`. */
-export async function readPromptFile(
-  spec: PromptFileSpec,
-  options: LoadPromptsOptions = {},
-): Promise<string[]> {
+/**
+ * Reads the prompts of a CSV file's `column` (header row first). Throws ConfigError for a missing column
+ * or a row whose number of fields is not the header's (`p.csv line 5: 3 fields, the header has 4`).
+ */
+export function parsePromptCsv(
+  text: string,
+  column: string,
+  file: string,
+  where: Pick<ConfigIssue, 'file' | 'line'> = {},
+): { line: number; prompt: string }[] {
+  return parsePromptTable(text, column, file, where).entries.map(({ line, prompt }) => ({ line, prompt }));
+}
+
+async function readPromptTable(spec: PromptFileSpec, options: LoadPromptsOptions): Promise<PromptSet> {
   const where = options.locate?.(['prompts', 'file']) ?? {};
   const path = resolve(options.configDir ?? process.cwd(), spec.file);
   const ext = extname(path).toLowerCase();
@@ -90,23 +179,61 @@ export async function readPromptFile(
     fail({ path: ['prompts', 'file'], ...where, message: `cannot read "${spec.file}" (${path}): ${why}` });
   }
   const name = basename(path);
-  const entries =
+  const { columns, entries } =
     ext === '.csv'
-      ? parsePromptCsv(text, spec.column, name, options.locate?.(['prompts', 'column']) ?? where)
-      : parsePromptText(text);
+      ? parsePromptTable(text, spec.column, name, options.locate?.(['prompts', 'column']) ?? where, where)
+      : { columns: [], entries: parsePromptText(text).map((e) => ({ ...e, values: {} })) };
   if (entries.length === 0) fail({ path: ['prompts'], ...where, message: `${name} has no prompts` });
-  return entries.map((e) => e.prompt);
+  refuseRepeats(entries, name, where);
+  return { prompts: entries.map((e) => e.prompt), columns, rows: entries.map((e) => e.values) };
 }
 
 /**
- * The config's prompts as a list: inline ones, or those read from its file. Repeated prompts are kept
- * once (first occurrence), since they would make the same images.
+ * Reads a prompt file (.csv or .txt), path relative to `configDir`. Throws ConfigError for a prompt listed
+ * twice (`"a cat" is listed twice (lines 3 and 7 of p.csv)`), ragged CSV rows and empty files.
  */
+export async function readPromptFile(
+  spec: PromptFileSpec,
+  options: LoadPromptsOptions = {},
+): Promise<string[]> {
+  return (await readPromptTable(spec, options)).prompts;
+}
+
+/**
+ * The config's prompts with the other columns of their CSV file: inline ones, or those read from its file.
+ * A prompt listed twice is an error (it would make the same images twice): for a file the message names
+ * its lines, for an inline list its indexes (`"a cat" is listed twice (prompts[0] and prompts[3])`).
+ */
+export async function loadPromptSet(
+  prompts: ExperimentConfig['prompts'],
+  options: LoadPromptsOptions = {},
+): Promise<PromptSet> {
+  if (!Array.isArray(prompts)) return readPromptTable(prompts, options);
+  if (prompts.length === 0)
+    fail({ path: ['prompts'], ...options.locate?.(['prompts']), message: 'no prompts' });
+  const indexes = new Map<string, number[]>();
+  prompts.forEach((prompt, i) => {
+    const seen = indexes.get(prompt);
+    if (seen) seen.push(i);
+    else indexes.set(prompt, [i]);
+  });
+  const issues: ConfigIssue[] = [];
+  for (const [prompt, at] of indexes) {
+    if (at.length < 2) continue;
+    issues.push({
+      path: ['prompts'],
+      ...options.locate?.(['prompts', at[1] ?? 0]),
+      message: `${JSON.stringify(prompt)} is listed ${timesListed(at.length)} (${listIndexes('prompts', at)})`,
+    });
+  }
+  failAll(issues, (n) => `and ${n} more prompts listed more than once`);
+  return { prompts: [...prompts], columns: [], rows: prompts.map(() => ({})) };
+}
+
+/** The config's prompts as a list (loadPromptSet without the other columns). */
 export async function loadPrompts(
   prompts: ExperimentConfig['prompts'],
   options: LoadPromptsOptions = {},
 ): Promise<string[]> {
-  const list = Array.isArray(prompts) ? prompts : await readPromptFile(prompts, options);
-  if (list.length === 0) fail({ path: ['prompts'], ...options.locate?.(['prompts']), message: 'no prompts' });
-  return [...new Set(list)];
+  return (await loadPromptSet(prompts, options)).prompts;
 }

@@ -1,7 +1,7 @@
 // The experiment config: defined once here with zod; the TS types are inferred from it.
 import { z } from 'zod';
-import { ConfigError } from './errors.js';
-import { parseLayerSpec } from './layers.js';
+import { ConfigError, listIndexes, timesListed } from './errors.js';
+import { parseLayerSpec, resolveLayers } from './layers.js';
 
 /** Scheduler names; the same list as the worker's `ready.schedulers` (a test checks it). */
 export const SCHEDULERS = [
@@ -30,6 +30,33 @@ export const UNCOND_MODES = ['final', 'same-layer'] as const;
 export const NOISE_MODES = ['shared', 'per-layer'] as const;
 
 const MAX_SEED = 2 ** 32 - 1;
+/** Classifier-free guidance scales beyond this make black or saturated images (the worker has the same bound). */
+export const MAX_GUIDANCE = 100;
+/** Bounds of `grid.min_cell`, the smallest side of a grid cell in pixels. */
+export const GRID_MIN_CELL = { min: 16, max: 2048, default: 128 } as const;
+
+/**
+ * Reports each value that a list holds more than once, as `3 is listed twice` on the list, located at the
+ * value's second occurrence (params.at, used by parseConfig for the YAML line).
+ */
+function refuseDuplicates<T>(show: (value: T) => string, where?: (indexes: number[]) => string) {
+  return (list: readonly T[], ctx: z.core.$RefinementCtx<T[]>): void => {
+    const indexes = new Map<T, number[]>();
+    list.forEach((value, i) => {
+      const seen = indexes.get(value);
+      if (seen) seen.push(i);
+      else indexes.set(value, [i]);
+    });
+    for (const [value, at] of indexes) {
+      if (at.length < 2) continue;
+      ctx.addIssue({
+        code: 'custom',
+        message: `${show(value)} is listed ${timesListed(at.length)}${where ? ` (${where(at)})` : ''}`,
+        params: { at: [at[1]] },
+      });
+    }
+  };
+}
 
 const ModelSchema = z
   .strictObject({
@@ -93,8 +120,9 @@ const SamplerSchema = z
     guidance: z
       .number()
       .min(0)
+      .max(MAX_GUIDANCE)
       .optional()
-      .describe("classifier-free guidance scale; default: the model's (SD 7.5, IF 7.0)"),
+      .describe("classifier-free guidance scale, 0..100; default: the model's (SD 7.5, IF 7.0)"),
     size: SizeSchema.optional().describe("image size; default: the model's native size"),
     scheduler: z
       .enum(SCHEDULERS)
@@ -104,20 +132,29 @@ const SamplerSchema = z
   })
   .describe('sampling settings');
 
+/**
+ * Checks a layer spec as far as it can be without L: its syntax, and, when every bound is written out and
+ * not negative, that no layer is listed twice and no range is empty (else resolveLayers says so later).
+ */
+function checkLayerSpec(value: string | number[], ctx: z.core.$RefinementCtx<string | number[]>): void {
+  try {
+    const spec = parseLayerSpec(value);
+    if (spec.kind === 'ranges' && spec.ranges.every((r) => r.start >= 0 && r.end >= 0)) {
+      resolveLayers(value, Math.max(...spec.ranges.map((r) => r.end)));
+    }
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    for (const issue of error.issues) ctx.addIssue({ code: 'custom', message: issue.message });
+  }
+}
+
 /** A layer spec: "all", "start:end[:step]" (inclusive), "0,4,8", one integer, or a list of integers. */
 export const LayerSpecSchema = z
   .union(
     [
-      z.string().superRefine((value, ctx) => {
-        try {
-          parseLayerSpec(value);
-        } catch (error) {
-          const message = error instanceof ConfigError ? (error.issues[0]?.message ?? '') : String(error);
-          ctx.addIssue({ code: 'custom', message });
-        }
-      }),
+      z.string().superRefine(checkLayerSpec),
       z.number().int(),
-      z.array(z.number().int()).min(1),
+      z.array(z.number().int()).min(1).superRefine(checkLayerSpec),
     ],
     { error: 'must be "all", "start:end[:step]", a comma list like "0,4,8", or a list of integers' },
   )
@@ -143,17 +180,7 @@ const LensSchema = z
 const SeedsSchema = z
   .array(z.number().int().min(0).max(MAX_SEED))
   .min(1)
-  .superRefine((seeds, ctx) => {
-    const seen = new Map<number, number>();
-    seeds.forEach((seed, i) => {
-      const first = seen.get(seed);
-      if (first !== undefined) {
-        ctx.addIssue({ code: 'custom', path: [i], message: `duplicate seed ${seed} (also seeds[${first}])` });
-      } else {
-        seen.set(seed, i);
-      }
-    });
-  })
+  .superRefine(refuseDuplicates((seed) => String(seed)))
   .describe('random seeds; one image per (prompt, layer, seed)');
 
 export const PromptFileSchema = z
@@ -168,7 +195,13 @@ const PromptsSchema = z
     [
       z
         .array(z.string().trim().min(1, { error: 'must not be empty' }))
-        .min(1, { error: 'must list at least one prompt' }),
+        .min(1, { error: 'must list at least one prompt' })
+        .superRefine(
+          refuseDuplicates(
+            (prompt) => JSON.stringify(prompt),
+            (at) => listIndexes('prompts', at),
+          ),
+        ),
       PromptFileSchema,
     ],
     { error: 'must be a list of prompts or {file, column}' },
@@ -195,8 +228,9 @@ const Stage2Schema = z
     guidance: z
       .number()
       .min(0)
+      .max(MAX_GUIDANCE)
       .optional()
-      .describe("stage II classifier-free guidance scale; default: the checkpoint's (IF-II: 4.0)"),
+      .describe("stage II classifier-free guidance scale, 0..100; default: the checkpoint's (IF-II: 4.0)"),
     size: SizeSchema.optional().describe(
       "stage II image size; default: the checkpoint's native size (IF-II: 256)",
     ),
@@ -225,13 +259,9 @@ const Stage2Schema = z
 const StagesSchema = z
   .array(z.union([z.literal(1), z.literal(2)], { error: 'must be 1 or 2' }))
   .min(1)
+  .superRefine(refuseDuplicates((stage) => String(stage)))
   .superRefine((stages, ctx) => {
-    const seen = new Set<number>();
-    stages.forEach((stage, i) => {
-      if (seen.has(stage)) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate stage ${stage}` });
-      seen.add(stage);
-    });
-    if (!seen.has(1)) {
+    if (!stages.includes(1)) {
       ctx.addIssue({ code: 'custom', message: 'stage 2 upscales stage 1 images: use [1, 2], not [2]' });
     }
   })
@@ -239,6 +269,18 @@ const StagesSchema = z
     'which stages to generate: [1] (base images) or [1, 2] (and their stage II upscales); ' +
       'default: [1, 2] when stage2.model is set, else [1]',
   );
+
+const GridSchema = z
+  .strictObject({
+    min_cell: z
+      .number()
+      .int()
+      .min(GRID_MIN_CELL.min)
+      .max(GRID_MIN_CELL.max)
+      .default(GRID_MIN_CELL.default)
+      .describe('smallest side of one grid cell in pixels (16..2048); smaller images are upscaled to it'),
+  })
+  .describe('the layer x seed grid images');
 
 const RuntimeSchema = z
   .strictObject({
@@ -261,6 +303,7 @@ export const ExperimentConfigSchema = z
     runtime: RuntimeSchema.prefault({}),
     stages: StagesSchema.optional(),
     stage2: Stage2Schema.prefault({}),
+    grid: GridSchema.prefault({}),
   })
   .superRefine((config, ctx) => {
     const stages = resolveStages(config);
@@ -308,6 +351,7 @@ export type LensConfig = ExperimentConfig['lens'];
 export type LayerSpecInput = LensConfig['layers'];
 export type PromptFileSpec = z.infer<typeof PromptFileSchema>;
 export type Stage2Config = ExperimentConfig['stage2'];
+export type GridConfig = ExperimentConfig['grid'];
 export type Stage = (typeof STAGES)[number];
 export type OffloadMode = (typeof OFFLOAD_MODES)[number];
 export type UncondMode = (typeof UNCOND_MODES)[number];

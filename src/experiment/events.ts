@@ -36,7 +36,10 @@ export type RunEvent =
       /** The stage II checkpoint, when one was loaded. */
       stage2: { model: string; pipeline_class: string; revision: string | null } | null;
     }
-  /** Something the user must be told (from the worker's `loaded.notices`), e.g. caption cleaning is off. */
+  /**
+   * Something the user must be told: from the worker (caption cleaning is off), a prompt cut to the
+   * encoder's token limit, images changed by hand and made again, a run moved to a variant folder.
+   */
   | { type: 'notice'; message: string }
   | {
       type: 'plan';
@@ -61,6 +64,8 @@ export type RunEvent =
       /** Denoising steps done / to do (one unit = one step of one image), across restarts. */
       units_done: number;
       units_total: number;
+      /** The layers of the batch being denoised. */
+      layers: number[];
     }
   | (ManifestImage & {
       type: 'image';
@@ -88,6 +93,7 @@ export type RunEvent =
       images_skipped: number;
       seconds: number;
     }
-  | { type: 'error'; code: string; message: string };
+  /** A run that failed; `done` follows. `resumable`: images are kept, and a rerun goes on from them. */
+  | { type: 'error'; code: string; message: string; resumable: boolean };
 
 export type RunEventType = RunEvent['type'];

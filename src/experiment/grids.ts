@@ -1,9 +1,10 @@
-// One labelled layer × seed grid per prompt and stage, from the image files on disk.
-import { join } from 'node:path';
+// One labelled layer × seed grid per prompt and stage, from the image files on disk: the prompt as title,
+// a legend with the model and settings, rows labelled by layer (the final one marked), columns by seed.
+import { join, posix, win32 } from 'node:path';
 import type { Stage } from '../config/index.js';
 import { buildGrid } from '../render/grid.js';
 import type { ManifestGrid } from './manifest.js';
-import type { Plan } from './plan.js';
+import type { Job, Plan } from './plan.js';
 import { gridPath, writeFileAtomic } from './store.js';
 
 export type GridRecord = ManifestGrid;
@@ -14,30 +15,101 @@ export function gridTitle(prompt: string, stage: Stage, stages: readonly Stage[]
   return `${prompt} (stage ${stage === 1 ? 'I' : 'II'})`;
 }
 
+/** A row label: `L3`, and for the final layer (index `numLayers`) `L24 (final)`. */
+export function layerLabel(layer: number, numLayers: number): string {
+  return layer === numLayers ? `L${layer} (final)` : `L${layer}`;
+}
+
+/**
+ * A model id for display: a local path (absolute, or starting with ./ or ../, or ~/) becomes its last
+ * folder name; hub ids (`owner/name`) stay as they are.
+ */
+export function shortModelId(id: string): string {
+  const local =
+    posix.isAbsolute(id) || win32.isAbsolute(id) || /^(\.\.?|~)[\\/]/.test(id) || id === '.' || id === '..';
+  if (!local) return id;
+  const parts = id.split(/[\\/]+/).filter((p) => p !== '' && p !== '.');
+  return parts[parts.length - 1] ?? id;
+}
+
+function shortText(text: string, max: number): string {
+  const chars = [...text];
+  return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+/**
+ * The legend of a grid, as items (shown joined by ' · '): the model and sampler settings, the lens
+ * settings, which row is the final layer; for a stage II grid also stage II's model and settings.
+ */
+export function gridLegend(plan: Plan, stage: Stage): string[] {
+  const { model, sampler, lens, stage2 } = plan.settings;
+  const items = [
+    `model ${shortModelId(model.id)}${model.variant ? ` (${model.variant})` : ''}`,
+    `${sampler.steps} steps`,
+    `guidance ${sampler.guidance}`,
+    `${sampler.width}×${sampler.height}`,
+    sampler.scheduler,
+    `uncond ${lens.uncond}`,
+    `noise ${lens.noise}`,
+  ];
+  if (sampler.negative) items.push(`negative "${shortText(sampler.negative, 40)}"`);
+  if (stage === 2 && stage2) {
+    items.push(
+      `stage II: model ${shortModelId(stage2.model.id)}`,
+      `${stage2.steps} steps`,
+      `guidance ${stage2.guidance}`,
+      `${stage2.width}×${stage2.height}`,
+      `noise level ${stage2.noise_level}`,
+    );
+  }
+  items.push(`rows: layers (L${plan.numLayers} = final)`, 'columns: seeds');
+  return items;
+}
+
+/** The size of a stage's images, as planned. */
+function cellSize(plan: Plan, stage: Stage): { width: number; height: number } {
+  const { sampler, stage2 } = plan.settings;
+  return stage === 2 && stage2 ? { width: stage2.width, height: stage2.height } : sampler;
+}
+
 export async function writeGrids(input: {
   outDir: string;
   plan: Plan;
   prompts: string[];
   layers: number[];
   seeds: number[];
+  /**
+   * Small images are upscaled (nearest neighbour, integer factor) until a cell's shorter side is at least
+   * this many pixels; default 128, 0 never upscales.
+   */
+  minCell?: number;
+  /** Whether a job's image is there to show; a cell whose job is not done is a placeholder. Default: all are. */
+  isDone?: (job: Job) => boolean;
   onGrid?: (grid: GridRecord) => void;
 }): Promise<GridRecord[]> {
   const { outDir, plan, layers, seeds } = input;
   const grids: GridRecord[] = [];
   for (const [promptIndex, prompt] of input.prompts.entries()) {
     for (const stage of plan.stages) {
-      const jobs = plan.jobs.filter((job) => job.promptIndex === promptIndex && job.stage === stage);
+      const jobs = new Map<string, Job>();
+      for (const job of plan.jobs) {
+        if (job.promptIndex === promptIndex && job.stage === stage) jobs.set(`${job.layer}/${job.seed}`, job);
+      }
       const cells = layers.map((layer) =>
         seeds.map((seed) => {
-          const job = jobs.find((j) => j.layer === layer && j.seed === seed);
-          return job ? join(outDir, job.path) : null;
+          const job = jobs.get(`${layer}/${seed}`);
+          if (!job || (input.isDone && !input.isDone(job))) return null;
+          return join(outDir, job.path);
         }),
       );
       const png = await buildGrid({
         title: gridTitle(prompt, stage, plan.stages),
-        rowLabels: layers.map((layer) => `L${layer}`),
+        legend: gridLegend(plan, stage),
+        rowLabels: layers.map((layer) => layerLabel(layer, plan.numLayers)),
         colLabels: seeds.map((seed) => `s${seed}`),
         cells,
+        minCell: input.minCell,
+        emptyCellSize: cellSize(plan, stage),
       });
       const path = gridPath(prompt, stage);
       await writeFileAtomic(join(outDir, path), png);

@@ -1,5 +1,8 @@
+export { type CacheState, inspectCache } from './cache.js';
 export type { ImageRef, RunEvent, RunEventType } from './events.js';
 export { gridTitle } from './grids.js';
+export { IMAGES_CSV_FILE, imagesCsv } from './images-csv.js';
+export { FolderBusyError, LOCK_FILE } from './lock.js';
 export {
   buildManifest,
   MANIFEST_VERSION,
@@ -7,11 +10,14 @@ export {
   type ManifestGrid,
   type ManifestImage,
   type ManifestInput,
+  type ManifestPrompt,
   manifestImage,
   type ResolvedConfig,
   type ResolvedStage2,
+  type Truncation,
   writeManifest,
 } from './manifest.js';
+export { OutputFolderError } from './outdir.js';
 export {
   CODE_VERSION,
   canonicalJson,
@@ -27,16 +33,19 @@ export {
   resolveSize,
   type Stage2Settings,
 } from './plan.js';
-export { type RunOptions, type RunResult, runExperiment } from './runner.js';
+export { FolderConflictError, type RunOptions, type RunResult, runExperiment } from './runner.js';
+export { describeChanges, diffSettings, type SettingChange, settingsId, variantName } from './settings.js';
 export {
   gridPath,
   imagePath,
   JOURNAL_FILE,
   Journal,
   type JournalEntry,
+  journalEntrySchema,
   MANIFEST_FILE,
   promptDirName,
   promptHash8,
+  sha256Hex,
   slugify,
   writeFileAtomic,
 } from './store.js';

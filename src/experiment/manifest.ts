@@ -1,18 +1,21 @@
 // DIR/manifest.json: what was run, with what, and which files it made. Written atomically at the end of
 // a run and when a run stops early (then `complete: false`).
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { LensWorker, LoadedMessage, ReadyMessage } from '../bridge/index.js';
+import type { LoadedMessage } from '../bridge/index.js';
 import type {
   ExperimentConfig,
   ModelConfig,
   NoiseMode,
   PromptFileSpec,
+  PromptSet,
   SchedulerName,
   Stage,
   UncondMode,
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from '../version.js';
 import type { Job, Plan } from './plan.js';
+import type { WorkerInfo } from './resolution.js';
 import { MANIFEST_FILE, writeFileAtomic } from './store.js';
 
 export const MANIFEST_VERSION = 1;
@@ -78,6 +81,20 @@ export function manifestImage(job: Job): ManifestImage {
   return { prompt, prompt_index: promptIndex, layer, seed, stage, path, key };
 }
 
+/** A prompt cut by the encoder's token limit: its token count and the limit. */
+export interface Truncation {
+  tokens: number;
+  max_tokens: number;
+}
+
+/** One prompt of the run, with its prompt file's other columns (category, class, object1, ...). */
+export interface ManifestPrompt {
+  prompt: string;
+  columns: Record<string, string>;
+  /** Set when the text encoder's token limit cut the prompt (the rest of it had no effect). */
+  truncated: Truncation | null;
+}
+
 /** One layer × seed grid: of one prompt's images of one stage. */
 export interface ManifestGrid {
   prompt: string;
@@ -104,7 +121,10 @@ export interface Manifest {
     stage2: { id: string; revision: string | null; pipeline_class: string } | null;
   };
   lens: LoadedMessage['lens'];
-  worker: Pick<ReadyMessage, 'python' | 'torch' | 'diffusers' | 'transformers'> & { version: string };
+  worker: Pick<WorkerInfo, 'python' | 'torch' | 'diffusers' | 'transformers'> & { version: string };
+  /** The prompt file's extra column names (none for inline prompts and .txt files). */
+  prompt_columns: string[];
+  prompts: ManifestPrompt[];
   images: ManifestImage[];
   grids: ManifestGrid[];
   timings: {
@@ -123,14 +143,28 @@ export async function writeManifest(outDir: string, manifest: Manifest): Promise
   return path;
 }
 
+/** The grid paths the folder's manifest lists (none when it has no readable manifest). */
+export async function readManifestGrids(outDir: string): Promise<string[]> {
+  try {
+    const manifest = JSON.parse(await readFile(join(outDir, MANIFEST_FILE), 'utf8')) as Partial<Manifest>;
+    const paths = Array.isArray(manifest.grids) ? manifest.grids.map((grid) => grid?.path) : [];
+    // Only paths this tool writes: never anything outside grids/.
+    return paths.filter((p): p is string => typeof p === 'string' && /^grids\/[\w.-]+\.png$/.test(p));
+  } catch {
+    return [];
+  }
+}
+
 export interface ManifestInput {
   config: ExperimentConfig;
   name: string;
-  prompts: string[];
+  promptSet: PromptSet;
+  /** By prompt index. */
+  truncated: ReadonlyMap<number, Truncation>;
   plan: Plan;
   loaded: LoadedMessage;
   modelId: string;
-  worker: Pick<LensWorker, 'info'>;
+  worker: WorkerInfo;
   done: Set<string>;
   grids: Manifest['grids'];
   complete: boolean;
@@ -164,7 +198,7 @@ export function buildManifest(input: ManifestInput): Manifest {
       noise: config.lens.noise,
     },
     seeds: [...config.seeds],
-    prompts: input.prompts,
+    prompts: input.promptSet.prompts,
     ...(Array.isArray(config.prompts) ? {} : { prompts_file: config.prompts }),
     runtime: { max_batch: config.runtime.max_batch },
     stages: [...plan.stages],
@@ -209,12 +243,18 @@ export function buildManifest(input: ManifestInput): Manifest {
     },
     lens: loaded.lens,
     worker: {
-      version: worker.info.worker,
-      python: worker.info.python,
-      torch: worker.info.torch,
-      diffusers: worker.info.diffusers,
-      transformers: worker.info.transformers,
+      version: worker.worker,
+      python: worker.python,
+      torch: worker.torch,
+      diffusers: worker.diffusers,
+      transformers: worker.transformers,
     },
+    prompt_columns: [...input.promptSet.columns],
+    prompts: input.promptSet.prompts.map((prompt, index) => ({
+      prompt,
+      columns: { ...input.promptSet.rows[index] },
+      truncated: input.truncated.get(index) ?? null,
+    })),
     images: plan.jobs.filter((job) => input.done.has(job.key)).map(manifestImage),
     grids: input.grids,
     timings: {

@@ -15,7 +15,8 @@ import { imagePath } from './store.js';
 
 /** How stage II (super-resolution) runs, resolved against the loaded stage II checkpoint. */
 export interface Stage2Settings {
-  model: { id: string; revision: string | null };
+  /** `files`: a local checkpoint folder's fingerprint (see resolution.ts); absent for hub ids. */
+  model: { id: string; revision: string | null; files?: string };
   steps: number;
   guidance: number;
   height: number;
@@ -38,6 +39,11 @@ export interface ImageSettings {
     clean_caption?: boolean;
     /** Present only when set: other weight files may hold (slightly) other weights. */
     variant?: string;
+    /**
+     * A local checkpoint folder's fingerprint (its files' names, sizes and times): a model retrained in
+     * place makes new images. Absent for hub ids, whose revision says it.
+     */
+    files?: string;
   };
   sampler: {
     /** Resolved: the config's value, else the model's default. */
@@ -83,7 +89,10 @@ export function imageSettings(
   loaded: LoadedForSettings,
   modelId: string,
   stage2ModelId?: string,
+  fingerprints: { model: string | null; stage2: string | null } = { model: null, stage2: null },
 ): ImageSettings {
+  const files = (fingerprint: string | null) =>
+    fingerprint?.startsWith('files:') ? { files: fingerprint } : {};
   const [height, width] = resolveSize(config.sampler.size, loaded);
   const settings: ImageSettings = {
     model: {
@@ -94,6 +103,7 @@ export function imageSettings(
       // Left out (not null) for families without caption cleaning, so SD keys stay as they were.
       ...(loaded.clean_caption === null ? {} : { clean_caption: loaded.clean_caption }),
       ...(config.model.variant === undefined ? {} : { variant: config.model.variant }),
+      ...files(fingerprints.model),
     },
     sampler: {
       steps: config.sampler.steps ?? loaded.defaults.steps,
@@ -113,7 +123,7 @@ export function imageSettings(
   }
   const [height2, width2] = resolveSize(config.stage2.size, stage2);
   settings.stage2 = {
-    model: { id: stage2ModelId, revision: stage2.revision },
+    model: { id: stage2ModelId, revision: stage2.revision, ...files(fingerprints.stage2) },
     steps: config.stage2.steps ?? stage2.defaults.steps,
     guidance: config.stage2.guidance ?? stage2.defaults.guidance,
     height: height2,

@@ -1,12 +1,16 @@
-// runExperiment: config → images, grids and a manifest in an output folder, resumable.
+// runExperiment: config → images, grids, a manifest and images.csv in an output folder, resumable.
 //
-// Start (or reuse) a worker, load the model (and the stage II model, for IF), resolve layers, size,
-// steps and guidance against it, plan, skip the images already on disk, send ONE generate for the rest,
+// Check the inputs and lock the folder; when the worker's last resolution of this model still holds and
+// every image is on disk with its recorded bytes, finish without starting Python. Otherwise start (or
+// reuse) a worker, load the model (and the stage II model, for IF), resolve layers, size, steps and
+// guidance against it, plan, refuse a folder that holds images of other settings (unless overwrite or
+// newVariant), skip the images already on disk, send ONE generate for the rest,
 // write each image as it arrives, then grids and the manifest. A request item is a (prompt, layer, seed)
 // with any image missing; the worker answers each with its stage I image and, when stage II is asked
 // for, its stage II image; only images not already on disk are written. A worker that dies or hangs is
 // restarted (at most `maxRestarts` times) and the run goes on with what is missing; an abort stops
 // cleanly and leaves a resumable folder.
+import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -23,17 +27,37 @@ import {
   configSource,
   type ExperimentConfig,
   type FieldPath,
-  loadPrompts,
+  loadPromptSet,
+  readModelDepth,
   resolveLayers,
   resolveModelId,
   resolveStages,
   type Stage,
 } from '../config/index.js';
+import { inspectCache, removeForeign } from './cache.js';
 import type { RunEvent } from './events.js';
 import { writeGrids } from './grids.js';
-import { buildManifest, type Manifest, manifestImage, writeManifest } from './manifest.js';
+import { writeImagesCsv } from './images-csv.js';
+import { FolderBusyError } from './lock.js';
+import {
+  buildManifest,
+  type Manifest,
+  manifestImage,
+  readManifestGrids,
+  type Truncation,
+  writeManifest,
+} from './manifest.js';
+import { type OutputFolder, OutputFolderError, openOutputFolder } from './outdir.js';
 import { type ImageSettings, imageSettings, type Job, type Plan, planExperiment } from './plan.js';
-import { Journal, slugify, writeFileAtomic } from './store.js';
+import {
+  type Fingerprints,
+  modelFingerprint,
+  readResolution,
+  type WorkerInfo,
+  writeResolution,
+} from './resolution.js';
+import { describeChanges, recordSettings, settingsId, variantName } from './settings.js';
+import { Journal, sha256Hex, slugify, writeFileAtomic } from './store.js';
 
 export interface RunOptions {
   /** The output folder (created when the first file is written). */
@@ -54,9 +78,17 @@ export interface RunOptions {
   onLog?: (line: string) => void;
   /** How many times a crashed or hung worker is replaced (default 2). */
   maxRestarts?: number;
+  /**
+   * When the folder holds images made with other settings (a folder holds one set of settings), the run
+   * is refused unless one of these says what to do: `overwrite` deletes those images; `newVariant`
+   * writes this run to `DIR/variants/<what changed>/` instead.
+   */
+  overwrite?: boolean;
+  newVariant?: boolean;
 }
 
 export interface RunResult {
+  /** Where the run was written: the output folder, or its variant folder (`newVariant`). */
   outDir: string;
   /** Path of manifest.json; null when the run stopped before anything was planned. */
   manifestPath: string | null;
@@ -135,6 +167,13 @@ function stage2Request(config: ExperimentConfig, settings: ImageSettings): Stage
   };
 }
 
+const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
+/** --overwrite: the grids the folder's last manifest lists (they show the images being removed). */
+async function removeGridsOfManifest(outDir: string): Promise<void> {
+  for (const path of await readManifestGrids(outDir)) await rm(join(outDir, path), { force: true });
+}
+
 /** A load failure, with what was being loaded in front (the worker's message says why). */
 function loadFailure(error: unknown, what: string): unknown {
   if (!(error instanceof WorkerError) || error.code !== 'load_failed') return error;
@@ -142,6 +181,14 @@ function loadFailure(error: unknown, what: string): unknown {
     traceback: error.traceback,
     cause: error,
   });
+}
+
+/** A settings change in a used folder, refused: the message says how to go on. */
+export class FolderConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FolderConflictError';
+  }
 }
 
 /** Runs an experiment; see the module comment. Rejects on errors (ConfigError, WorkerError, I/O). */
@@ -153,11 +200,13 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const source = configSource(config);
   const configDir = options.configDir ?? source?.dir ?? process.cwd();
   const locate = (path: FieldPath) => source?.locate?.(path) ?? {};
-  const outDir = resolve(options.outDir);
   const maxRestarts = options.maxRestarts ?? 2;
+  const env = options.env ?? process.env;
+  let outDir = resolve(options.outDir);
 
-  // Inputs first: a bad prompt file or model path fails before any process starts or file is written.
-  const prompts = await loadPrompts(config.prompts, { configDir, locate });
+  // Inputs first: a bad prompt file, model path or layer fails before any process starts or file is written.
+  const promptSet = await loadPromptSet(config.prompts, { configDir, locate });
+  const { prompts } = promptSet;
   const modelId = resolveModelId(config.model.id, configDir, locate(['model', 'id']));
   const stages = resolveStages(config);
   let stage2ModelId: string | undefined;
@@ -173,6 +222,18 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     const field = ['stage2', 'model'];
     stage2ModelId = resolveModelId(config.stage2.model, configDir, locate(field), field);
   }
+  const layersFor = (numLayers: number): number[] => {
+    try {
+      return resolveLayers(config.lens.layers, numLayers);
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        throw new ConfigError(error.issues.map((issue) => ({ ...issue, ...locate(['lens', 'layers']) })));
+      }
+      throw error;
+    }
+  };
+  const knownDepth = await readModelDepth(modelId);
+  if (knownDepth !== null) layersFor(knownDepth);
   const name = config.name ?? slugify(prompts[0] ?? 'run');
   const loadRequest: LoadRequest = {
     model: modelId,
@@ -188,18 +249,34 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     variant: config.model.variant ?? null,
   };
   const loading = `${modelId}${stage2ModelId === undefined ? '' : ` with stage II ${stage2ModelId}`}`;
+  const fingerprints: Fingerprints = {
+    model: await modelFingerprint(modelId, loadRequest.revision, env),
+    stage2:
+      stage2ModelId === undefined
+        ? null
+        : await modelFingerprint(stage2ModelId, config.stage2.revision ?? null, env),
+  };
+
+  const folders: OutputFolder[] = [await openOutputFolder(outDir)];
   emit({ type: 'start', name, out_dir: outDir, prompts: prompts.length });
 
   const owned: LensWorker[] = [];
   let ended = false;
   let worker: LensWorker | null = options.worker ?? null;
+  let workerInfo: WorkerInfo | null = worker?.info ?? null;
   let generated = 0;
   let skipped = 0;
   let plan: Plan | null = null;
   let loaded: LoadedMessage | null = null;
-  const done = new Set<string>();
+  let done = new Set<string>();
   const noticesShown = new Set<string>();
+  const truncated = new Map<number, Truncation>();
   const seconds = (): number => Math.round(performance.now() - t0) / 1000;
+  const notice = (message: string): void => {
+    if (noticesShown.has(message)) return;
+    noticesShown.add(message);
+    emit({ type: 'notice', message });
+  };
 
   const startWorker = async (restart: number): Promise<LensWorker> => {
     const started = LensWorker.start({ python: options.python, env: options.env, onLog: options.onLog });
@@ -225,16 +302,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     return w;
   };
 
-  const loadModel = async (w: LensWorker): Promise<LoadedMessage> => {
-    const result = await untilAborted(w.load(loadRequest), signal).catch((error: unknown) => {
-      throw loadFailure(error, loading);
-    });
-    if (stage2ModelId !== undefined && result.stage2 === null) {
-      throw new WorkerError(
-        'load_failed',
-        `cannot load ${loading}: the worker loaded ${result.model} (family ${result.family}) without a stage II`,
-      );
-    }
+  const modelLoaded = (result: LoadedMessage): void => {
     emit({
       type: 'model-loaded',
       model: result.model,
@@ -255,12 +323,50 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
             },
     });
     // Once per run, not again for a restarted worker.
-    for (const message of result.notices) {
-      if (noticesShown.has(message)) continue;
-      noticesShown.add(message);
-      emit({ type: 'notice', message });
+    for (const message of result.notices) notice(message);
+  };
+
+  const loadModel = async (w: LensWorker): Promise<LoadedMessage> => {
+    const result = await untilAborted(w.load(loadRequest), signal).catch((error: unknown) => {
+      throw loadFailure(error, loading);
+    });
+    if (stage2ModelId !== undefined && result.stage2 === null) {
+      throw new WorkerError(
+        'load_failed',
+        `cannot load ${loading}: the worker loaded ${result.model} (family ${result.family}) without a stage II`,
+      );
     }
+    modelLoaded(result);
     return result;
+  };
+
+  const manifestOf = (complete: boolean, grids: Manifest['grids']): Manifest => {
+    if (!plan || !loaded || !workerInfo) throw new Error('no plan yet');
+    return buildManifest({
+      config,
+      name,
+      promptSet,
+      truncated,
+      plan,
+      loaded,
+      modelId,
+      worker: workerInfo,
+      done,
+      grids,
+      complete,
+      startedAt,
+      seconds: seconds(),
+      generated,
+      skipped,
+    });
+  };
+
+  /** Writes what the folder holds: manifest.json and images.csv. */
+  const writeRecords = async (complete: boolean, grids: Manifest['grids']): Promise<string> => {
+    const manifest = manifestOf(complete, grids);
+    const manifestPath = await writeManifest(outDir, manifest);
+    await writeImagesCsv(outDir, manifest);
+    return manifestPath;
   };
 
   const finish = async (
@@ -268,8 +374,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     aborted: boolean,
     grids: Manifest['grids'],
   ): Promise<RunResult> => {
-    if (!plan || !loaded || !worker) {
-      const time = seconds();
+    if (!plan || !loaded || !workerInfo) {
       emit({
         type: 'done',
         complete: false,
@@ -277,12 +382,12 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         manifest: null,
         images_generated: 0,
         images_skipped: 0,
-        seconds: time,
+        seconds: seconds(),
       });
       return { outDir, manifestPath: null, manifest: null, complete: false, aborted, generated, skipped };
     }
+    const manifestPath = await writeRecords(complete, grids);
     const manifest = manifestOf(complete, grids);
-    const manifestPath = await writeManifest(outDir, manifest);
     emit({
       type: 'done',
       complete,
@@ -295,47 +400,82 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     return { outDir, manifestPath, manifest, complete, aborted, generated, skipped };
   };
 
-  const manifestOf = (complete: boolean, grids: Manifest['grids']): Manifest => {
-    if (!plan || !loaded || !worker) throw new Error('no plan yet');
-    return buildManifest({
-      config,
-      name,
-      prompts,
-      plan,
-      loaded,
-      modelId,
-      worker,
-      done,
-      grids,
-      complete,
-      startedAt,
-      seconds: seconds(),
-      generated,
-      skipped,
-    });
+  /**
+   * Plans against a resolution and looks at the folder: which images are reusable, and whether it holds
+   * images of other settings (refused, or removed with `overwrite`, or the run moves to a variant folder).
+   */
+  const planAndInspect = async (resolution: LoadedMessage): Promise<{ plan: Plan; journal: Journal }> => {
+    const numLayers = resolution.num_layers;
+    const layers = layersFor(numLayers);
+    const settings = imageSettings(config, resolution, modelId, stage2ModelId, fingerprints);
+    const thePlan = planExperiment({ settings, prompts, layers, seeds: config.seeds, stages, numLayers });
+    let journal = await Journal.open(outDir);
+    let state = await inspectCache(outDir, journal, thePlan);
+    if (state.foreign && options.newVariant) {
+      const variant = variantName(state.foreign.changes, settingsId(settings, 1));
+      outDir = join(outDir, 'variants', variant);
+      folders.push(await openOutputFolder(outDir));
+      notice(
+        `this run's settings differ from the folder's (${describeChanges(state.foreign.changes)}): writing it to ${outDir}`,
+      );
+      journal = await Journal.open(outDir);
+      state = await inspectCache(outDir, journal, thePlan);
+    }
+    if (state.foreign && options.overwrite) {
+      await removeForeign(outDir, journal, state.foreign.entries);
+      await removeGridsOfManifest(outDir);
+      notice(
+        `removed ${plural(state.foreign.entries.length, 'image')} made with other settings ` +
+          `(${describeChanges(state.foreign.changes)})`,
+      );
+    } else if (state.foreign) {
+      const { entries, changes } = state.foreign;
+      throw new FolderConflictError(
+        `${outDir} holds ${plural(entries.length, 'image')} made with other settings` +
+          (changes.length > 0 ? ` (${describeChanges(changes)})` : '') +
+          `, e.g. ${entries[0]?.path}. A folder holds one set of settings; rerun with --new-variant to write ` +
+          `this run to ${join(outDir, 'variants', variantName(changes, settingsId(settings, 1)))}, with ` +
+          '--overwrite to delete those images and make these, or choose another output folder',
+      );
+    }
+    if (state.changedByHand > 0) {
+      notice(`${plural(state.changedByHand, 'image')} changed or deleted since made: making them again`);
+    }
+    if (journal.skippedLines > 0) {
+      notice(
+        `${plural(journal.skippedLines, 'unreadable journal line')} skipped: their images are made again`,
+      );
+    }
+    done = state.done;
+    skipped = done.size;
+    return { plan: thePlan, journal };
   };
 
+  let failed = true;
   try {
-    worker ??= await startWorker(0);
-    loaded = await loadModel(worker);
-    const numLayers = loaded.num_layers;
-
-    let layers: number[];
-    try {
-      layers = resolveLayers(config.lens.layers, numLayers);
-    } catch (error) {
-      if (error instanceof ConfigError) {
-        throw new ConfigError(error.issues.map((issue) => ({ ...issue, ...locate(['lens', 'layers']) })));
+    // A rerun whose images are all on disk needs no worker: plan it with what the worker resolved last time.
+    const recorded = await readResolution(outDir, loadRequest, fingerprints);
+    let journal: Journal;
+    if (recorded) {
+      ({ plan, journal } = await planAndInspect(recorded.loaded));
+      if (done.size === plan.jobs.length) {
+        loaded = recorded.loaded;
+        workerInfo = recorded.worker;
+      } else {
+        plan = null;
       }
-      throw error;
     }
-    const settings = imageSettings(config, loaded, modelId, stage2ModelId);
+    if (!plan) {
+      worker ??= await startWorker(0);
+      workerInfo = worker.info;
+      loaded = await loadModel(worker);
+      await writeResolution(outDir, loadRequest, fingerprints, { loaded, worker: worker.info });
+      ({ plan, journal } = await planAndInspect(loaded));
+    }
+    const thePlan: Plan = plan;
+    const { settings, layers } = thePlan;
     const { steps, height, width } = settings.sampler;
-    const thePlan = planExperiment({ settings, prompts, layers, seeds: config.seeds, stages, numLayers });
-    plan = thePlan;
-    const journal = await Journal.open(outDir);
-    for (const job of thePlan.jobs) if (journal.isDone(job.key, outDir, job.path)) done.add(job.key);
-    skipped = done.size;
+    await recordSettings(outDir, settings, stages);
     const todoTotal = thePlan.jobs.length - skipped;
     emit({
       type: 'plan',
@@ -354,13 +494,19 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     });
 
     const isDone = (job: Job): boolean => done.has(job.key);
+    const settingsIds = { 1: settingsId(settings, 1), 2: settingsId(settings, 2) } as const;
     // Units (denoising steps of one item, either stage) of the whole run: fixed by the first request.
     let unitsTotal: number | null = null;
     let restarts = 0;
     for (;;) {
-      if (signal?.aborted) return await finish(false, true, []);
+      if (signal?.aborted) {
+        failed = false;
+        return await finish(false, true, []);
+      }
       const items = requestItems(thePlan.jobs, isDone);
       if (items.length === 0) break;
+      if (!worker || !loaded) throw new Error('no worker');
+      const activeWorker: LensWorker = worker;
       const missing: Job[] = items.flatMap((item) => Object.values(item.jobs).filter((job) => !isDone(job)));
       // Stage II only when an image of it is missing (stage I alone is cheaper).
       const stage2 = missing.some((job) => job.stage === 2) ? stage2Request(config, settings) : null;
@@ -402,7 +548,13 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         // Already on disk (e.g. the stage I image of a missing stage II one) or already received.
         if (done.has(job.key)) return;
         await writeFileAtomic(join(outDir, job.path), image.png);
-        await journal.append({ key: job.key, path: job.path });
+        await journal.append({
+          key: job.key,
+          path: job.path,
+          sha256: sha256Hex(image.png),
+          bytes: image.png.length,
+          settings: settingsIds[job.stage],
+        });
         done.add(job.key);
         generated++;
         emit({
@@ -414,28 +566,45 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         });
       };
       try {
-        await worker.generate(
+        const reply = await activeWorker.generate(
           request,
           {
-            onProgress: (p) =>
+            onProgress: (p) => {
+              const inFlight = items.slice(p.images_done, p.images_done + Math.max(1, p.batch_items));
               emit({
                 type: 'progress',
                 images_done: generated,
                 images_total: todoTotal,
                 units_done: Math.min(total, unitsBase + p.done_units),
                 units_total: total,
-              }),
+                layers: [...new Set(inFlight.map((item) => item.layer))],
+              });
+            },
             onImage,
           },
           signal,
         );
+        for (const cut of reply.truncated) {
+          if (truncated.has(cut.prompt)) continue;
+          truncated.set(cut.prompt, { tokens: cut.tokens, max_tokens: cut.max_tokens });
+          notice(
+            `prompt ${cut.prompt + 1} has ${cut.tokens} tokens; the text encoder reads ${cut.max_tokens}, ` +
+              `so the rest is cut: "${prompts[cut.prompt]}"`,
+          );
+        }
         const notSent = missing.filter((job) => !isDone(job)).length;
         if (notSent > 0) {
-          throw new WorkerError('internal', `the worker finished without sending ${notSent} of the images`);
+          throw new WorkerError(
+            'internal',
+            `the worker finished without sending ${plural(notSent, 'image')}`,
+          );
         }
         break;
       } catch (error) {
-        if (signal?.aborted) return await finish(false, true, []);
+        if (signal?.aborted) {
+          failed = false;
+          return await finish(false, true, []);
+        }
         if (!isLostWorker(error)) throw error;
         const lost = missing.filter((job) => !isDone(job));
         const restarting = restarts < maxRestarts;
@@ -455,14 +624,15 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         });
         if (!restarting) throw error;
         restarts++;
-        await worker.close().catch(() => undefined);
+        await activeWorker.close().catch(() => undefined);
         worker = await startWorker(restarts);
+        const before = loaded;
         const reloaded = await loadModel(worker);
         if (
-          reloaded.num_layers !== numLayers ||
-          reloaded.revision !== loaded.revision ||
-          reloaded.clean_caption !== loaded.clean_caption ||
-          reloaded.stage2?.revision !== loaded.stage2?.revision
+          reloaded.num_layers !== before.num_layers ||
+          reloaded.revision !== before.revision ||
+          reloaded.clean_caption !== before.clean_caption ||
+          reloaded.stage2?.revision !== before.stage2?.revision
         ) {
           throw new WorkerError('load_failed', 'the restarted worker loaded a different model');
         }
@@ -475,23 +645,53 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       prompts,
       layers,
       seeds: config.seeds,
+      minCell: config.grid.min_cell,
+      isDone,
       onGrid: (grid) => emit({ type: 'grid', ...grid }),
     });
+    failed = false;
     return await finish(true, false, grids);
   } catch (error) {
-    if (error instanceof Aborted) return await finish(false, true, []);
-    // Whatever was made stays usable: record it, marked incomplete.
-    if (plan && loaded && worker && generated > 0) {
-      await writeManifest(outDir, manifestOf(false, [])).catch(() => undefined);
+    if (error instanceof Aborted) {
+      failed = plan === null;
+      return await finish(false, true, []);
     }
+    // Whatever was made stays usable: record it, marked incomplete.
+    let manifestPath: string | null = null;
+    if (plan && loaded && workerInfo && generated > 0) {
+      manifestPath = await writeRecords(false, []).catch(() => null);
+    }
+    const resumable = generated + skipped > 0;
     emit({
       type: 'error',
-      code: error instanceof WorkerError ? error.code : error instanceof ConfigError ? 'config' : 'internal',
+      code: errorCode(error),
       message: (error as Error).message,
+      resumable,
+    });
+    emit({
+      type: 'done',
+      complete: false,
+      aborted: false,
+      manifest: manifestPath,
+      images_generated: generated,
+      images_skipped: skipped,
+      seconds: seconds(),
     });
     throw error;
   } finally {
     ended = true;
     await Promise.all(owned.map((w) => w.close().catch(() => undefined)));
+    // A run that made nothing leaves no folder behind that it created.
+    const discard = failed && generated === 0;
+    for (const folder of folders.reverse()) await folder.close(discard);
   }
+}
+
+function errorCode(error: unknown): string {
+  if (error instanceof WorkerError) return error.code;
+  if (error instanceof ConfigError) return 'config';
+  if (error instanceof FolderConflictError) return 'folder_conflict';
+  if (error instanceof FolderBusyError) return 'folder_busy';
+  if (error instanceof OutputFolderError) return 'output_folder';
+  return 'internal';
 }

@@ -2,11 +2,12 @@
 //
 //   DIR/images/<slug>-<hash8>/L07-s2.png          (stage II: L07-s2-stage2.png)
 //   DIR/grids/<slug>-<hash8>.png                  (stage II: <slug>-<hash8>-stage2.png)
-//   DIR/.diffusion-lens/journal.jsonl   one {"key","path"} line per image, appended after its rename
+//   DIR/.diffusion-lens/journal.jsonl   one {key, path, sha256, bytes, settings} line per image, appended
+//                                       after its rename
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { appendFile, mkdir, open, readFile, rename, rm, truncate } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { z } from 'zod';
 import type { Stage } from '../config/index.js';
 
 const SLUG_MAX = 40;
@@ -86,23 +87,52 @@ export async function writeFileAtomic(path: string, data: Buffer | string): Prom
   }
 }
 
-export interface JournalEntry {
-  key: string;
-  path: string;
+export const journalEntrySchema = z.object({
+  /** The image's content key. */
+  key: z.string().min(1),
+  /** Where the image was written, relative to the output folder. */
+  path: z.string().min(1),
+  /** sha256 (hex) and length of the PNG bytes the worker sent for this key. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  bytes: z.int().nonnegative(),
+  /** Id of the settings the image was made with (see settings.ts). */
+  settings: z.string().min(1),
+});
+export type JournalEntry = z.infer<typeof journalEntrySchema>;
+
+/** sha256 (hex) of bytes. */
+export function sha256Hex(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** sha256 (hex) and length of a file, or null when it is missing or not a readable file. */
+export async function hashFile(path: string): Promise<{ sha256: string; bytes: number } | null> {
+  let data: Buffer;
+  try {
+    data = await readFile(path);
+  } catch {
+    return null;
+  }
+  return { sha256: sha256Hex(data), bytes: data.length };
 }
 
 /**
- * The append-only record of finished images. An entry is appended only after the image's rename, so
- * "in the journal and on disk" means "complete". A torn last line (a crash mid-append) is ignored, and
- * cut off before the next append.
+ * The append-only record of finished images: for each, the sha256 of the bytes its key produced. An
+ * entry is appended only after the image's rename, and an image is reused only while the file at its
+ * path still has those bytes (`verify`). A torn last line (a crash mid-append) is ignored and cut off
+ * before the next append; other unreadable lines (or lines of older formats, which recorded no hash)
+ * are skipped, so their images are made again.
  */
 export class Journal {
-  private readonly entries = new Map<string, string>();
+  private readonly byKey = new Map<string, JournalEntry>();
+  private readonly byPath = new Map<string, JournalEntry>();
   private repaired = false;
 
   private constructor(
     readonly file: string,
     private tornBytes: number | null,
+    /** Lines skipped as unreadable. */
+    readonly skippedLines: number,
   ) {}
 
   /** Reads DIR/.diffusion-lens/journal.jsonl (a missing file is an empty journal; nothing is created). */
@@ -115,34 +145,68 @@ export class Journal {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
     const complete = text.endsWith('\n') ? text : text.slice(0, text.lastIndexOf('\n') + 1);
-    const journal = new Journal(file, complete.length < text.length ? Buffer.byteLength(complete) : null);
+    const entries: JournalEntry[] = [];
+    let skipped = 0;
     for (const line of complete.split('\n')) {
       if (!line.trim()) continue;
+      let parsed: unknown;
       try {
-        const entry = JSON.parse(line) as Partial<JournalEntry>;
-        if (typeof entry.key === 'string' && typeof entry.path === 'string') {
-          journal.entries.set(entry.key, entry.path);
-        }
+        parsed = JSON.parse(line);
       } catch {
-        // A corrupt line (should not happen: lines are appended whole) is skipped.
+        skipped++;
+        continue;
       }
+      const entry = journalEntrySchema.safeParse(parsed);
+      if (entry.success) entries.push(entry.data);
+      else skipped++;
     }
+    const journal = new Journal(
+      file,
+      complete.length < text.length ? Buffer.byteLength(complete) : null,
+      skipped,
+    );
+    for (const entry of entries) journal.remember(entry);
     return journal;
   }
 
-  /** The recorded path of a key, if any. */
-  get(key: string): string | undefined {
-    return this.entries.get(key);
+  private remember(entry: JournalEntry): void {
+    // The later line wins: a path rewritten by a later run holds that run's image.
+    const previous = this.byPath.get(entry.path);
+    if (previous && previous.key !== entry.key && this.byKey.get(previous.key) === previous) {
+      this.byKey.delete(previous.key);
+    }
+    this.byKey.set(entry.key, entry);
+    this.byPath.set(entry.path, entry);
   }
 
-  /** True when the journal has `key` and the image file exists under `outDir`. */
-  isDone(key: string, outDir: string, path: string): boolean {
-    const recorded = this.entries.get(key);
-    return recorded === path && existsSync(join(outDir, path));
+  /** The entry of a key, if its path has not been written since by another key. */
+  get(key: string): JournalEntry | undefined {
+    return this.byKey.get(key);
+  }
+
+  /** The last entry written at a path. */
+  atPath(path: string): JournalEntry | undefined {
+    return this.byPath.get(path);
+  }
+
+  /** The current entries: the last one of each path. */
+  entries(): JournalEntry[] {
+    return [...this.byPath.values()];
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.byPath.size;
+  }
+
+  /**
+   * True when the journal has `key` at `path` and the file there has exactly the bytes recorded for it
+   * (so a file edited, truncated or deleted by hand, or rewritten by other settings, is not reused).
+   */
+  async verify(key: string, outDir: string, path: string): Promise<boolean> {
+    const entry = this.byKey.get(key);
+    if (!entry || entry.path !== path) return false;
+    const actual = await hashFile(join(outDir, path));
+    return actual !== null && actual.bytes === entry.bytes && actual.sha256 === entry.sha256;
   }
 
   async append(entry: JournalEntry): Promise<void> {
@@ -152,7 +216,19 @@ export class Journal {
       this.tornBytes = null;
       this.repaired = true;
     }
-    await appendFile(this.file, `${JSON.stringify({ key: entry.key, path: entry.path })}\n`);
-    this.entries.set(entry.key, entry.path);
+    const { key, path, sha256, bytes, settings } = entry;
+    await appendFile(this.file, `${JSON.stringify({ key, path, sha256, bytes, settings })}\n`);
+    this.remember(entry);
+  }
+
+  /** Rewrites the journal (atomically) with only the entries `keep` accepts. */
+  async compact(keep: (entry: JournalEntry) => boolean): Promise<void> {
+    const kept = this.entries().filter(keep);
+    await writeFileAtomic(this.file, kept.map((entry) => `${JSON.stringify(entry)}\n`).join(''));
+    this.byKey.clear();
+    this.byPath.clear();
+    for (const entry of kept) this.remember(entry);
+    this.tornBytes = null;
+    this.repaired = true;
   }
 }

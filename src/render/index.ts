@@ -1,2 +1,21 @@
-export { drawText, GLYPH_HEIGHT, GLYPH_WIDTH, glyphRows, type RgbImage, textWidth } from './font.js';
-export { buildGrid, type GridLayout, type GridOptions, gridLayout, wrapText } from './grid.js';
+export {
+  buildGrid,
+  DEFAULT_MIN_CELL,
+  type GridLayout,
+  type GridLayoutOptions,
+  type GridOptions,
+  gridLayout,
+  type TextBox,
+  upscaleFactor,
+} from './grid.js';
+export {
+  escapeMarkup,
+  fontFiles,
+  type RgbImage,
+  renderText,
+  type TextImage,
+  type TextStyle,
+  textColumns,
+  wrapItems,
+  wrapText,
+} from './text.js';

@@ -15,7 +15,7 @@ from .base import (
     Stage2Settings,
 )
 from .deepfloyd_if import DeepFloydIFFamily
-from .loading import pipeline_class
+from .loading import CHECKPOINT_FOLDER, pipeline_class
 from .sd import StableDiffusionFamily
 
 FAMILIES: dict[str, type[Family]] = {
@@ -59,14 +59,46 @@ def detect_family(model: str, revision: str | None = None) -> str:
     )
 
 
+# Weight files that are a whole checkpoint on their own (A1111 / CivitAI style), not a diffusers folder.
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+_SINGLE_FILE = (
+    f"single-file checkpoints are not supported yet: pass a {CHECKPOINT_FOLDER} instead "
+    "(diffusers' from_single_file(...).save_pretrained(folder) converts one)"
+)
+
+
+def _looks_local(model: str) -> bool:
+    """A path rather than a hub id ("org/name": one slash, no backslash, no weight-file suffix)."""
+    return (
+        model.startswith((".", "/", "~"))
+        or "\\" in model
+        or model.count("/") > 1
+        or model.lower().endswith(SINGLE_FILE_SUFFIXES)
+        or Path(model).exists()
+    )
+
+
 def _local_path(model: str, what: str = "model") -> str:
-    """A local folder with ~ expanded; a hub id unchanged. A missing local folder is an error."""
-    looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
-    if not looks_local:
+    """A local folder with ~ expanded; a hub id unchanged. A local path that is no diffusers checkpoint
+    folder is an error that says what to pass instead."""
+    if not _looks_local(model):
         return model
     path = Path(model).expanduser()
+    single_file = path.suffix.lower() in SINGLE_FILE_SUFFIXES
+    if path.is_file():
+        if single_file:
+            raise CheckpointError(f"{what} {model} is a single-file checkpoint; {_SINGLE_FILE}")
+        raise CheckpointError(f"{what} {model} is a file, not a folder: pass a {CHECKPOINT_FOLDER}")
     if not path.is_dir():
-        raise CheckpointError(f"{what} folder not found: {model}")
+        where = "" if str(path.absolute()) == model else f" ({path.absolute()} does not exist)"
+        hint = f"; {_SINGLE_FILE}" if single_file else ""
+        raise CheckpointError(f"{what} {'file' if single_file else 'folder'} not found: {model}{where}{hint}")
+    if not (path / "model_index.json").is_file():
+        singles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in SINGLE_FILE_SUFFIXES)
+        hint = f"; it holds {', '.join(singles)}: {_SINGLE_FILE}" if singles else ""
+        raise CheckpointError(
+            f"{what} folder {model} has no model_index.json, so it is not a diffusers checkpoint{hint}"
+        )
     return str(path)
 
 

@@ -125,6 +125,11 @@ class Family(ABC):
         """The conditioning each of ``layers`` gives for ``prompt`` (batch dim 1), as the lens defines it."""
 
     @abstractmethod
+    def token_count(self, prompt: str) -> tuple[int, int]:
+        """(tokens of ``prompt`` as the encoder would see it, special tokens included; the most the
+        encoder takes). ``encode`` silently cuts a prompt longer than that, so the user is told."""
+
+    @abstractmethod
     def sample(
         self,
         cond: torch.Tensor,

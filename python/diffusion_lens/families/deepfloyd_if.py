@@ -209,11 +209,20 @@ class DeepFloydIFFamily(Family):
                 )
         return problem
 
+    def _text(self, prompt: str) -> list[str]:
+        """The prompt as IFPipeline tokenizes it: lower-cased and stripped, or cleaned."""
+        return self.pipe._text_preprocessing(prompt, clean_caption=self.clean_caption)
+
+    def token_count(self, prompt: str) -> tuple[int, int]:
+        # Untruncated, with </s> (verbose=False: no "longer than the maximum" log line).
+        tokens = self.pipe.tokenizer(self._text(prompt), add_special_tokens=True, verbose=False).input_ids
+        return len(tokens[0]), MAX_TOKENS
+
     @torch.no_grad()
     def encode(self, prompt: str, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         pipe = self.pipe
         encoder = pipe.text_encoder
-        text = pipe._text_preprocessing(prompt, clean_caption=self.clean_caption)
+        text = self._text(prompt)
         tokens = pipe.tokenizer(
             text,
             padding="max_length",

@@ -3,21 +3,118 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .base import LoadOptions
+from .base import CheckpointError, LoadOptions
 
 _SNAPSHOT = re.compile(r"snapshots[/\\]([0-9a-f]{40})")
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+CHECKPOINT_FOLDER = "diffusers checkpoint folder (with model_index.json)"
+# The hub's HTTP client has changed (requests, httpx, httpx2): its transport errors are known by name.
+_TRANSPORT_ERRORS = {
+    "ConnectionError",
+    "ConnectError",
+    "ConnectTimeout",
+    "TransportError",
+    "TimeoutException",
+}
 
 
 def pipeline_class(model: str, revision: str | None) -> str:
     """The `_class_name` of a checkpoint's model_index.json ('' when it names none)."""
     from diffusers import DiffusionPipeline
 
-    config = DiffusionPipeline.load_config(model, revision=revision)
+    try:
+        config = DiffusionPipeline.load_config(model, revision=revision)
+    except Exception as exc:
+        error = _user_error(model, exc)
+        if error is None:
+            raise
+        raise error from exc
     return str(config.get("_class_name", ""))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or while handling: diffusers wraps the hub's errors in OSError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _unreachable(errors: list[BaseException]) -> bool:
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    return any(
+        isinstance(error, (LocalEntryNotFoundError, ConnectionError, TimeoutError))
+        or any(cls.__name__ in _TRANSPORT_ERRORS for cls in type(error).__mro__)
+        for error in errors
+    ) or any("not fully cached locally" in str(error) for error in errors)
+
+
+def _user_error(model: str, exc: Exception, options: LoadOptions | None = None) -> CheckpointError | None:
+    """A message the user can act on for a load failure that has one (hub unreachable, not on the hub,
+    pickled weights only); None for the rest, which keep diffusers' own message."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    errors = list(_chain(exc))
+    if options is not None and not options.allow_pickle:
+        pickles = _pickle_only(model, errors, options.variant)
+        if pickles is not None:
+            return CheckpointError(
+                f"{model} {pickles}, and only safetensors load by default, since loading a pickle can run "
+                "code: if you trust this checkpoint, pass --allow-pickle (config: model.allow_pickle: true) "
+                "to load pickled weights"
+            )
+    if Path(model).expanduser().exists():
+        return None  # a local folder: no hub involved
+    if any(isinstance(error, GatedRepoError) for error in errors):
+        return CheckpointError(
+            f'"{model}" is a gated model on the Hugging Face hub: accept its licence at '
+            f"https://huggingface.co/{model} and log in (hf auth login), "
+            f"or pass a local {CHECKPOINT_FOLDER}"
+        )
+    if any(isinstance(error, RepositoryNotFoundError) for error in errors):
+        return CheckpointError(
+            f'"{model}" is neither a local folder nor a model on the Hugging Face hub (or it is private: '
+            f"log in with hf auth login): check the name, or pass a local {CHECKPOINT_FOLDER}"
+        )
+    if not _unreachable(errors):
+        return None
+    offline = constants.HF_HUB_OFFLINE or any(isinstance(error, OfflineModeIsEnabled) for error in errors)
+    why = "HF_HUB_OFFLINE is set" if offline else str(errors[-1]) or type(errors[-1]).__name__
+    online = "unset HF_HUB_OFFLINE, connect to the internet" if offline else "connect to the internet"
+    return CheckpointError(
+        f'cannot reach the Hugging Face hub for "{model}" ({why}) and it is not (fully) in the local cache '
+        f"(HF_HOME={constants.HF_HOME}, looked in {constants.HF_HUB_CACHE}): {online} and run again to "
+        f"download it, set HF_HOME to a cache that has it, or pass a local {CHECKPOINT_FOLDER}"
+    )
+
+
+def _pickle_only(model: str, errors: list[BaseException], variant: str | None) -> str | None:
+    """Which weights are pickled only, when that is why safetensors-only loading failed; else None."""
+    if not any("safetensors" in str(error) for error in errors):
+        return None
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        # A hub checkpoint: diffusers checks its file list before it downloads anything.
+        found = any("Could not find the necessary `safetensors` weights" in str(e) for e in errors)
+        return f"has no safetensors weights{f' ({variant} variant)' if variant else ''}" if found else None
+    pickled = [
+        path.relative_to(folder).as_posix()
+        for component in sorted(p for p in folder.iterdir() if p.is_dir())
+        if not any(component.glob("*.safetensors"))
+        for pattern in PICKLE_PATTERNS
+        for path in sorted(component.glob(pattern))
+    ]
+    return f"has pickled weights with no safetensors copy ({', '.join(pickled)})" if pickled else None
 
 
 def resolved_revision(pipe: Any, requested: str | None) -> str | None:
@@ -32,14 +129,20 @@ def from_pretrained(
     """``pipeline.from_pretrained`` as every family loads a checkpoint: in ``options.dtype``; safetensors
     only, unless pickles were explicitly allowed; the named weight variant (e.g. fp16 copies, half the
     download) when one is set; no progress bars (the worker reports its own progress)."""
-    pipe = pipeline.from_pretrained(
-        model,
-        revision=revision,
-        dtype=options.dtype,
-        use_safetensors=None if options.allow_pickle else True,
-        variant=options.variant,
-        **components,
-    )
+    try:
+        pipe = pipeline.from_pretrained(
+            model,
+            revision=revision,
+            dtype=options.dtype,
+            use_safetensors=None if options.allow_pickle else True,
+            variant=options.variant,
+            **components,
+        )
+    except Exception as exc:
+        error = _user_error(model, exc, options)
+        if error is None:
+            raise
+        raise error from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -112,6 +112,12 @@ class StableDiffusionFamily(Family):
             for layer in layers
         }
 
+    def token_count(self, prompt: str) -> tuple[int, int]:
+        tokenizer = self.pipe.tokenizer
+        # Untruncated (verbose=False: no "longer than the maximum" log line; the done reply says it).
+        tokens = tokenizer(prompt, truncation=False, verbose=False).input_ids
+        return len(tokens), int(tokenizer.model_max_length)
+
     @torch.no_grad()
     def sample(
         self,
