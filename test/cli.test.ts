@@ -219,8 +219,8 @@ describe('diffusion-lens lens', () => {
     ]);
     expect(result.exitCode).toBe(2);
     expect(result.stderr.trim().split('\n')).toEqual([
-      'error: --steps: must be a number (got "abc")',
-      'error: --seeds: duplicate seed 0 (also seeds[0])',
+      'error: --steps: must be an integer in plain digits (got "abc")',
+      'error: --seeds: 0 is listed twice',
     ]);
     const missing = await dlens(['lens', 'x', '--model', 'org/m']);
     expect(missing.exitCode).toBe(2);
@@ -249,6 +249,72 @@ describe('diffusion-lens lens', () => {
     expect(result.stderr).not.toMatch(/\n\s+at /);
     expect(result.stderr).not.toMatch(/worker ready|loaded/);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('a fully cached rerun needs no Python; other settings are refused with the way out', async () => {
+    const out = join(tempDir(), 'x');
+    const args = [
+      'lens',
+      'a red circle',
+      '--model',
+      fixture,
+      '--layers',
+      '0,5',
+      '--seeds',
+      '0',
+      '--size',
+      '32',
+    ];
+    expect((await dlens([...args, '--steps', '3', '--out', out])).exitCode).toBe(0);
+    const before = readFileSync(join(out, readManifest(out).images[0]?.path ?? ''));
+    // No interpreter at all: the rerun must not need one.
+    const noPython = { ...process.env, DIFFUSION_LENS_PYTHON: '/nonexistent/python' };
+    const cached = await dlens([...args, '--steps', '3', '--out', out], { env: noPython });
+    expect(cached.stderr).not.toMatch(/error|worker ready|loaded/);
+    expect(cached.exitCode).toBe(0);
+    expect(cached.stdout).toMatch(/done: 0 images made, 2 already on disk/);
+    expect(readFileSync(join(out, 'images.csv'), 'utf8').split('\n')[0]).toBe(
+      'prompt,layer,stage,seed,path,key',
+    );
+
+    const refused = await dlens([...args, '--steps', '4', '--out', out], { env: noPython });
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toMatch(
+      /error: .* holds 2 images made with other settings \(sampler\.steps 3 -> 4\)/,
+    );
+    expect(refused.stderr).toMatch(/--new-variant/);
+    expect(refused.stderr).toMatch(/--overwrite/);
+    expect(readFileSync(join(out, readManifest(out).images[0]?.path ?? ''))).toEqual(before);
+
+    const both = await dlens([...args, '--steps', '4', '--out', out, '--overwrite', '--new-variant']);
+    expect(both.exitCode).toBe(2);
+    expect(both.stderr).toMatch(/exclude each other/);
+
+    const variant = await dlens([...args, '--steps', '4', '--out', out, '--new-variant']);
+    expect(variant.exitCode).toBe(0);
+    expect(variant.stderr).toMatch(/variants\/steps-4/);
+    expect(readManifest(join(out, 'variants', 'steps-4')).config.sampler.steps).toBe(4);
+  });
+
+  it('checks the output folder before starting anything', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'file');
+    writeFileSync(file, '');
+    const args = ['lens', 'x', '--model', fixture, '--size', '32', '--steps', '1'];
+    const onFile = await dlens([...args, '--out', file]);
+    expect(onFile.exitCode).toBe(1);
+    expect(onFile.stderr.trim()).toBe(`error: output folder ${file} is a file, not a folder`);
+    const under = await dlens([...args, '--out', join(file, 'sub')]);
+    expect(under.stderr.trim()).toBe(
+      `error: cannot create output folder ${join(file, 'sub')}: ${file} is a file`,
+    );
+    if (process.getuid?.() !== 0) {
+      const locked = join(dir, 'locked');
+      mkdirSync(locked, { mode: 0o555 });
+      const readOnly = await dlens([...args, '--out', join(locked, 'run')]);
+      expect(readOnly.stderr).toMatch(/cannot write to output folder .*: permission denied/);
+    }
+    for (const result of [onFile, under]) expect(result.stderr).not.toMatch(/worker|loaded/);
   });
 
   it('names model.id when a local model folder does not exist', async () => {

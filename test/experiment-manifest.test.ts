@@ -4,13 +4,14 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import type { LoadedMessage, ReadyMessage } from '../src/bridge/index.js';
+import type { LoadedMessage } from '../src/bridge/index.js';
 import { parseConfig } from '../src/config/index.js';
-import { writeGrids } from '../src/experiment/grids.js';
+import { gridLegend, writeGrids } from '../src/experiment/grids.js';
 import {
   buildManifest,
   gridTitle,
   imageSettings,
+  imagesCsv,
   type Plan,
   planExperiment,
 } from '../src/experiment/index.js';
@@ -49,7 +50,8 @@ const info = {
   torch: '2.13.0',
   diffusers: '0.42.1',
   transformers: '5.24.0',
-} as ReadyMessage;
+  device: 'cpu',
+} as const;
 
 function ifPlan(stages: 'both' | 'one' = 'both') {
   const config = parseConfig({
@@ -80,11 +82,16 @@ function manifestOf(config: ReturnType<typeof ifPlan>['config'], plan: Plan, don
   return buildManifest({
     config,
     name: 'tiny-if',
-    prompts: plan.prompts,
+    promptSet: {
+      prompts: plan.prompts,
+      columns: ['category'],
+      rows: plan.prompts.map((prompt) => ({ category: prompt.split(' ').at(-1) ?? '' })),
+    },
+    truncated: new Map([[1, { tokens: 90, max_tokens: 77 }]]),
     plan,
     loaded: plan.stages.includes(2) ? loaded : { ...loaded, stage2: null },
     modelId: '/models/tiny-if',
-    worker: { info },
+    worker: info,
     done,
     grids: [],
     complete: false,
@@ -125,6 +132,38 @@ describe('manifest with stages', () => {
       clean_caption: false,
       stage2: { id: '/models/tiny-if-sr', revision: null, pipeline_class: 'IFSuperResolutionPipeline' },
     });
+  });
+
+  it("keeps the prompt file's extra columns and truncation per prompt, and images.csv has them per image", () => {
+    const { config, plan } = ifPlan();
+    const manifest = manifestOf(config, plan, new Set(plan.jobs.slice(0, 3).map((job) => job.key)));
+    expect(manifest.prompt_columns).toEqual(['category']);
+    expect(manifest.prompts).toEqual([
+      { prompt: 'a red cube', columns: { category: 'cube' }, truncated: null },
+      { prompt: 'a blue ball', columns: { category: 'ball' }, truncated: { tokens: 90, max_tokens: 77 } },
+    ]);
+    const csv = imagesCsv(manifest).trimEnd().split('\n');
+    expect(csv[0]).toBe('prompt,category,layer,stage,seed,path,key');
+    expect(csv.slice(1).map((line) => line.split(',').slice(0, 5).join(','))).toEqual([
+      'a red cube,cube,0,1,0',
+      'a red cube,cube,0,2,0',
+      'a red cube,cube,0,1,1',
+    ]);
+  });
+
+  it('quotes CSV fields and renames extra columns that clash with its own', () => {
+    const csv = imagesCsv({
+      prompt_columns: ['layer', 'note'],
+      prompts: [
+        { prompt: 'a "quoted", prompt', columns: { layer: 'x', note: 'two\nlines' }, truncated: null },
+      ],
+      images: [
+        { prompt: 'a "quoted", prompt', prompt_index: 0, layer: 3, seed: 1, stage: 1, path: 'p', key: 'k' },
+      ],
+    });
+    expect(csv).toBe(
+      'prompt,prompt_layer,note,layer,stage,seed,path,key\n"a ""quoted"", prompt",x,"two\nlines",3,1,1,p,k\n',
+    );
   });
 
   it('has no stage II records for a stage I run', () => {
@@ -180,7 +219,8 @@ describe('grids with stages', () => {
       const side = grid.stage === 1 ? 16 : 32;
       const layout = gridLayout({
         title: gridTitle(grid.prompt, grid.stage, plan.stages),
-        rowLabels: ['L0', 'L4'],
+        legend: gridLegend(plan, grid.stage),
+        rowLabels: ['L0', 'L4 (final)'],
         colLabels: ['s0', 's1'],
         cellWidth: side,
         cellHeight: side,

@@ -1,7 +1,7 @@
 // How run events read: notices are warnings on every kind of output; stage II shows in load and plan lines.
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createReporter, describeEvent } from '../src/cli/reporter.js';
+import { createReporter, describeEvent, layerLabel } from '../src/cli/reporter.js';
 import type { RunEvent } from '../src/experiment/index.js';
 
 function sink(): { stream: NodeJS.WritableStream; text: () => string } {
@@ -51,6 +51,31 @@ describe('describeEvent', () => {
     expect(describeEvent({ ...loaded, family: 'sd', clean_caption: null, stage2: null })).not.toMatch(
       /caption|stage II/,
     );
+  });
+
+  it('says how many images a failed run keeps and that rerunning resumes; nothing when it kept none', () => {
+    const done = {
+      type: 'done',
+      complete: false,
+      aborted: false,
+      manifest: '/runs/x/manifest.json',
+      images_generated: 1,
+      images_skipped: 3,
+      seconds: 2,
+    } as const;
+    expect(describeEvent(done)).toBe(
+      'incomplete: 1 image made, 3 already on disk; they are kept, and running the same command again ' +
+        'resumes (/runs/x/manifest.json)',
+    );
+    expect(describeEvent({ ...done, images_generated: 0, images_skipped: 0, manifest: null })).toBeNull();
+    expect(describeEvent({ ...done, complete: true })).toMatch(/^done: 1 image made, 3 already on disk/);
+    expect(describeEvent({ ...done, aborted: true, images_generated: 2 })).toMatch(/^stopped: 2 images made/);
+  });
+
+  it('labels the progress bar with the layers being denoised', () => {
+    expect(layerLabel([])).toBe('starting');
+    expect(layerLabel([4])).toBe('layer 4');
+    expect(layerLabel([8, 0, 4])).toBe('layers 0-8');
   });
 
   it('counts both stages in the plan line', () => {

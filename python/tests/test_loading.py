@@ -191,3 +191,19 @@ def test_a_missing_local_path_is_named(tmp_path, monkeypatch, empty_offline_hub)
         absolute = re.escape(str(tmp_path / relative.removeprefix("./")))
         with pytest.raises(CheckpointError, match=rf"not found: {re.escape(relative)} \({absolute} does not"):
             load_family(load_options(relative), None)
+
+
+def test_a_hub_checkpoint_without_safetensors_names_the_way_out(monkeypatch):
+    """diffusers refuses it from the hub's file list, before any download (simulated here)."""
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+
+    index = {"_class_name": "StableDiffusionPipeline"}
+    monkeypatch.setattr(DiffusionPipeline, "load_config", classmethod(lambda cls, *a, **k: index))
+    refusal = OSError("Could not find the necessary `safetensors` weights in ['unet/x.bin'] (variant=fp16)")
+
+    def from_pretrained(cls, *args, **kwargs):
+        raise refusal
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", classmethod(from_pretrained))
+    with pytest.raises(CheckpointError, match=r"^org/name has no safetensors weights \(fp16 variant\), and"):
+        load_family(load_options("org/name", variant="fp16"), None)

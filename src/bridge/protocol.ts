@@ -58,7 +58,7 @@ const imageSide = z.int().positive().multipleOf(8);
 /** Stage II sampling of every item (IF); null in a generate request = stage I only. */
 export const stage2GenerateSchema = z.object({
   steps: z.int().positive(),
-  guidance: z.number().min(0),
+  guidance: z.number().min(0).max(100),
   height: imageSide,
   width: imageSide,
   noise_level: z.int().nonnegative(),
@@ -73,7 +73,7 @@ export const generateRequestSchema = z
     items: z.array(generateItemSchema),
     negative: z.string(),
     steps: z.int().positive(),
-    guidance: z.number(),
+    guidance: z.number().min(0).max(100),
     height: z.int().positive(),
     width: z.int().positive(),
     scheduler: z.string().nullable(),
