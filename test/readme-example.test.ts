@@ -1,0 +1,29 @@
+// The README's library example runs as written (on the embedded shapes model).
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { tempDirs } from './temp-dirs.js';
+
+const root = join(import.meta.dirname, '..');
+const tempDir = tempDirs('dlens-readme-');
+
+it('the README library example runs and writes its run folder', () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const library = readme.slice(readme.indexOf('## Library'));
+  const code = /```js\n([\s\S]*?)```/.exec(library)?.[1];
+  if (!code) throw new Error('no js block under "## Library" in the README');
+  // Inside the package folder, so that `import 'diffusion-lens'` resolves to this package (dist/).
+  const script = join(root, 'test', `.readme-example-${process.pid}.mjs`);
+  writeFileSync(script, code);
+  const cwd = tempDir();
+  try {
+    const output = execFileSync(process.execPath, [script], { cwd, encoding: 'utf8' });
+    expect(output).toMatch(/layer 8, seed 0: images\/two-blue-squares-[0-9a-f]{8}\/L8-s0\.png/);
+    expect(output).toMatch(/^6 images; manifest at .*runs\/library-example\/manifest\.json$/m);
+    const manifest = JSON.parse(readFileSync(join(cwd, 'runs', 'library-example', 'manifest.json'), 'utf8'));
+    expect(manifest.complete).toBe(true);
+  } finally {
+    rmSync(script, { force: true });
+  }
+});
