@@ -206,6 +206,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
       "IF: stage II noise: same = each image's own seed, or one seed N for all (default: same)",
     )
     .option('--allow-pickle', 'allow loading pickled .bin/.ckpt weights; unsafe (default: off)')
+    .option(
+      '--grid-cell <n>',
+      'smallest side of a grid cell in pixels; smaller images are upscaled without smoothing (default: 128)',
+    )
     .option('--name <name>', 'run name in the manifest (default: from the prompt)');
   addRunFlags(lens)
     .addHelpText(

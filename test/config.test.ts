@@ -574,6 +574,14 @@ describe('model ids', () => {
     expect(resolveModelId(join(dir, 'tiny'), '/')).toBe(join(dir, 'tiny'));
   });
 
+  it('refuses a single-file checkpoint, saying that only folders are supported yet', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'model.safetensors'), '');
+    const error = await configError(() => resolveModelId('./model.safetensors', dir));
+    expect(error.field).toBe('model.id');
+    expect(error.message).toMatch(/single-file checkpoints are not supported yet.*model_index\.json/);
+  });
+
   it('names stage2.model when its local path does not exist', async () => {
     const error = await configError(() =>
       resolveModelId('./no-stage-ii', tempDir(), {}, ['stage2', 'model']),

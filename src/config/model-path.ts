@@ -1,4 +1,4 @@
-// model.id is a hub id ("org/name") or a local checkpoint (folder, or a single .safetensors file).
+// model.id is a hub id ("org/name") or a local checkpoint folder (single files are not supported yet).
 import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -40,6 +40,15 @@ export function resolveModelId(
         path: field,
         ...where,
         message: `local model "${id}" does not exist (looked for ${local})`,
+      });
+    }
+    if (!statSync(local).isDirectory()) {
+      throw new ConfigError({
+        path: field,
+        ...where,
+        message:
+          `"${id}" is a single file; single-file checkpoints are not supported yet: pass a diffusers ` +
+          'checkpoint folder (with model_index.json) instead',
       });
     }
     return local;
