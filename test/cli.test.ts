@@ -364,6 +364,18 @@ describe('diffusion-lens run', () => {
     expect(manifest.grids).toHaveLength(2);
     const meta = await sharp(join(out, manifest.images[0]?.path ?? '')).metadata();
     expect([meta.height, meta.width]).toEqual([32, 40]);
+    // The prompt file's other columns, per prompt and per image.
+    expect(manifest.prompt_columns).toEqual(['id', 'category']);
+    expect(manifest.prompts[1]).toEqual({
+      prompt: 'a "blue" car',
+      columns: { id: '2', category: 'vehicle' },
+      truncated: null,
+    });
+    const csv = readFileSync(join(out, 'images.csv'), 'utf8').trimEnd().split('\n');
+    expect(csv[0]).toBe('prompt,id,category,layer,stage,seed,path,key');
+    expect(csv).toHaveLength(1 + 12);
+    expect(csv[1]).toMatch(/^"a red, shiny apple",1,fruit,1,1,0,images\/[^,]+\/L1-s0\.png,[0-9a-f]{64}$/);
+    expect(csv[7]).toMatch(/^"a ""blue"" car",2,vehicle,1,1,0,/);
   });
 
   it('names the file, line and field of a bad config (exit 1)', async () => {

@@ -283,6 +283,54 @@ describe('the output folder cache', () => {
     expect(await run(out, cfg)).toMatchObject({ made: 0 });
   });
 
+  it('says once per prompt, and in the manifest, that the encoder cut a long prompt', async () => {
+    const out = tempDir();
+    const long = `a red circle ${'and a blue square '.repeat(30)}`.trim();
+    const result = await run(out, config({ prompts: ['a red circle', long] }));
+    const notices = result.events.filter((e) => e.type === 'notice');
+    expect(notices).toEqual([
+      expect.objectContaining({
+        message: expect.stringMatching(/^prompt 2 has \d+ tokens; the text encoder reads 77/),
+      }),
+    ]);
+    const [short, cut] = readManifest(out).prompts;
+    expect(short?.truncated).toBeNull();
+    expect(cut?.truncated).toMatchObject({ max_tokens: 77 });
+    expect(cut?.truncated?.tokens).toBeGreaterThan(77);
+  });
+
+  describe('stage II settings (tiny IF)', () => {
+    const ifConfig = (stage2: Record<string, unknown> = {}): ExperimentConfig =>
+      parseConfig({
+        model: { id: inject('ifFixture') },
+        sampler: { steps: 2 },
+        lens: { layers: '0,4' },
+        stage2: { model: inject('ifSrFixture'), steps: 2, ...stage2 },
+        seeds: [0],
+        prompts: ['a red cube'],
+        runtime: { max_batch: 2 },
+      });
+
+    it('a stage II change is refused, goes to a variant, and back is reused; stage I alone is not a change', async () => {
+      const out = tempDir();
+      await run(out, ifConfig());
+      const base = bytesOf(out);
+      for (const change of [{ steps: 3 }, { noise_level: 100 }, { guidance: 2 }]) {
+        const field = Object.keys(change)[0] ?? '';
+        await expect(runExperiment(ifConfig(change), { outDir: out, worker: shared })).rejects.toThrow(
+          new RegExp(`other settings \\(stage2\\.${field} `),
+        );
+        // A variant is a folder of its own: both stages are made there.
+        expect((await run(out, ifConfig(change), { newVariant: true })).made).toBe(4);
+      }
+      expect(await run(out, ifConfig())).toMatchObject({ made: 0, loaded: false });
+      expect(bytesOf(out)).toEqual(base);
+      // A stage I run in the same folder keeps the stage II images and makes nothing.
+      const stage1 = parseConfig({ ...ifConfig(), stages: [1], stage2: {} });
+      expect(await run(out, stage1)).toMatchObject({ made: 0, skipped: 2 });
+    });
+  });
+
   it('a stale lock of a process that is gone is taken over', async () => {
     const out = tempDir();
     await run(out, config());
