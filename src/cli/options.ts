@@ -4,6 +4,7 @@ import {
   ConfigError,
   type ConfigIssue,
   type ExperimentConfig,
+  ExperimentConfigSchema,
   type FieldPath,
   formatPath,
   parseConfig,
@@ -208,18 +209,7 @@ export function lensConfigInput(prompt: string, options: LensOptions): Record<st
 }
 
 // Issues in the order of the config's sections (the order `lens --help` lists the options in).
-const SECTIONS = [
-  'name',
-  'model',
-  'sampler',
-  'lens',
-  'seeds',
-  'prompts',
-  'runtime',
-  'stages',
-  'stage2',
-  'grid',
-];
+const SECTIONS: readonly string[] = Object.keys(ExperimentConfigSchema.shape);
 const sectionOf = (issue: ConfigIssue): number => {
   const i = SECTIONS.indexOf(String(issue.path[0] ?? ''));
   return i < 0 ? SECTIONS.length : i;

@@ -82,9 +82,15 @@ export async function inspectCache(outDir: string, journal: Journal, plan: Plan)
   return { done, changedByHand, foreign: { entries: foreign, changes, settingsId: first.settings } };
 }
 
-/** Deletes the images made with other settings (--overwrite) and drops them from the journal. */
+/**
+ * Deletes the images made with other settings (--overwrite), and the grids of their prompts (a grid
+ * shows one prompt's images), and drops them from the journal.
+ */
 export async function removeForeign(outDir: string, journal: Journal, entries: readonly JournalEntry[]) {
   const paths = new Set(entries.map((entry) => entry.path));
-  for (const path of paths) await unlink(join(outDir, path)).catch(() => undefined);
+  const promptDirs = new Set([...paths].map((path) => path.split('/')[1] ?? ''));
+  promptDirs.delete('');
+  const grids = [...promptDirs].flatMap((dir) => [`grids/${dir}.png`, `grids/${dir}-stage2.png`]);
+  for (const path of [...paths, ...grids]) await unlink(join(outDir, path)).catch(() => undefined);
   await journal.compact((entry) => !paths.has(entry.path));
 }

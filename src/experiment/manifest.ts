@@ -1,6 +1,5 @@
 // DIR/manifest.json: what was run, with what, and which files it made. Written atomically at the end of
 // a run and when a run stops early (then `complete: false`).
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LoadedMessage } from '../bridge/index.js';
 import type {
@@ -141,18 +140,6 @@ export async function writeManifest(outDir: string, manifest: Manifest): Promise
   const path = join(outDir, MANIFEST_FILE);
   await writeFileAtomic(path, `${JSON.stringify(manifest, null, 2)}\n`);
   return path;
-}
-
-/** The grid paths the folder's manifest lists (none when it has no readable manifest). */
-export async function readManifestGrids(outDir: string): Promise<string[]> {
-  try {
-    const manifest = JSON.parse(await readFile(join(outDir, MANIFEST_FILE), 'utf8')) as Partial<Manifest>;
-    const paths = Array.isArray(manifest.grids) ? manifest.grids.map((grid) => grid?.path) : [];
-    // Only paths this tool writes: never anything outside grids/.
-    return paths.filter((p): p is string => typeof p === 'string' && /^grids\/[\w.-]+\.png$/.test(p));
-  } catch {
-    return [];
-  }
 }
 
 export interface ManifestInput {

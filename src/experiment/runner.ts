@@ -10,7 +10,6 @@
 // for, its stage II image; only images not already on disk are written. A worker that dies or hangs is
 // restarted (at most `maxRestarts` times) and the run goes on with what is missing; an abort stops
 // cleanly and leaves a resumable folder.
-import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -39,14 +38,7 @@ import type { RunEvent } from './events.js';
 import { writeGrids } from './grids.js';
 import { writeImagesCsv } from './images-csv.js';
 import { FolderBusyError } from './lock.js';
-import {
-  buildManifest,
-  type Manifest,
-  manifestImage,
-  readManifestGrids,
-  type Truncation,
-  writeManifest,
-} from './manifest.js';
+import { buildManifest, type Manifest, manifestImage, type Truncation, writeManifest } from './manifest.js';
 import { type OutputFolder, OutputFolderError, openOutputFolder } from './outdir.js';
 import { type ImageSettings, imageSettings, type Job, type Plan, planExperiment } from './plan.js';
 import {
@@ -169,11 +161,6 @@ function stage2Request(config: ExperimentConfig, settings: ImageSettings): Stage
 
 const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
-/** --overwrite: the grids the folder's last manifest lists (they show the images being removed). */
-async function removeGridsOfManifest(outDir: string): Promise<void> {
-  for (const path of await readManifestGrids(outDir)) await rm(join(outDir, path), { force: true });
-}
-
 /** A load failure, with what was being loaded in front (the worker's message says why). */
 function loadFailure(error: unknown, what: string): unknown {
   if (!(error instanceof WorkerError) || error.code !== 'load_failed') return error;
@@ -232,8 +219,6 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       throw error;
     }
   };
-  const knownDepth = await readModelDepth(modelId);
-  if (knownDepth !== null) layersFor(knownDepth);
   const name = config.name ?? slugify(prompts[0] ?? 'run');
   const loadRequest: LoadRequest = {
     model: modelId,
@@ -248,6 +233,9 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     allow_pickle: config.model.allow_pickle,
     variant: config.model.variant ?? null,
   };
+  // The depth, when the config files tell it, catches a bad layer before anything starts.
+  const knownDepth = await readModelDepth(modelId, loadRequest.revision, env);
+  if (knownDepth !== null) layersFor(knownDepth);
   const loading = `${modelId}${stage2ModelId === undefined ? '' : ` with stage II ${stage2ModelId}`}`;
   const fingerprints: Fingerprints = {
     model: await modelFingerprint(modelId, loadRequest.revision, env),
@@ -362,11 +350,14 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   };
 
   /** Writes what the folder holds: manifest.json and images.csv. */
-  const writeRecords = async (complete: boolean, grids: Manifest['grids']): Promise<string> => {
+  const writeRecords = async (
+    complete: boolean,
+    grids: Manifest['grids'],
+  ): Promise<{ manifest: Manifest; manifestPath: string }> => {
     const manifest = manifestOf(complete, grids);
     const manifestPath = await writeManifest(outDir, manifest);
     await writeImagesCsv(outDir, manifest);
-    return manifestPath;
+    return { manifest, manifestPath };
   };
 
   const finish = async (
@@ -386,8 +377,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       });
       return { outDir, manifestPath: null, manifest: null, complete: false, aborted, generated, skipped };
     }
-    const manifestPath = await writeRecords(complete, grids);
-    const manifest = manifestOf(complete, grids);
+    const { manifest, manifestPath } = await writeRecords(complete, grids);
     emit({
       type: 'done',
       complete,
@@ -423,7 +413,6 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     }
     if (state.foreign && options.overwrite) {
       await removeForeign(outDir, journal, state.foreign.entries);
-      await removeGridsOfManifest(outDir);
       notice(
         `removed ${plural(state.foreign.entries.length, 'image')} made with other settings ` +
           `(${describeChanges(state.foreign.changes)})`,
@@ -659,7 +648,9 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     // Whatever was made stays usable: record it, marked incomplete.
     let manifestPath: string | null = null;
     if (plan && loaded && workerInfo && generated > 0) {
-      manifestPath = await writeRecords(false, []).catch(() => null);
+      manifestPath = await writeRecords(false, [])
+        .then((written) => written.manifestPath)
+        .catch(() => null);
     }
     const resumable = generated + skipped > 0;
     emit({
