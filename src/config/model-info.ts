@@ -4,10 +4,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { looksLikePath } from './model-path.js';
+import { HUB_ID, looksLikePath } from './model-path.js';
 
 const COMMIT = /^[0-9a-f]{40}$/;
-const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
 
 async function readJson(path: string): Promise<unknown> {
   try {

@@ -5,7 +5,8 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { EMBEDDED_MODEL_DIR } from '../paths.js';
 import { ConfigError, type ConfigIssue, type FieldPath } from './errors.js';
 
-const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
+/** `org/name` (or a bare `name`), as the hub spells repository ids. */
+export const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
 
 /** True when `id` is written as a path: absolute, or starting with `.` or `~`. */
 export function looksLikePath(id: string): boolean {
