@@ -1,5 +1,6 @@
 export { type CacheState, inspectCache } from './cache.js';
 export type { ImageRef, RunEvent, RunEventType } from './events.js';
+export { claimFolder, FolderConflictError } from './folder.js';
 export { gridTitle } from './grids.js';
 export { IMAGES_CSV_FILE, imagesCsv } from './images-csv.js';
 export { FolderBusyError, LOCK_FILE } from './lock.js';
@@ -33,7 +34,8 @@ export {
   resolveSize,
   type Stage2Settings,
 } from './plan.js';
-export { FolderConflictError, type RunOptions, type RunResult, runExperiment } from './runner.js';
+export { buildWork, jobOfImage, type RequestItem, requestItems, type Work } from './request.js';
+export { type RunOptions, type RunResult, runExperiment } from './runner.js';
 export { describeChanges, diffSettings, type SettingChange, settingsId, variantName } from './settings.js';
 export {
   gridPath,

@@ -1,0 +1,100 @@
+// A run's inputs, resolved and checked before any process starts or file is written: the prompts (with
+// their prompt-file columns), the model ids, the stages, the layers as far as the checkpoint's config
+// files tell its depth, the load request, and the checkpoints' fingerprints.
+import type { LoadRequest } from '../bridge/index.js';
+import {
+  ConfigError,
+  configSource,
+  type ExperimentConfig,
+  type FieldPath,
+  loadPromptSet,
+  type PromptSet,
+  readModelDepth,
+  resolveLayers,
+  resolveModelId,
+  resolveStages,
+  type Stage,
+} from '../config/index.js';
+import { type Fingerprints, modelFingerprint } from './resolution.js';
+import { slugify } from './store.js';
+
+export interface RunInputs {
+  name: string;
+  promptSet: PromptSet;
+  modelId: string;
+  stage2ModelId: string | undefined;
+  stages: Stage[];
+  load: LoadRequest;
+  /** What is being loaded, for messages. */
+  loading: string;
+  fingerprints: Fingerprints;
+  /** The layers of the config against a depth L; a ConfigError located at `lens.layers` if one is bad. */
+  layersFor: (numLayers: number) => number[];
+}
+
+export async function resolveInputs(
+  config: ExperimentConfig,
+  options: { configDir?: string; env?: NodeJS.ProcessEnv },
+): Promise<RunInputs> {
+  const source = configSource(config);
+  const configDir = options.configDir ?? source?.dir ?? process.cwd();
+  const env = options.env ?? process.env;
+  const locate = (path: FieldPath) => source?.locate?.(path) ?? {};
+
+  const promptSet = await loadPromptSet(config.prompts, { configDir, locate });
+  const modelId = resolveModelId(config.model.id, configDir, locate(['model', 'id']));
+  const stages = resolveStages(config);
+  let stage2ModelId: string | undefined;
+  if (stages.includes(2)) {
+    // parseConfig guarantees it; a hand-built config might not have it.
+    if (config.stage2.model === undefined) {
+      throw new ConfigError({
+        path: ['stage2', 'model'],
+        ...locate(['stage2', 'model']),
+        message: 'is required when stages include 2',
+      });
+    }
+    const field = ['stage2', 'model'];
+    stage2ModelId = resolveModelId(config.stage2.model, configDir, locate(field), field);
+  }
+  const layersFor = (numLayers: number): number[] => {
+    try {
+      return resolveLayers(config.lens.layers, numLayers);
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        throw new ConfigError(error.issues.map((issue) => ({ ...issue, ...locate(['lens', 'layers']) })));
+      }
+      throw error;
+    }
+  };
+  const revision = config.model.revision ?? null;
+  // The depth, when the config files tell it, catches a bad layer before anything starts.
+  const knownDepth = await readModelDepth(modelId, revision, env);
+  if (knownDepth !== null) layersFor(knownDepth);
+  const stage2Revision = config.stage2.revision ?? null;
+  return {
+    name: config.name ?? slugify(promptSet.prompts[0] ?? 'run'),
+    promptSet,
+    modelId,
+    stage2ModelId,
+    stages,
+    load: {
+      model: modelId,
+      family: config.model.family === 'auto' ? null : config.model.family,
+      dtype: config.model.dtype,
+      device: config.model.device,
+      revision,
+      offload: config.model.offload,
+      clean_caption: config.model.clean_caption === 'auto' ? null : config.model.clean_caption,
+      stage2: stage2ModelId === undefined ? null : { model: stage2ModelId, revision: stage2Revision },
+      allow_pickle: config.model.allow_pickle,
+      variant: config.model.variant ?? null,
+    },
+    loading: `${modelId}${stage2ModelId === undefined ? '' : ` with stage II ${stage2ModelId}`}`,
+    fingerprints: {
+      model: await modelFingerprint(modelId, revision, env),
+      stage2: stage2ModelId === undefined ? null : await modelFingerprint(stage2ModelId, stage2Revision, env),
+    },
+    layersFor,
+  };
+}

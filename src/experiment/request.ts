@@ -1,0 +1,125 @@
+// What to ask the worker for, as pure functions of the plan and what is done (testable without Python):
+// one generate request for every (prompt, layer, seed) with an image missing, the job each image the
+// worker sends belongs to, and the progress of the whole run across requests.
+import type { GenerateRequest, ImageMessage, ProgressMessage, Stage2Generate } from '../bridge/index.js';
+import { WorkerError } from '../bridge/index.js';
+import type { ExperimentConfig, Stage } from '../config/index.js';
+import type { ImageSettings, Job, Plan } from './plan.js';
+
+/** One (prompt, layer, seed) of a generate request, with its planned job per stage. */
+export interface RequestItem {
+  promptIndex: number;
+  layer: number;
+  seed: number;
+  jobs: Partial<Record<Stage, Job>>;
+}
+
+/** A generate request and what it stands for. */
+export interface Work {
+  request: GenerateRequest;
+  items: RequestItem[];
+  /** The images the request is for (an item's stage I image may be on disk already). */
+  missing: Job[];
+  /** Denoising steps of one item in either stage, times the items: the request's units. */
+  units: number;
+}
+
+/** The distinct (prompt, layer, seed) of the jobs, in plan order, for those with any job not done. */
+export function requestItems(jobs: readonly Job[], isDone: (job: Job) => boolean): RequestItem[] {
+  const items = new Map<string, RequestItem>();
+  for (const job of jobs) {
+    const id = `${job.promptIndex}/${job.layer}/${job.seed}`;
+    let item = items.get(id);
+    if (!item) {
+      item = { promptIndex: job.promptIndex, layer: job.layer, seed: job.seed, jobs: {} };
+      items.set(id, item);
+    }
+    item.jobs[job.stage] = job;
+  }
+  return [...items.values()].filter((item) => Object.values(item.jobs).some((job) => !isDone(job)));
+}
+
+/** Stage II of a generate request, from the resolved settings; scheduler null = the checkpoint's own. */
+export function stage2Request(config: ExperimentConfig, settings: ImageSettings): Stage2Generate | null {
+  const stage2 = settings.stage2;
+  if (!stage2) return null;
+  return {
+    steps: stage2.steps,
+    guidance: stage2.guidance,
+    height: stage2.height,
+    width: stage2.width,
+    noise_level: stage2.noise_level,
+    scheduler: config.stage2.scheduler === 'default' ? null : config.stage2.scheduler,
+    seed: stage2.seed === 'same' ? null : stage2.seed,
+  };
+}
+
+/** The request for every image of the plan not done yet; null when there is none. */
+export function buildWork(config: ExperimentConfig, plan: Plan, isDone: (job: Job) => boolean): Work | null {
+  const items = requestItems(plan.jobs, isDone);
+  if (items.length === 0) return null;
+  const { settings } = plan;
+  const missing = items.flatMap((item) => Object.values(item.jobs).filter((job) => !isDone(job)));
+  // Stage II only when an image of it is missing (stage I alone is cheaper).
+  const stage2 = missing.some((job) => job.stage === 2) ? stage2Request(config, settings) : null;
+  const request: GenerateRequest = {
+    prompts: plan.prompts,
+    items: items.map((item) => ({ prompt: item.promptIndex, layer: item.layer, seed: item.seed })),
+    negative: settings.sampler.negative,
+    steps: settings.sampler.steps,
+    guidance: settings.sampler.guidance,
+    height: settings.sampler.height,
+    width: settings.sampler.width,
+    scheduler: config.sampler.scheduler === 'default' ? null : config.sampler.scheduler,
+    uncond: settings.lens.uncond,
+    noise: settings.lens.noise,
+    max_batch: config.runtime.max_batch,
+    stage2,
+  };
+  return { request, items, missing, units: items.length * (settings.sampler.steps + (stage2?.steps ?? 0)) };
+}
+
+/** The job an image of the worker's belongs to; a WorkerError when it matches nothing that was asked. */
+export function jobOfImage(work: Work, image: ImageMessage): Job {
+  const item = work.items[image.item];
+  const job = item?.jobs[image.stage];
+  if (
+    !item ||
+    !job ||
+    (image.stage === 2 && work.request.stage2 === null) ||
+    item.layer !== image.layer ||
+    item.seed !== image.seed ||
+    item.promptIndex !== image.prompt
+  ) {
+    throw new WorkerError(
+      'internal',
+      `the worker sent a stage ${image.stage} image for item ${image.item} (prompt ${image.prompt}, ` +
+        `layer ${image.layer}, seed ${image.seed}) that does not match the request`,
+    );
+  }
+  return job;
+}
+
+/** The layers of the batch a progress message is about. */
+export function layersInFlight(work: Work, progress: Pick<ProgressMessage, 'images_done' | 'batch_items'>) {
+  const batch = work.items.slice(
+    progress.images_done,
+    progress.images_done + Math.max(1, progress.batch_items),
+  );
+  return [...new Set(batch.map((item) => item.layer))];
+}
+
+/**
+ * Units (denoising steps of one item) of the whole run, fixed by its first request, so that progress
+ * goes on across worker restarts: a later request, for what is left, starts where the first one got to.
+ */
+export class RunProgress {
+  private total: number | null = null;
+
+  /** Run units done, from a request's units done. */
+  of(work: Work, requestUnitsDone: number): { done: number; total: number } {
+    this.total ??= work.units;
+    const base = Math.max(0, this.total - work.units);
+    return { done: Math.min(this.total, base + requestUnitsDone), total: this.total };
+  }
+}
