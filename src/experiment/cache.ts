@@ -3,7 +3,7 @@
 // made with other settings (the folder belongs to another variant: refused, or removed on --overwrite).
 import { stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ImageSettings, Plan } from './plan.js';
+import type { Plan } from './plan.js';
 import { diffSettings, readSettings, type SettingChange, settingsId, stageSettings } from './settings.js';
 import type { Journal, JournalEntry } from './store.js';
 
@@ -13,7 +13,7 @@ export interface CacheState {
   /** How many of the plan's images were recorded but are now missing or have other bytes. */
   changedByHand: number;
   /** Images on disk made with other settings (the last entry of their path), with what differs. */
-  foreign: { entries: JournalEntry[]; changes: SettingChange[]; settingsId: string } | null;
+  foreign: { entries: JournalEntry[]; changes: SettingChange[] } | null;
 }
 
 /** Runs `fn` over `items` with at most `limit` at a time. */
@@ -40,10 +40,10 @@ async function exists(path: string): Promise<boolean> {
 async function belongsTo(
   entrySettings: string,
   outDir: string,
-  settings: ImageSettings,
-  plan: Pick<Plan, 'stages'>,
+  plan: Pick<Plan, 'settings' | 'stages'>,
   memo: Map<string, boolean>,
 ): Promise<boolean> {
+  const { settings } = plan;
   const known = memo.get(entrySettings);
   if (known !== undefined) return known;
   let result = entrySettings === settingsId(settings, 1);
@@ -68,7 +68,7 @@ export async function inspectCache(outDir: string, journal: Journal, plan: Plan)
   const memo = new Map<string, boolean>();
   const foreign: JournalEntry[] = [];
   for (const entry of journal.entries()) {
-    if (await belongsTo(entry.settings, outDir, plan.settings, plan, memo)) continue;
+    if (await belongsTo(entry.settings, outDir, plan, memo)) continue;
     if (await exists(join(outDir, entry.path))) foreign.push(entry);
   }
   const first = foreign[0];
@@ -79,7 +79,7 @@ export async function inspectCache(outDir: string, journal: Journal, plan: Plan)
   const changes = recorded
     ? diffSettings(stageSettings(recorded, stage), stageSettings(plan.settings, stage))
     : [];
-  return { done, changedByHand, foreign: { entries: foreign, changes, settingsId: first.settings } };
+  return { done, changedByHand, foreign: { entries: foreign, changes } };
 }
 
 /**
