@@ -1,23 +1,13 @@
 #!/usr/bin/env node
 // The diffusion-lens command line: a thin layer over the library (src/index.ts).
 import { resolve } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { WorkerError } from './bridge/index.js';
+import { doctorText } from './cli/doctor-text.js';
+import { addLensOptions } from './cli/option-help.js';
 import { type LensOptions, lensConfig } from './cli/options.js';
 import { createReporter, type ReportMode } from './cli/reporter.js';
-import {
-  ConfigError,
-  DEVICES,
-  DTYPES,
-  type ExperimentConfig,
-  FAMILIES,
-  loadConfigFile,
-  NOISE_MODES,
-  OFFLOAD_MODES,
-  SCHEDULERS,
-  toJsonSchema,
-  UNCOND_MODES,
-} from './config/index.js';
+import { ConfigError, type ExperimentConfig, loadConfigFile, toJsonSchema } from './config/index.js';
 import { runDoctor } from './doctor.js';
 import { runExperiment } from './experiment/index.js';
 import { slugify } from './experiment/store.js';
@@ -116,8 +106,6 @@ function printError(error: unknown): void {
   if (debug() && error instanceof Error && error.stack) process.stderr.write(`${error.stack}\n`);
 }
 
-const choices = (list: readonly string[]): string => list.join('|');
-
 function buildProgram(setExitCode: (code: number) => void): Command {
   const program = new Command('diffusion-lens')
     .description(
@@ -137,80 +125,8 @@ function buildProgram(setExitCode: (code: number) => void): Command {
       'Generate one image per (encoder layer, seed) for PROMPT, then a labelled grid and a manifest.',
     )
     .argument('<prompt>', 'the text prompt')
-    .option(
-      '-m, --model <id>',
-      'Hugging Face hub id or local checkpoint folder (default: the embedded shapes model)',
-    )
-    .requiredOption('-o, --out <dir>', 'output folder; a rerun into it skips images already made (required)')
-    .option(
-      '--layers <spec>',
-      'encoder layers: all, start:end[:step] (inclusive), 0,4,8; -1 = final (default: all)',
-    )
-    .option('--seeds <list>', 'comma-separated seeds, 0 <= seed < 2^32 (default: 0,1,2,3)')
-    .option('--steps <n>', "denoising steps (default: the model's: SD 50, IF 100)")
-    .option('--guidance <g>', "classifier-free guidance scale (default: the model's: SD 7.5, IF 7.0)")
-    .option('--size <s>', "image size: S (square) or HxW, multiples of 8 (default: the model's native size)")
-    .addOption(
-      new Option('--scheduler <name>', `${choices(SCHEDULERS)} (default: default = the checkpoint's own)`),
-    )
-    .option('--negative <text>', 'negative prompt (default: "")')
-    .addOption(
-      new Option('--uncond <mode>', `unconditional branch: ${choices(UNCOND_MODES)} (default: final)`),
-    )
-    .addOption(
-      new Option('--noise <mode>', `initial noise across layers: ${choices(NOISE_MODES)} (default: shared)`),
-    )
-    .option('--max-batch <n>', 'images per UNet batch; halved automatically on out-of-memory (default: 8)')
-    .addOption(new Option('--dtype <dtype>', `${choices(DTYPES)} (default: auto = fp16 on GPU, fp32 on CPU)`))
-    .addOption(new Option('--device <device>', `${choices(DEVICES)} (default: auto = best available)`))
-    .addOption(new Option('--family <family>', `${choices(FAMILIES)} (default: auto = detect)`))
-    .option('--revision <rev>', 'hub revision: branch, tag or commit (default: main)')
-    .option(
-      '--variant <name>',
-      'weight files to load, e.g. fp16 (*.fp16.safetensors: half the download), for every stage (default: the full files)',
-    )
-    .addOption(
-      new Option(
-        '--offload [mode]',
-        `GPU memory saving: ${choices(OFFLOAD_MODES)}; encoder = the text encoder waits on the CPU ` +
-          'between encodings (IF on 24 GB cards), model = model CPU offload (smaller GPUs); ' +
-          'the flag alone = model (default: none)',
-      ),
-    )
-    .option(
-      '--clean-caption',
-      "IF: clean captions as the stock pipeline does; needs beautifulsoup4 and ftfy (default: auto = on when they're installed)",
-    )
-    .option('--no-clean-caption', 'IF: do not clean captions')
-    .option(
-      '--stages <list>',
-      'IF: 1 (stage I only) or 1,2 (and stage II) (default: 1,2 with --stage2-model, else 1)',
-    )
-    .option(
-      '--stage2-model <id>',
-      'IF: hub id or local folder of the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0 (default: none)',
-    )
-    .option('--stage2-revision <rev>', 'IF: hub revision of the stage II checkpoint (default: main)')
-    .option('--stage2-steps <n>', "IF: stage II denoising steps (default: the checkpoint's, 50)")
-    .option('--stage2-guidance <g>', "IF: stage II guidance scale (default: the checkpoint's, IF-II 4.0)")
-    .option('--stage2-size <s>', "IF: stage II size, S or HxW (default: the checkpoint's native, IF-II 256)")
-    .addOption(
-      new Option(
-        '--stage2-scheduler <name>',
-        "IF: stage II scheduler, a --scheduler name (default: default = the stage II checkpoint's own)",
-      ),
-    )
-    .option('--noise-level <n>', 'IF: noise added to the stage I image before stage II (default: 250)')
-    .option(
-      '--stage2-seed <seed>',
-      "IF: stage II noise: same = each image's own seed, or one seed N for all (default: same)",
-    )
-    .option('--allow-pickle', 'allow loading pickled .bin/.ckpt weights; unsafe (default: off)')
-    .option(
-      '--grid-cell <n>',
-      'smallest side of a grid cell in pixels; smaller images are upscaled without smoothing (default: 128)',
-    )
-    .option('--name <name>', 'run name in the manifest (default: from the prompt)');
+    .requiredOption('-o, --out <dir>', 'output folder; a rerun into it skips images already made (required)');
+  addLensOptions(lens);
   addRunFlags(lens)
     .addHelpText(
       'after',
@@ -267,32 +183,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('--json', 'print the report as JSON (default: text)')
     .action(async (options: { json?: boolean }) => {
       const report = await runDoctor();
-      if (options.json) {
-        process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-      } else {
-        const out: string[] = [
-          `diffusion-lens ${report.tool}`,
-          `node          ${report.node}`,
-          `python        ${report.python ?? 'not working'} (${report.executable ?? report.pythonPath})`,
-        ];
-        for (const name of ['torch', 'diffusers', 'transformers']) {
-          out.push(`${name.padEnd(14)}${report.packages[name] ?? 'missing'}`);
-        }
-        const others = Object.entries(report.packages).filter(
-          ([name]) => !['torch', 'diffusers', 'transformers'].includes(name),
-        );
-        if (others.length > 0) {
-          out.push(`${'other'.padEnd(14)}${others.map(([n, v]) => `${n} ${v ?? 'missing'}`).join(', ')}`);
-        }
-        const gpus = report.cuda?.devices.length ? ` (${report.cuda.devices.join(', ')})` : '';
-        out.push(`device        ${report.device ?? 'unknown'}${gpus}`);
-        if (report.ok) out.push('ok: everything the worker needs is there');
-        else {
-          out.push(`${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}:`);
-          for (const problem of report.problems) out.push(`  - ${problem.what}\n    fix: ${problem.fix}`);
-        }
-        process.stdout.write(`${out.join('\n')}\n`);
-      }
+      process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : doctorText(report));
       setExitCode(report.ok ? 0 : EXIT_ERROR);
     });
 
@@ -319,5 +210,11 @@ async function main(argv: string[] = process.argv): Promise<number> {
     return EXIT_ERROR;
   }
 }
+
+// `diffusion-lens lens --help | head`: a reader that stops early is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
 
 process.exitCode = await main();

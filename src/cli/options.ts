@@ -9,77 +9,23 @@ import {
   formatPath,
   parseConfig,
 } from '../config/index.js';
+import {
+  LENS_OPTIONS,
+  type LensOptionSpec,
+  type LensOptionValues,
+  optionKey,
+  optionLabel,
+  type ParserName,
+} from './lens-options.js';
 
-export interface LensOptions {
-  model?: string;
-  out: string;
-  layers?: string;
-  seeds?: string;
-  steps?: string;
-  guidance?: string;
-  size?: string;
-  scheduler?: string;
-  negative?: string;
-  uncond?: string;
-  noise?: string;
-  maxBatch?: string;
-  dtype?: string;
-  device?: string;
-  family?: string;
-  revision?: string;
-  variant?: string;
-  /** `--offload` alone is `true` (= model CPU offload); `--offload MODE` a mode name. */
-  offload?: boolean | string;
-  /** `--clean-caption` / `--no-clean-caption`; unset = auto. */
-  cleanCaption?: boolean;
-  allowPickle?: boolean;
-  name?: string;
-  stages?: string;
-  stage2Model?: string;
-  stage2Revision?: string;
-  stage2Steps?: string;
-  stage2Guidance?: string;
-  stage2Size?: string;
-  stage2Scheduler?: string;
-  noiseLevel?: string;
-  stage2Seed?: string;
-  /** `--grid-cell N`: the smallest side of a grid cell in pixels (grid.min_cell). */
-  gridCell?: string;
-}
+/** The options of `lens`: the table's, and the output folder (`-o, --out`, not a config field). */
+export type LensOptions = LensOptionValues & { out: string };
 
 /** Field → option, so that errors say `--steps` rather than `sampler.steps`. */
-export const OPTION_LABELS: Record<string, string> = {
-  name: '--name',
-  'model.id': '--model',
-  'model.family': '--family',
-  'model.revision': '--revision',
-  'model.variant': '--variant',
-  'model.dtype': '--dtype',
-  'model.device': '--device',
-  'model.offload': '--offload',
-  'model.clean_caption': '--clean-caption',
-  'sampler.steps': '--steps',
-  'sampler.guidance': '--guidance',
-  'sampler.size': '--size',
-  'sampler.scheduler': '--scheduler',
-  'sampler.negative': '--negative',
-  'lens.layers': '--layers',
-  'lens.uncond': '--uncond',
-  'lens.noise': '--noise',
-  seeds: '--seeds',
-  prompts: 'PROMPT',
-  'runtime.max_batch': '--max-batch',
-  stages: '--stages',
-  'stage2.model': '--stage2-model',
-  'stage2.revision': '--stage2-revision',
-  'stage2.steps': '--stage2-steps',
-  'stage2.guidance': '--stage2-guidance',
-  'stage2.size': '--stage2-size',
-  'stage2.scheduler': '--stage2-scheduler',
-  'stage2.noise_level': '--noise-level',
-  'stage2.seed': '--stage2-seed',
-  'grid.min_cell': '--grid-cell',
-};
+export const OPTION_LABELS: Record<string, string> = Object.fromEntries([
+  ...LENS_OPTIONS.map((spec) => [formatPath(spec.path), optionLabel(spec)]),
+  ['prompts', 'PROMPT'],
+]);
 
 const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?$/i;
 
@@ -91,6 +37,13 @@ export function numberOrText(text: string): number | string {
 
 /** A plain decimal integer: digits with an optional leading '-' (no exponent, point, '+' or hex). */
 const INTEGER = /^-?\d+$/;
+
+/** The number of a plain decimal integer, else undefined. */
+function plainInteger(text: string): number | undefined {
+  const trimmed = text.trim();
+  // + 0: "-0" is 0.
+  return INTEGER.test(trimmed) ? Number(trimmed) + 0 : undefined;
+}
 
 /** Where a lens option's text is not an integer: one issue per bad value, gathered while building. */
 class IntegerIssues {
@@ -108,10 +61,7 @@ class IntegerIssues {
 
   /** The number of a plain decimal integer; else records an issue on `path` and returns undefined. */
   read(text: string, path: FieldPath): number | undefined {
-    const trimmed = text.trim();
-    // + 0: "-0" is 0.
-    if (INTEGER.test(trimmed)) return Number(trimmed) + 0;
-    return this.fail(text, path, 'must be an integer in plain digits');
+    return plainInteger(text) ?? this.fail(text, path, 'must be an integer in plain digits');
   }
 
   /** `0,1,2,3` → [0, 1, 2, 3]; undefined (and an issue per bad item) when an item is not an integer. */
@@ -126,17 +76,45 @@ class IntegerIssues {
 
   /** `512` → 512; `512x768` (height x width) → [512, 768]; undefined (and an issue) otherwise. */
   size(text: string, path: FieldPath): number | number[] | undefined {
-    const parts = text.trim().toLowerCase().split('x');
-    if (parts.length <= 2 && parts.every((p) => INTEGER.test(p.trim()))) {
-      const sides = parts.map((p) => Number(p.trim()) + 0);
+    const sides = text.trim().toLowerCase().split('x').map(plainInteger);
+    if (sides.length <= 2 && sides.every((side) => side !== undefined)) {
       return sides.length === 1 ? sides[0] : sides;
     }
     return this.fail(text, path, 'must be one side or HEIGHTxWIDTH in plain digits, like 512 or 512x768');
   }
 }
 
-function defined<T extends Record<string, unknown>>(object: T): Partial<T> {
-  return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== undefined)) as Partial<T>;
+type Parser = (text: string, path: FieldPath, ints: IntegerIssues) => unknown;
+
+/** Each way of reading an option's text (see ParserName); undefined = left out (an issue is recorded). */
+const PARSERS: Record<Exclude<ParserName, 'switch'>, Parser> = {
+  text: (text) => text,
+  choice: (text) => text,
+  int: (text, path, ints) => ints.read(text, path),
+  ints: (text, path, ints) => ints.list(text, path),
+  number: (text) => numberOrText(text),
+  size: (text, path, ints) => ints.size(text, path),
+  'int-or-text': (text) => plainInteger(text) ?? text,
+};
+
+function parseOption(spec: LensOptionSpec, given: string | boolean, ints: IntegerIssues): unknown {
+  // A switch, or an optional value given alone (`--offload` = `--offload model`).
+  if (typeof given === 'boolean' || spec.parse === 'switch') {
+    return given === true && spec.bare !== undefined ? spec.bare : given;
+  }
+  return PARSERS[spec.parse](given, spec.path, ints);
+}
+
+/** Sets `value` at `path` in `object`, making the objects on the way. */
+function setPath(object: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  const [key, ...rest] = path;
+  if (key === undefined) return;
+  if (rest.length === 0) {
+    object[key] = value;
+    return;
+  }
+  object[key] ??= {};
+  setPath(object[key] as Record<string, unknown>, rest, value);
 }
 
 /**
@@ -145,66 +123,22 @@ function defined<T extends Record<string, unknown>>(object: T): Partial<T> {
  */
 function buildLensInput(
   prompt: string,
-  options: LensOptions,
+  options: LensOptionValues,
 ): { input: Record<string, unknown>; issues: ConfigIssue[] } {
   const ints = new IntegerIssues();
-  const int = (text: string | undefined, path: FieldPath) =>
-    text === undefined ? undefined : ints.read(text, path);
-  const size = (text: string | undefined, path: FieldPath) =>
-    text === undefined ? undefined : ints.size(text, path);
-  const list = (text: string | undefined, path: FieldPath) =>
-    text === undefined ? undefined : ints.list(text, path);
-  const input = defined({
-    name: options.name,
-    model: defined({
-      id: options.model,
-      family: options.family,
-      revision: options.revision,
-      variant: options.variant,
-      dtype: options.dtype,
-      device: options.device,
-      // A bare `--offload` is model CPU offload, as it was when the option was a switch.
-      offload: options.offload === true ? 'model' : options.offload,
-      clean_caption: options.cleanCaption,
-      allow_pickle: options.allowPickle,
-    }),
-    sampler: defined({
-      steps: int(options.steps, ['sampler', 'steps']),
-      guidance: options.guidance === undefined ? undefined : numberOrText(options.guidance),
-      size: size(options.size, ['sampler', 'size']),
-      scheduler: options.scheduler,
-      negative: options.negative,
-    }),
-    lens: defined({ layers: options.layers, uncond: options.uncond, noise: options.noise }),
-    seeds: list(options.seeds, ['seeds']),
-    prompts: [prompt],
-    runtime: defined({
-      max_batch: int(options.maxBatch, ['runtime', 'max_batch']),
-    }),
-    stages: list(options.stages, ['stages']),
-    stage2: defined({
-      model: options.stage2Model,
-      revision: options.stage2Revision,
-      steps: int(options.stage2Steps, ['stage2', 'steps']),
-      guidance: options.stage2Guidance === undefined ? undefined : numberOrText(options.stage2Guidance),
-      size: size(options.stage2Size, ['stage2', 'size']),
-      scheduler: options.stage2Scheduler,
-      noise_level: int(options.noiseLevel, ['stage2', 'noise_level']),
-      // "same" or a seed: anything else is passed on for the schema to say so.
-      seed:
-        options.stage2Seed === undefined
-          ? undefined
-          : INTEGER.test(options.stage2Seed.trim())
-            ? Number(options.stage2Seed.trim()) + 0
-            : options.stage2Seed,
-    }),
-    grid: defined({ min_cell: int(options.gridCell, ['grid', 'min_cell']) }),
-  });
+  const input: Record<string, unknown> = { prompts: [prompt] };
+  const given = options as Record<string, string | boolean | undefined>;
+  for (const spec of LENS_OPTIONS) {
+    const text = given[optionKey(spec)];
+    if (text === undefined) continue;
+    const value = parseOption(spec, text, ints);
+    if (value !== undefined) setPath(input, spec.path, value);
+  }
   return { input, issues: ints.issues };
 }
 
 /** The raw config object for `lens` (before validation); integer options that are not integers are left out. */
-export function lensConfigInput(prompt: string, options: LensOptions): Record<string, unknown> {
+export function lensConfigInput(prompt: string, options: Partial<LensOptions>): Record<string, unknown> {
   return buildLensInput(prompt, options).input;
 }
 
@@ -216,10 +150,10 @@ const sectionOf = (issue: ConfigIssue): number => {
 };
 
 /**
- * Validates `lens` options as a config; throws ConfigError naming the option, e.g.
+ * Validates `lens` options as a config (`out` is not part of it); throws ConfigError naming the option, e.g.
  * `--seeds: must be an integer in plain digits (got "1e3")`.
  */
-export function lensConfig(prompt: string, options: LensOptions): ExperimentConfig {
+export function lensConfig(prompt: string, options: Partial<LensOptions>): ExperimentConfig {
   const { input, issues } = buildLensInput(prompt, options);
   let config: ExperimentConfig | undefined;
   try {

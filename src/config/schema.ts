@@ -1,4 +1,6 @@
 // The experiment config: defined once here with zod; the TS types are inferred from it.
+// A field's `.describe()` text is its description in the JSON Schema and the help of its `lens` option
+// (src/cli/lens-options.ts); where its default is not a `.default()` value, the text ends `; default: ...`.
 import { z } from 'zod';
 import { ConfigError, listIndexes, timesListed } from './errors.js';
 import { parseLayerSpec, resolveLayers } from './layers.js';
@@ -68,7 +70,7 @@ const ModelSchema = z
         'Hugging Face hub id or local folder of a diffusers checkpoint; default: the embedded shapes model',
       ),
     family: z.enum(FAMILIES).default('auto').describe('pipeline family; auto detects it'),
-    revision: z.string().min(1).optional().describe('hub revision (branch, tag or commit)'),
+    revision: z.string().min(1).optional().describe('hub revision: branch, tag or commit; default: main'),
     dtype: z.enum(DTYPES).default('auto').describe('weights dtype; auto = fp16 on GPU, fp32 on CPU'),
     device: z.enum(DEVICES).default('auto').describe('where to run; auto = best available'),
     offload: z
@@ -81,7 +83,7 @@ const ModelSchema = z
       .describe(
         'GPU memory saving: none; encoder = the text encoder waits on the CPU and visits the GPU only to ' +
           'encode (frees ~9.5 GB for T5-XXL, fits IF on 24 GB cards); model = diffusers model CPU offload ' +
-          '(below 24 GB, slower); true = model, false = none; ignored on the CPU',
+          '(below 24 GB, slower); ignored on the CPU',
       ),
     clean_caption: z
       .union([z.literal('auto', { error: 'must be auto, true or false' }), z.boolean()])
@@ -116,14 +118,16 @@ const SamplerSchema = z
       .int()
       .min(1)
       .optional()
-      .describe("denoising steps; default: the model's (SD 50, IF 100)"),
+      .describe("denoising steps; default: the model's: SD 50, IF 100"),
     guidance: z
       .number()
       .min(0)
       .max(MAX_GUIDANCE)
       .optional()
-      .describe("classifier-free guidance scale, 0..100; default: the model's (SD 7.5, IF 7.0)"),
-    size: SizeSchema.optional().describe("image size; default: the model's native size"),
+      .describe("classifier-free guidance scale, 0..100; default: the model's: SD 7.5, IF 7.0"),
+    size: SizeSchema.optional().describe(
+      "image size in pixels, multiples of 8: one side (a square), or height and width; default: the model's native size",
+    ),
     scheduler: z
       .enum(SCHEDULERS)
       .default('default')
@@ -181,7 +185,7 @@ const SeedsSchema = z
   .array(z.number().int().min(0).max(MAX_SEED))
   .min(1)
   .superRefine(refuseDuplicates((seed) => String(seed)))
-  .describe('random seeds; one image per (prompt, layer, seed)');
+  .describe('random seeds, 0 <= seed < 2^32: one image per prompt, layer and seed');
 
 export const PromptFileSchema = z
   .strictObject({
@@ -215,35 +219,41 @@ const Stage2Schema = z
       .min(1)
       .optional()
       .describe(
-        'hub id or local folder of the stage II checkpoint (IFSuperResolutionPipeline, e.g. ' +
-          'DeepFloyd/IF-II-L-v1.0), loaded without a text encoder; relative paths are relative to the config file',
+        'IF: hub id or local folder of the stage II checkpoint (IFSuperResolutionPipeline, e.g. ' +
+          'DeepFloyd/IF-II-L-v1.0), loaded without a text encoder; in a config file, relative paths are ' +
+          'relative to it; default: none',
       ),
-    revision: z.string().min(1).optional().describe('hub revision of the stage II checkpoint'),
+    revision: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('IF: hub revision of the stage II checkpoint; default: main'),
     steps: z
       .number()
       .int()
       .min(1)
       .optional()
-      .describe("stage II denoising steps; default: the checkpoint's (50)"),
+      .describe("IF: stage II denoising steps; default: the checkpoint's, IF-II 50"),
     guidance: z
       .number()
       .min(0)
       .max(MAX_GUIDANCE)
       .optional()
-      .describe("stage II classifier-free guidance scale, 0..100; default: the checkpoint's (IF-II: 4.0)"),
+      .describe("IF: stage II classifier-free guidance scale, 0..100; default: the checkpoint's, IF-II 4.0"),
     size: SizeSchema.optional().describe(
-      "stage II image size; default: the checkpoint's native size (IF-II: 256)",
+      'IF: stage II image size in pixels, multiples of 8: one side (a square), or height and width; ' +
+        "default: the checkpoint's native size, IF-II 256",
     ),
     noise_level: z
       .number()
       .int()
       .min(0)
       .optional()
-      .describe("noise added to the stage I image before upscaling; default: the pipeline's (250)"),
+      .describe("IF: noise added to the stage I image before upscaling; default: the pipeline's, 250"),
     scheduler: z
       .enum(SCHEDULERS)
       .default('default')
-      .describe("stage II scheduler; 'default' keeps the stage II checkpoint's own"),
+      .describe("IF: stage II scheduler; 'default' keeps the stage II checkpoint's own"),
     seed: z
       .union([
         z.literal('same', { error: `must be "same" or an integer seed 0..${MAX_SEED}` }),
@@ -251,7 +261,8 @@ const Stage2Schema = z
       ])
       .default('same')
       .describe(
-        "stage II noise: 'same' = go on with each image's stage I generator (its seed and noise mode), or one integer seed for all",
+        "IF: stage II noise: 'same' = go on with each image's stage I generator (its seed and noise mode), " +
+          'or one integer seed for all',
       ),
   })
   .describe('stage II (super-resolution) of a two-stage model (DeepFloyd IF), conditioned on the same layer');
@@ -266,8 +277,8 @@ const StagesSchema = z
     }
   })
   .describe(
-    'which stages to generate: [1] (base images) or [1, 2] (and their stage II upscales); ' +
-      'default: [1, 2] when stage2.model is set, else [1]',
+    'IF: which stages to generate: 1 (the base images) or 1 and 2 (and their stage II upscales); ' +
+      'default: 1 and 2 when stage2.model is set, else 1',
   );
 
 const GridSchema = z
@@ -278,7 +289,9 @@ const GridSchema = z
       .min(GRID_MIN_CELL.min)
       .max(GRID_MIN_CELL.max)
       .default(GRID_MIN_CELL.default)
-      .describe('smallest side of one grid cell in pixels (16..2048); smaller images are upscaled to it'),
+      .describe(
+        'smallest side of one grid cell in pixels (16..2048); smaller images are upscaled to it, without smoothing',
+      ),
   })
   .describe('the layer x seed grid images');
 
@@ -294,7 +307,7 @@ export const ExperimentConfigSchema = z
       .string()
       .min(1)
       .optional()
-      .describe('run name; default: the config file name or the first prompt'),
+      .describe('run name in the manifest; default: the config file name, or the first prompt'),
     model: ModelSchema.prefault({}),
     sampler: SamplerSchema.prefault({}),
     lens: LensSchema.prefault({}),
