@@ -2,7 +2,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeMessage } from '../src/bridge/codec.js';
 import { connectWorker, LensWorker, PROTOCOL_VERSION } from '../src/bridge/index.js';
-import { generateRequestSchema, incomingMessageSchema, loadRequestSchema } from '../src/bridge/protocol.js';
+import {
+  generateRequestSchema,
+  incomingMessageSchema,
+  loadRequestSchema,
+  outgoingMessageSchema,
+} from '../src/bridge/protocol.js';
 import { fixtureLoad, smallJob } from './bridge/jobs.js';
 import { RawClient } from './bridge/raw-client.js';
 
@@ -28,7 +33,7 @@ describe('protocol schemas', () => {
   });
 
   it('rejects incoming messages with a wrong version, type or field', () => {
-    const pong = { v: 1, id: 'r1', type: 'pong' };
+    const pong = { v: 1, id: 'r1', type: 'pong', busy: false };
     expect(incomingMessageSchema.safeParse(pong).success).toBe(true);
     expect(incomingMessageSchema.safeParse({ ...pong, v: 2 }).success).toBe(false);
     expect(incomingMessageSchema.safeParse({ ...pong, type: 'pongg' }).success).toBe(false);
@@ -36,6 +41,67 @@ describe('protocol schemas', () => {
     const error = { v: 1, id: 'r1', type: 'error', code: 'oom', message: 'x', traceback: null };
     expect(incomingMessageSchema.safeParse(error).success).toBe(true);
     expect(incomingMessageSchema.safeParse({ ...error, traceback: undefined }).success).toBe(false);
+    expect(incomingMessageSchema.safeParse({ ...error, code: 'exploded' }).success).toBe(false);
+  });
+
+  it('keeps every field the worker sends, and refuses the ones it does not declare', () => {
+    // What server.py sends besides the envelope: ack names the cancelled request, pong and heartbeat
+    // say whether a job is running.
+    const sent: Array<[Record<string, unknown>, string]> = [
+      [{ v: 1, id: 'c1', type: 'ack', target: 'g1' }, 'target'],
+      [{ v: 1, id: 'p1', type: 'pong', busy: true }, 'busy'],
+      [{ v: 1, id: '', type: 'heartbeat', busy: false }, 'busy'],
+    ];
+    for (const [message, field] of sent) {
+      expect(incomingMessageSchema.parse(message)).toEqual(message);
+      const { [field]: _, ...without } = message;
+      expect(incomingMessageSchema.safeParse(without).success).toBe(false);
+    }
+    const bye = { v: 1, id: 's1', type: 'bye' };
+    expect(incomingMessageSchema.safeParse(bye).success).toBe(true);
+    const extra = incomingMessageSchema.safeParse({ ...bye, surprise: 1 });
+    expect(extra.success).toBe(false);
+    if (!extra.success) expect(extra.error.issues[0]?.code).toBe('unrecognized_keys');
+  });
+
+  it('holds requests to what the worker accepts', () => {
+    const job = smallJob();
+    const refused: Array<[string, object]> = [
+      ['no prompts', { prompts: [] }],
+      ['no items', { items: [] }],
+      ['a negative seed', { items: [{ prompt: 0, layer: 0, seed: -1 }] }],
+      ['a negative layer', { items: [{ prompt: 0, layer: -1, seed: 0 }] }],
+      ['a seed beyond the safe integers', { items: [{ prompt: 0, layer: 0, seed: 2 ** 53 }] }],
+      ['a fractional seed', { items: [{ prompt: 0, layer: 0, seed: 0.5 }] }],
+      ['an item with an extra key', { items: [{ prompt: 0, layer: 0, seed: 0, stage: 1 }] }],
+      ['a height that is not a multiple of 8', { height: 30 }],
+      ['a width that is not a multiple of 8', { width: 36 }],
+      ['a negative guidance', { guidance: -0.5 }],
+      ['a guidance over 100', { guidance: 100.5 }],
+      ['an infinite guidance', { guidance: Number.POSITIVE_INFINITY }],
+      ['a NaN guidance', { guidance: Number.NaN }],
+      ['zero steps', { steps: 0 }],
+      ['a fractional max_batch', { max_batch: 1.5 }],
+      ['an unknown field', { seeds: [0] }],
+    ];
+    for (const [what, change] of refused) {
+      expect(generateRequestSchema.safeParse({ ...job, ...change }).success, what).toBe(false);
+    }
+    for (const guidance of [0, 7.5, 100]) {
+      expect(generateRequestSchema.safeParse({ ...job, guidance }).success).toBe(true);
+    }
+    // An empty prompt is a prompt (the unconditional image).
+    expect(generateRequestSchema.safeParse({ ...job, prompts: ['', 'x'] }).success).toBe(true);
+    const load = fixtureLoad('m');
+    expect(loadRequestSchema.safeParse({ ...load, variant: '' }).success).toBe(false);
+    expect(loadRequestSchema.safeParse({ ...load, dtype: 'fp64' }).success).toBe(false);
+    expect(
+      loadRequestSchema.safeParse({ ...load, stage2: { model: 'x', revision: null, v: 1 } }).success,
+    ).toBe(false);
+    const cancel = { v: 1, id: 'c1', type: 'cancel', target: 'g1' };
+    expect(outgoingMessageSchema.safeParse(cancel).success).toBe(true);
+    expect(outgoingMessageSchema.safeParse({ ...cancel, target: 7 }).success).toBe(false);
+    expect(outgoingMessageSchema.safeParse({ v: 1, id: 'p', type: 'ping', busy: true }).success).toBe(false);
   });
 
   it('validates the stage II fields of load, loaded, generate and image', () => {
@@ -51,7 +117,15 @@ describe('protocol schemas', () => {
     };
     expect(generateRequestSchema.safeParse({ ...job, stage2 }).success).toBe(true);
     expect(generateRequestSchema.safeParse({ ...job, stage2: { ...stage2, seed: 7 } }).success).toBe(true);
-    for (const bad of [{ height: 30 }, { noise_level: -1 }, { steps: 0 }, { seed: -1 }, { guidance: -1 }]) {
+    for (const bad of [
+      { height: 30 },
+      { noise_level: -1 },
+      { steps: 0 },
+      { seed: -1 },
+      { guidance: -1 },
+      { guidance: 101 },
+      { extra: 1 },
+    ]) {
       expect(generateRequestSchema.safeParse({ ...job, stage2: { ...stage2, ...bad } }).success).toBe(false);
     }
     // Required on the wire: absent is not the same as null.
@@ -161,6 +235,31 @@ describe('the worker answers malformed frames with errors and keeps serving', ()
     const reply = await raw.next();
     expect(reply).toMatchObject({ v: PROTOCOL_VERSION, id, type: 'error', code: 'bad_message' });
     expect(reply.message).toMatch(/\S/);
+  });
+
+  it.each([
+    [{ height: 30 }, "generate: field 'height' must be a positive multiple of 8"],
+    [{ guidance: 1e308 }, 'generate: guidance = 1e+308 is out of range 0..100'],
+    [{ prompts: [] }, "generate: field 'prompts' must be a non-empty list, each a string"],
+    [
+      { items: [{ prompt: 0, layer: 0, seed: -1 }] },
+      "generate: field 'items[0].seed' must be a non-negative integer",
+    ],
+    [{ seeds: [0] }, "generate: unknown field 'seeds'"],
+  ])('refuses what the bridge refuses (%o), naming the field', async (change, message) => {
+    const request = { v: 1, id: 'f1', type: 'generate', ...smallJob(), ...change };
+    expect(outgoingMessageSchema.safeParse(request).success).toBe(false);
+    const reply = await raw.exchange(request);
+    expect(reply).toMatchObject({ id: 'f1', type: 'error', code: 'bad_message', message });
+  });
+
+  it('answers ping with pong and whether it is busy', async () => {
+    expect(await raw.exchange({ v: 1, id: 'p0', type: 'ping' })).toEqual({
+      v: 1,
+      id: 'p0',
+      type: 'pong',
+      busy: false,
+    });
   });
 
   it('still answers pings afterwards, raw and through the bridge', async () => {

@@ -20,6 +20,7 @@ PACKAGES = {
     "accelerate": "accelerate",
     "bs4": "beautifulsoup4",  # DeepFloyd IF's caption cleaning
     "ftfy": "ftfy",
+    "jsonschema": "jsonschema",  # protocol validation
 }
 
 

@@ -1,36 +1,43 @@
 """Protocol v1 messages: encoding, and validation of everything the worker receives.
 
-See docs/protocol.md. Every incoming message is checked here before anything acts on it; a bad one
-raises ``ProtocolError``, which the server turns into an ``error`` reply.
+The protocol is defined once, by the zod schemas in src/bridge/protocol.ts; ``protocol.schema.json``
+beside this file is generated from them (``npm run protocol-schema``) and every incoming message is
+validated against it here (the ``jsonschema`` package) before anything acts on it. docs/protocol.md
+describes the messages. A bad message raises ``ProtocolError``, which the server turns into an
+``error`` reply naming the field at fault. What a schema cannot know (a layer beyond the loaded
+model's depth, an unknown scheduler, an item whose prompt index is past ``prompts``) is checked where
+it is used, in lens.py and the families, and answered with ``bad_request``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from . import PROTOCOL_VERSION
 
-ERROR_CODES = (
-    "bad_message",
-    "version_mismatch",
-    "not_loaded",
-    "load_failed",
-    "bad_request",
-    "cancelled",
-    "oom",
-    "internal",
-)
+SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
+SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+if SCHEMA["protocol"] != PROTOCOL_VERSION:
+    raise RuntimeError(f"{SCHEMA_PATH} is for protocol v{SCHEMA['protocol']}, not v{PROTOCOL_VERSION}")
 
-Message = dict[str, Any]
-Check = Callable[[Any], bool]
-Spec = tuple[Check, str]  # a check, and what it asks for (for the error message)
+ERROR_CODES: tuple[str, ...] = tuple(SCHEMA["replies"]["error"]["properties"]["code"]["enum"])
 
 # Classifier-free guidance scales: beyond about 100 images saturate, and 1e308 or inf overflows the
-# guided noise to NaN (an all-black image). The TS config has the same bound.
-GUIDANCE_RANGE = (0.0, 100.0)
+# guided noise to NaN (an all-black image). From the schema; lens.py checks library callers with it.
+_GUIDANCE = SCHEMA["requests"]["generate"]["properties"]["guidance"]
+GUIDANCE_RANGE: tuple[float, float] = (float(_GUIDANCE["minimum"]), float(_GUIDANCE["maximum"]))
+
+# zod's integers are JS-safe: every integer field has this bound, which goes without saying in messages.
+_SAFE_INTEGER = 2**53 - 1
+
+Message = dict[str, Any]
 
 
 class ProtocolError(Exception):
@@ -42,34 +49,6 @@ class ProtocolError(Exception):
         self.request_id = request_id
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _optional(check: Check) -> Check:
-    return lambda value: value is None or check(value)
-
-
-def _one_of(*choices: str) -> Check:
-    return lambda value: value in choices
-
-
-def _non_negative_int(value: Any) -> bool:
-    return _is_int(value) and value >= 0
-
-
-def _positive_int(value: Any) -> bool:
-    return _is_int(value) and value > 0
-
-
 def range_problem(name: str, value: float, low: float, high: float) -> str | None:
     """Why ``value`` is not a number in low..high, or None. NaN fails every comparison and the
     infinities fail the finite bounds, so both are out of range."""
@@ -78,116 +57,157 @@ def range_problem(name: str, value: float, low: float, high: float) -> str | Non
     return f"{name} = {value!r} is out of range {low:g}..{high:g}"
 
 
-class _Range:
-    """A finite number in low..high (integers too: msgpack encoders send 7.0 as 7)."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low, self.high = low, high
-
-    def __call__(self, value: Any) -> bool:
-        return _is_number(value) and range_problem("", value, self.low, self.high) is None
+# --- the validator ---------------------------------------------------------------------------------
+# JSON Schema's types, as msgpack gives them to Python: an integer is an int (the bridge never sends
+# 7.0 for 7, and a float would break range() and torch seeds), a number is finite (JSON has no NaN or
+# infinity, and zod refuses them), a bool is neither.
 
 
-class _Map:
-    """A map with exactly these keys, each passing its check (or null, when nullable)."""
-
-    def __init__(self, fields: dict[str, Spec], nullable: bool = False) -> None:
-        self.fields, self.nullable = fields, nullable
-
-    def __call__(self, value: Any) -> bool:
-        if value is None:
-            return self.nullable
-        return (
-            isinstance(value, dict)
-            and set(value) == set(self.fields)
-            and all(check(value[k]) for k, (check, _) in self.fields.items())
-        )
+def _is_integer(_checker: Any, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _list_of(check: Check, non_empty: bool = True) -> Check:
-    return lambda value: (
-        isinstance(value, list) and (len(value) > 0 or not non_empty) and all(map(check, value))
+def _is_number(_checker: Any, value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, float) and math.isfinite(value)
     )
 
 
-def _item(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and set(value) == {"prompt", "layer", "seed"}
-        and all(_non_negative_int(value[k]) for k in ("prompt", "layer", "seed"))
-    )
+def _binary(_validator: Any, expected: Any, value: Any, _schema: Any) -> Iterator[ValidationError]:
+    """msgpack ``bin`` (the schema has no binary type; zod's side checks for a Uint8Array)."""
+    if expected and not isinstance(value, bytes | bytearray):
+        yield ValidationError(f"{value!r:.40} is not msgpack bin")
 
 
-def _multiple_of_8(value: Any) -> bool:
-    return _positive_int(value) and value % 8 == 0
-
-
-_GUIDANCE: Spec = (_Range(*GUIDANCE_RANGE), "a finite number in {:g}..{:g}".format(*GUIDANCE_RANGE))
-_STAGE2_SOURCE = _Map(
-    {
-        "model": (lambda v: _is_str(v) and v != "", "a non-empty string"),
-        "revision": (_optional(_is_str), "a string or null"),
-    },
-    nullable=True,
+_Validator = validators.extend(
+    Draft202012Validator,
+    validators={SCHEMA["binary_keyword"]: _binary},
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    ),
 )
-_STAGE2_SETTINGS = _Map(
-    {
-        "steps": (_positive_int, "a positive integer"),
-        "guidance": _GUIDANCE,
-        "height": (_multiple_of_8, "a positive multiple of 8"),
-        "width": (_multiple_of_8, "a positive multiple of 8"),
-        "noise_level": (_non_negative_int, "a non-negative integer"),
-        "scheduler": (_optional(_is_str), "a scheduler name or null"),
-        "seed": (_optional(_non_negative_int), "a non-negative integer or null"),
-    },
-    nullable=True,
-)
+_REQUESTS = {kind: _Validator(schema) for kind, schema in SCHEMA["requests"].items()}
+_REPLIES = {kind: _Validator(schema) for kind, schema in SCHEMA["replies"].items()}
+REQUEST_TYPES: tuple[str, ...] = tuple(_REQUESTS)
+REPLY_TYPES: tuple[str, ...] = tuple(_REPLIES)
 
-# Per request type: field → (check, description used in the error message).
-REQUEST_FIELDS: dict[str, dict[str, Spec]] = {
-    "hello": {"protocol": (_is_int, "an integer"), "client": (_is_str, "a string")},
-    "load": {
-        "model": (lambda v: _is_str(v) and v != "", "a non-empty string"),
-        "family": (_optional(_is_str), "a string or null"),
-        "dtype": (
-            _one_of("auto", "fp32", "fp16", "bf16"),
-            "one of auto, fp32, fp16, bf16",
-        ),
-        "device": (
-            _one_of("auto", "cpu", "cuda", "mps"),
-            "one of auto, cpu, cuda, mps",
-        ),
-        "revision": (_optional(_is_str), "a string or null"),
-        "offload": (_one_of("none", "encoder", "model"), "one of none, encoder, model"),
-        "allow_pickle": (lambda v: isinstance(v, bool), "a boolean"),
-        "variant": (_optional(lambda v: _is_str(v) and v != ""), "a non-empty string or null"),
-        "clean_caption": (_optional(lambda v: isinstance(v, bool)), "a boolean or null"),
-        "stage2": (_STAGE2_SOURCE, "null or {model: non-empty string, revision: string or null}"),
-    },
-    "generate": {
-        "prompts": (_list_of(_is_str), "a non-empty list of strings"),
-        "items": (
-            _list_of(_item),
-            "a non-empty list of {prompt, layer, seed} non-negative integers",
-        ),
-        "negative": (_is_str, "a string"),
-        "steps": (_positive_int, "a positive integer"),
-        "guidance": _GUIDANCE,
-        "height": (_multiple_of_8, "a positive multiple of 8"),
-        "width": (_multiple_of_8, "a positive multiple of 8"),
-        "scheduler": (_optional(_is_str), "a scheduler name or null"),
-        "uncond": (_one_of("final", "same-layer"), "'final' or 'same-layer'"),
-        "noise": (_one_of("shared", "per-layer"), "'shared' or 'per-layer'"),
-        "max_batch": (_positive_int, "a positive integer"),
-        "stage2": (
-            _STAGE2_SETTINGS,
-            "null or {steps, guidance, height, width, noise_level, scheduler, seed} (see docs/protocol.md)",
-        ),
-    },
-    "cancel": {"target": (_is_str, "a string")},
-    "ping": {},
-    "shutdown": {},
-}
+
+def _field(path: Any) -> str:
+    """``stage2.height``, ``items[0].layer``."""
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else f"{'.' if name else ''}{part}"
+    return name
+
+
+def _bounds(schema: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The inclusive (low, high) of an integer schema, None where the JS-safe range is the bound."""
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if "exclusiveMinimum" in schema:
+        low = schema["exclusiveMinimum"] + 1
+    if "exclusiveMaximum" in schema:
+        high = schema["exclusiveMaximum"] - 1
+    return (None if low == -_SAFE_INTEGER else low), (None if high == _SAFE_INTEGER else high)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def describe(schema: dict[str, Any]) -> str:
+    """What a schema asks for, in words: 'a positive multiple of 8', 'a string or null'."""
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(str(choice) for choice in schema["enum"])
+    if "anyOf" in schema:
+        return " or ".join(describe(option) for option in schema["anyOf"])
+    if SCHEMA["binary_keyword"] in schema:
+        return "bytes (msgpack bin)"
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " or ".join(describe({**schema, "type": one}) for one in kind)
+    if kind == "integer":
+        low, high = _bounds(schema)
+        noun = f"multiple of {schema['multipleOf']}" if "multipleOf" in schema else "integer"
+        if low is not None and high is not None:
+            return f"{_a(noun)} in {low}..{high}"
+        sign = {None: "", 0: "non-negative ", 1: "positive "}.get(low)
+        return _a(f"{sign}{noun}") if sign is not None else f"{_a(noun)} >= {low}"
+    if kind == "number":
+        if "minimum" in schema and "maximum" in schema:
+            return f"a finite number in {schema['minimum']:g}..{schema['maximum']:g}"
+        if schema.get("exclusiveMinimum") == 0:
+            return "a positive number"
+        return "a non-negative number" if schema.get("minimum") == 0 else "a finite number"
+    if kind == "string":
+        return "a non-empty string" if schema.get("minLength", 0) >= 1 else "a string"
+    if kind == "boolean":
+        return "a boolean"
+    if kind == "null":
+        return "null"
+    if kind == "array":
+        items = describe(schema.get("items", {}))
+        return f"a {'non-empty ' if schema.get('minItems', 0) >= 1 else ''}list, each {items}"
+    if kind == "object":
+        return "a map {" + ", ".join(schema.get("properties", {})) + "}"
+    return "something else"
+
+
+def _innermost(error: ValidationError) -> ValidationError:
+    """For a value that matches none of ``anyOf``'s options (``stage2``: null or a map), the error
+    inside the one option its type fits, so that the message names the innermost field at fault."""
+    while error.context:
+        options: dict[Any, list[ValidationError]] = {}
+        for inner in error.context:
+            options.setdefault(inner.relative_schema_path[0], []).append(inner)
+        fitting = [
+            errors
+            for errors in options.values()
+            if not any(inner.validator == "type" and not inner.relative_path for inner in errors)
+        ]
+        if len(fitting) != 1:
+            break
+        error = fitting[0][0]
+    return error
+
+
+def _explain(error: ValidationError) -> str:
+    """One validation error as the `bad_message` text: names the field, says what it must be."""
+    error = _innermost(error)
+    path, schema, value = list(error.absolute_path), error.schema, error.instance
+    if error.validator == "required":
+        missing = next(name for name in error.validator_value if name not in value)
+        return f"missing field '{_field([*path, missing])}'"
+    if error.validator == "additionalProperties":
+        unknown = next(name for name in value if name not in schema.get("properties", {}))
+        return f"unknown field '{_field([*path, unknown])}'"
+    if error.validator in ("minimum", "maximum") and abs(error.validator_value) == _SAFE_INTEGER:
+        return f"{_field(path)} = {value} is out of the protocol's integer range ±(2^53 - 1)"
+    bounded = schema.get("type") == "number" and "minimum" in schema and "maximum" in schema
+    if bounded and isinstance(value, int | float) and not isinstance(value, bool):
+        problem = range_problem(_field(path), value, schema["minimum"], schema["maximum"])
+        if problem is not None:  # else an in-range number broke another rule
+            return problem
+    return f"field '{_field(path)}' must be {describe(schema)}"
+
+
+def first_problem(validator: Any, message: Any) -> str | None:
+    """The first schema error of ``message``, explained; None when it is valid."""
+    error = next(iter(validator.iter_errors(message)), None)
+    return None if error is None else _explain(error)
+
+
+def reply_problem(message: Any) -> str | None:
+    """Why ``message`` is not a message the worker may send (the schema's replies), or None. The
+    tests check everything the worker sends with it."""
+    if not isinstance(message, dict):
+        return f"a message must be a map, not {type(message).__name__}"
+    kind = message.get("type")
+    if not isinstance(kind, str) or kind not in _REPLIES:
+        return f"unknown reply type {kind!r}; expected one of {sorted(_REPLIES)}"
+    problem = first_problem(_REPLIES[kind], message)
+    return None if problem is None else f"{kind}: {problem}"
 
 
 def decode(frame: bytes) -> Message:
@@ -200,44 +220,29 @@ def decode(frame: bytes) -> Message:
         ) from None
     if not isinstance(message, dict):
         raise ProtocolError("bad_message", f"message must be a map, got {type(message).__name__}")
+    # The envelope by hand first: the id is echoed even when the rest is bad, and another version is
+    # version_mismatch, not bad_message.
     request_id = message.get("id")
     if not isinstance(request_id, str):
         raise ProtocolError("bad_message", "field 'id' must be a string")
-    if message.get("v") != PROTOCOL_VERSION:
+    version = message.get("v")
+    if isinstance(version, bool) or version != PROTOCOL_VERSION:
         raise ProtocolError(
             "version_mismatch",
-            f"protocol version {message.get('v')!r} is not supported; this worker speaks v{PROTOCOL_VERSION}",
+            f"protocol version {version!r} is not supported; this worker speaks v{PROTOCOL_VERSION}",
             request_id,
         )
     kind = message.get("type")
-    if kind not in REQUEST_FIELDS:
+    if not isinstance(kind, str) or kind not in _REQUESTS:
         raise ProtocolError(
             "bad_message",
-            f"unknown message type {kind!r}; expected one of {sorted(REQUEST_FIELDS)}",
+            f"unknown message type {kind!r}; expected one of {sorted(_REQUESTS)}",
             request_id,
         )
-    for field, (check, description) in REQUEST_FIELDS[kind].items():
-        if field not in message:
-            raise ProtocolError("bad_message", f"{kind}: missing field '{field}'", request_id)
-        problem = _problem(field, check, description, message[field])
-        if problem is not None:
-            raise ProtocolError("bad_message", f"{kind}: {problem}", request_id)
+    problem = first_problem(_REQUESTS[kind], message)
+    if problem is not None:
+        raise ProtocolError("bad_message", f"{kind}: {problem}", request_id)
     return message
-
-
-def _problem(name: str, check: Check, description: str, value: Any) -> str | None:
-    """None when ``value`` passes ``check``; else what is wrong, naming the innermost field at fault
-    (``stage2.guidance``) and, for a number out of range, its value."""
-    if check(value):
-        return None
-    if isinstance(check, _Range) and _is_number(value):
-        return range_problem(name, value, check.low, check.high)
-    if isinstance(check, _Map) and isinstance(value, dict) and set(value) == set(check.fields):
-        for key, (inner, inner_description) in check.fields.items():
-            problem = _problem(f"{name}.{key}", inner, inner_description, value[key])
-            if problem is not None:
-                return problem
-    return f"field '{name}' must be {description}"
 
 
 def encode(message: Message) -> bytes:

@@ -1,11 +1,14 @@
-"""Validation of every incoming message: bad input becomes a ProtocolError with a code, never a crash."""
+"""Validation of every incoming message against protocol.schema.json (generated from the zod schemas in
+src/bridge/protocol.ts): bad input becomes a ProtocolError with a code and a message naming the field,
+never a crash."""
 
 from __future__ import annotations
 
 import msgpack
 import pytest
+from jsonschema import Draft202012Validator
 
-from diffusion_lens import protocol
+from diffusion_lens import PROTOCOL_VERSION, protocol
 
 GENERATE = {
     "v": 1,
@@ -75,9 +78,26 @@ def test_valid_messages_round_trip():
         (
             pack({**GENERATE, "items": [{"prompt": 0, "layer": -1, "seed": 0}]}),
             "bad_message",
-            "'items'",
+            r"field 'items\[0\]\.layer' must be a non-negative integer",
             "g1",
         ),
+        (pack({**GENERATE, "items": []}), "bad_message", "field 'items' must be a non-empty list", "g1"),
+        (pack({**GENERATE, "prompts": []}), "bad_message", "field 'prompts' must be a non-empty list", "g1"),
+        (
+            pack({**GENERATE, "items": [{"prompt": 0, "layer": 0}]}),
+            "bad_message",
+            r"missing field 'items\[0\]\.seed'",
+            "g1",
+        ),
+        (
+            pack({**GENERATE, "items": [{"prompt": 0, "layer": 0, "seed": 2**53}]}),
+            "bad_message",
+            r"items\[0\]\.seed = 9007199254740992 is out of the protocol's integer range",
+            "g1",
+        ),
+        (pack({**GENERATE, "seeds": [0]}), "bad_message", "generate: unknown field 'seeds'", "g1"),
+        (pack({**GENERATE, "type": ["generate"]}), "bad_message", "unknown message type", "g1"),
+        (pack({**GENERATE, "v": True}), "version_mismatch", "protocol version True", "g1"),
         (pack({**GENERATE, "height": 30}), "bad_message", "'height' must be a positive multiple of 8", "g1"),
         (pack({**GENERATE, "steps": True}), "bad_message", "'steps' must be a positive integer", "g1"),
         (pack({**GENERATE, "uncond": "sometimes"}), "bad_message", "'uncond'", "g1"),
@@ -95,14 +115,31 @@ def test_valid_messages_round_trip():
             "l1",
         ),
         (pack({**LOAD, "clean_caption": "yes"}), "bad_message", "'clean_caption'", "l1"),
-        (pack({**LOAD, "stage2": {"model": ""}}), "bad_message", "'stage2'", "l1"),
+        (
+            pack({**LOAD, "stage2": {"model": ""}}),
+            "bad_message",
+            r"'stage2\.model' must be a non-empty",
+            "l1",
+        ),
+        (
+            pack({**LOAD, "stage2": "x"}),
+            "bad_message",
+            r"'stage2' must be a map \{model, revision\} or null",
+            "l1",
+        ),
+        (pack({**LOAD, "variant": ""}), "bad_message", "'variant' must be a non-empty string", "l1"),
         (
             pack({**GENERATE, "stage2": {**STAGE2, "height": 20}}),
             "bad_message",
             r"field 'stage2\.height' must be a positive multiple of 8",
             "g1",
         ),
-        (pack({**GENERATE, "stage2": {**STAGE2, "extra": 1}}), "bad_message", "'stage2'", "g1"),
+        (
+            pack({**GENERATE, "stage2": {**STAGE2, "extra": 1}}),
+            "bad_message",
+            r"unknown field 'stage2\.extra'",
+            "g1",
+        ),
         (pack({**GENERATE, "stage2": {**STAGE2, "seed": -1}}), "bad_message", r"'stage2\.seed'", "g1"),
     ],
 )
@@ -160,5 +197,44 @@ def test_integer_fields_refuse_floats_nan_and_inf(bad):
     for field in ("steps", "height", "noise_level", "seed"):
         with pytest.raises(protocol.ProtocolError, match=rf"field 'stage2\.{field}' must be"):
             protocol.decode(pack({**GENERATE, "stage2": {**STAGE2, field: bad}}))
-    with pytest.raises(protocol.ProtocolError, match="'items'"):
+    with pytest.raises(protocol.ProtocolError, match=r"field 'items\[0\]\.layer' must be"):
         protocol.decode(pack({**GENERATE, "items": [{"prompt": 0, "layer": bad, "seed": 0}]}))
+
+
+def test_the_schema_file_is_a_valid_json_schema_for_this_protocol():
+    """Generated from the zod schemas (test/protocol-schema.test.ts checks it is not stale)."""
+    assert protocol.SCHEMA["protocol"] == PROTOCOL_VERSION
+    assert set(protocol.REQUEST_TYPES) == {"hello", "load", "generate", "cancel", "ping", "shutdown"}
+    assert set(protocol.REPLY_TYPES) == {
+        "ready", "loaded", "progress", "image", "done", "error", "ack", "pong", "bye", "heartbeat",
+    }  # fmt: skip
+    for group in ("requests", "replies"):
+        for schema in protocol.SCHEMA[group].values():
+            Draft202012Validator.check_schema(schema)
+    Draft202012Validator.check_schema(protocol.SCHEMA["listening"])
+    assert "bad_message" in protocol.ERROR_CODES and protocol.GUIDANCE_RANGE == (0.0, 100.0)
+
+
+def test_what_the_worker_builds_is_checked_against_the_reply_schemas():
+    assert protocol.reply_problem(protocol.reply("", "heartbeat", busy=False)) is None
+    assert protocol.reply_problem(protocol.reply("p", "pong", busy=True)) is None
+    assert protocol.reply_problem(protocol.reply("c", "ack", target="g")) is None
+    assert protocol.reply_problem(protocol.error("g", "oom", "out of memory", "Traceback")) is None
+    assert protocol.reply_problem(protocol.reply("p", "pong")) == "pong: missing field 'busy'"
+    assert (
+        protocol.reply_problem(protocol.reply("p", "pong", busy=1)) == "pong: field 'busy' must be a boolean"
+    )
+    assert protocol.reply_problem(protocol.reply("b", "bye", extra=1)) == "bye: unknown field 'extra'"
+    assert protocol.reply_problem(protocol.reply("x", "explode")).startswith("unknown reply type 'explode'")
+    assert protocol.reply_problem({**protocol.error("g", "oom", "x"), "code": "gone"}) == (
+        "error: field 'code' must be one of " + ", ".join(protocol.ERROR_CODES)
+    )
+    image = protocol.reply(
+        "g", "image", item=0, prompt=0, layer=1, seed=2, stage=1, png=b"\x89PNG",
+        width=8, height=8, elapsed_ms=1.5,
+    )  # fmt: skip
+    assert protocol.reply_problem(image) is None
+    assert (
+        protocol.reply_problem({**image, "png": "iVBOR"}) == "image: field 'png' must be bytes (msgpack bin)"
+    )
+    assert protocol.reply_problem({**image, "stage": 3}) == "image: field 'stage' must be one of 1, 2"

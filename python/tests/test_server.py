@@ -1,4 +1,5 @@
-"""The worker process end to end over ZeroMQ, from a plain pyzmq DEALER (independent of the TS bridge)."""
+"""The worker process end to end over ZeroMQ, from a plain pyzmq DEALER (independent of the TS bridge).
+Every message the worker sends, and its listening line, is checked against the protocol's schema."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
+from jsonschema import Draft202012Validator
+
+from diffusion_lens import protocol
 
 SERVER = Path(__file__).resolve().parents[1] / "lens_server.py"
 
@@ -27,6 +31,8 @@ class Client:
         )
         assert self.process.stdout is not None
         self.announcement = json.loads(self.process.stdout.readline())
+        Draft202012Validator(protocol.SCHEMA["listening"]).validate(self.announcement)
+        self.received: list[dict] = []  # every message, heartbeats included
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(self.announcement["endpoint"])
@@ -41,6 +47,9 @@ class Client:
             if remaining <= 0 or not self.socket.poll(int(remaining * 1000)):
                 raise TimeoutError("no message from the worker")
             message = msgpack.unpackb(self.socket.recv(), raw=False)
+            problem = protocol.reply_problem(message)
+            assert problem is None, f"the worker sent a message the protocol schema refuses: {problem}"
+            self.received.append(message)
             if not (skip_heartbeats and message["type"] == "heartbeat"):
                 return message
 
@@ -104,7 +113,8 @@ def test_announcement_and_handshake():
             and ready["families"] == ["sd", "if"]
             and "default" in ready["schedulers"]
         )
-        assert c.receive(timeout=5, skip_heartbeats=False)["type"] == "heartbeat"
+        heartbeat = c.receive(timeout=5, skip_heartbeats=False)
+        assert heartbeat["type"] == "heartbeat" and heartbeat["id"] == "" and heartbeat["busy"] is False
     finally:
         c.close()
 
@@ -214,11 +224,14 @@ def test_ping_and_cancel_are_served_during_a_job(client, sd_dir):
     client.send(id="c", type="cancel", target="long")
     messages = client.until("long")
     assert messages[-1]["code"] == "cancelled"
+    assert {"v": 1, "id": "c", "type": "ack", "target": "long"} in client.received
     assert sum(m["type"] == "image" for m in messages) < 24
 
 
 def test_shutdown_and_stdin_eof_end_the_process():
     c = Client()
+    c.send(id="p", type="ping")
+    assert c.receive() == {"v": 1, "id": "p", "type": "pong", "busy": False}
     c.send(id="s", type="shutdown")
     assert c.receive()["type"] == "bye"
     assert c.process.wait(10) == 0

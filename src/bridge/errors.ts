@@ -7,8 +7,8 @@ export const WORKER_ERROR_CODES = [...PROTOCOL_ERROR_CODES, ...BRIDGE_ERROR_CODE
 export type WorkerErrorCode = (typeof WORKER_ERROR_CODES)[number];
 
 /**
- * Any failure talking to the worker. `code` is one of WORKER_ERROR_CODES (a newer worker may send a
- * code this version does not know; it is passed through as is). `traceback` is the Python traceback
+ * Any failure talking to the worker. `code` is one of WORKER_ERROR_CODES (an error reply with a code
+ * the protocol does not list is an invalid message: `bad_message`). `traceback` is the Python traceback
  * when the worker sent one.
  */
 export class WorkerError extends Error {

@@ -1,5 +1,12 @@
-// Worker protocol v1 (docs/protocol.md) as zod schemas. Every type here is inferred from a schema, so
-// the wire format is written down exactly once.
+// Worker protocol v1 as zod schemas: the one definition of the wire format. Every TS type here is
+// inferred from a schema; python/diffusion_lens/protocol.schema.json is generated from them
+// (`npm run protocol-schema`, see protocolJsonSchema below) and the Python worker validates what it
+// receives against that file; its tests check everything it sends against it. docs/protocol.md
+// describes the protocol; these schemas define it.
+//
+// Every message object is strict both ways: a field that is not declared here is an error, never
+// dropped silently. Integers are JSON-safe (|n| <= 2^53 - 1, what a JS number holds exactly); numbers
+// are finite (NaN and the infinities are refused).
 import { z } from 'zod';
 
 export const PROTOCOL_VERSION = 1;
@@ -27,12 +34,12 @@ const envelope = { v: z.literal(PROTOCOL_VERSION), id: z.string() };
 export const OFFLOAD_MODES = ['none', 'encoder', 'model'] as const;
 
 /** The stage II (super-resolution) checkpoint of a two-stage family (IF); loaded without a text encoder. */
-export const stage2LoadSchema = z.object({
+export const stage2LoadSchema = z.strictObject({
   model: z.string().min(1),
   revision: z.string().nullable(),
 });
 
-export const loadRequestSchema = z.object({
+export const loadRequestSchema = z.strictObject({
   model: z.string().min(1),
   family: z.string().nullable(),
   dtype: z.enum(['auto', 'fp32', 'fp16', 'bf16']),
@@ -47,65 +54,81 @@ export const loadRequestSchema = z.object({
   variant: z.string().min(1).nullable(),
 });
 
-export const generateItemSchema = z.object({
+/** A generator seed: a non-negative integer (torch seeds are < 2^63; JSON-safe integers are far below). */
+const seedSchema = z.int().nonnegative();
+
+export const generateItemSchema = z.strictObject({
   prompt: z.int().nonnegative(),
   layer: z.int().nonnegative(),
-  seed: z.int(),
+  seed: seedSchema,
 });
 
+/** A height or width in pixels: the VAE and the UNets need multiples of 8. */
 const imageSide = z.int().positive().multipleOf(8);
 
+/** Classifier-free guidance scale. Beyond about 100 images saturate; 1e308 or infinity overflows the
+ *  guided noise to NaN (an all-black image). The experiment config has the same bound. */
+const guidanceSchema = z.number().min(0).max(100);
+
 /** Stage II sampling of every item (IF); null in a generate request = stage I only. */
-export const stage2GenerateSchema = z.object({
+export const stage2GenerateSchema = z.strictObject({
   steps: z.int().positive(),
-  guidance: z.number().min(0).max(100),
+  guidance: guidanceSchema,
   height: imageSide,
   width: imageSide,
   noise_level: z.int().nonnegative(),
   scheduler: z.string().nullable(),
   // null = go on with each item's stage-I generator; an integer = that seed for every stage-II run.
-  seed: z.int().nonnegative().nullable(),
+  seed: seedSchema.nullable(),
 });
 
 export const generateRequestSchema = z
-  .object({
-    prompts: z.array(z.string()),
-    items: z.array(generateItemSchema),
+  .strictObject({
+    // The distinct prompts of the request; a prompt may be "" (the unconditional image).
+    prompts: z.array(z.string()).min(1),
+    items: z.array(generateItemSchema).min(1),
     negative: z.string(),
     steps: z.int().positive(),
-    guidance: z.number().min(0).max(100),
-    height: z.int().positive(),
-    width: z.int().positive(),
+    guidance: guidanceSchema,
+    height: imageSide,
+    width: imageSide,
     scheduler: z.string().nullable(),
     uncond: z.enum(['final', 'same-layer']),
     noise: z.enum(['shared', 'per-layer']),
     max_batch: z.int().positive(),
     stage2: stage2GenerateSchema.nullable(),
   })
+  // Not in the JSON Schema (it cannot compare two fields): the worker answers it with bad_request.
   .refine((req) => req.items.every((item) => item.prompt < req.prompts.length), {
     message: 'every item.prompt must index `prompts`',
     path: ['items'],
   });
 
-export const helloMessageSchema = z.object({
+export const helloMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('hello'),
+  // Checked against PROTOCOL_VERSION by the worker (version_mismatch, not bad_message).
   protocol: z.int(),
   client: z.string(),
 });
-export const loadMessageSchema = z.object({
+export const loadMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('load'),
   ...loadRequestSchema.shape,
 });
-export const generateMessageSchema = z.object({
+export const generateMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('generate'),
   ...generateRequestSchema.shape,
 });
-export const cancelMessageSchema = z.object({ ...envelope, type: z.literal('cancel'), target: z.string() });
-export const pingMessageSchema = z.object({ ...envelope, type: z.literal('ping') });
-export const shutdownMessageSchema = z.object({ ...envelope, type: z.literal('shutdown') });
+export const cancelMessageSchema = z.strictObject({
+  ...envelope,
+  type: z.literal('cancel'),
+  // The id of a generate (or load) request; an unknown or finished one is acknowledged and ignored.
+  target: z.string(),
+});
+export const pingMessageSchema = z.strictObject({ ...envelope, type: z.literal('ping') });
+export const shutdownMessageSchema = z.strictObject({ ...envelope, type: z.literal('shutdown') });
 
 export const outgoingMessageSchema = z.discriminatedUnion('type', [
   helloMessageSchema,
@@ -119,14 +142,20 @@ export const outgoingMessageSchema = z.discriminatedUnion('type', [
 // ---------------------------------------------------------------------------------------------
 // Replies and streamed messages (worker → orchestrator).
 
-/** msgpack `bin` decodes to a Buffer in Node; normalise any other Uint8Array view to one. */
-const pngBytes = z
-  .custom<Uint8Array>((value) => value instanceof Uint8Array, { message: 'expected binary PNG bytes' })
-  .transform((bytes) =>
-    Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
-  );
+/** msgpack `bin` decodes to a Buffer in Node, to `bytes` in Python. */
+const binaryPng = z.custom<Uint8Array>((value) => value instanceof Uint8Array, {
+  message: 'expected binary PNG bytes',
+});
+/** Normalises any Uint8Array view to a Buffer. */
+const pngBytes = binaryPng.transform((bytes) =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+);
 
-export const readyMessageSchema = z.object({
+/** The keyword that stands for msgpack `bin` in the JSON Schema, which has no binary type: the worker's
+ *  validator (python/diffusion_lens/protocol.py) checks it as `bytes`; other validators ignore it. */
+export const BINARY_KEYWORD = 'x-msgpack-bin';
+
+export const readyMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('ready'),
   // Checked against PROTOCOL_VERSION by the bridge (a clear error beats a schema failure).
@@ -142,7 +171,7 @@ export const readyMessageSchema = z.object({
   heartbeat_s: z.number().positive(),
 });
 
-export const loadedMessageSchema = z.object({
+export const loadedMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('loaded'),
   model: z.string(),
@@ -152,38 +181,38 @@ export const loadedMessageSchema = z.object({
   num_layers: z.int().nonnegative(),
   device: z.string(),
   dtype: z.string(),
-  defaults: z.object({
-    steps: z.int(),
-    guidance: z.number(),
-    height: z.int(),
-    width: z.int(),
+  defaults: z.strictObject({
+    steps: z.int().positive(),
+    guidance: z.number().nonnegative(),
+    height: z.int().positive(),
+    width: z.int().positive(),
     scheduler: z.string(),
   }),
-  // What the lens does, for the manifest; families may add keys (kept, not stripped).
-  lens: z.looseObject({ norm: z.string(), uncond: z.string() }),
+  // What the lens does, for the manifest; families may add keys (strings, kept, not stripped).
+  lens: z.object({ norm: z.string(), uncond: z.string() }).catchall(z.string()),
   // Resolved caption cleaning; null for families that have none (sd).
   clean_caption: z.boolean().nullable(),
   // What the user must be told (e.g. that caption cleaning is off).
   notices: z.array(z.string()),
   stage2: z
-    .object({
+    .strictObject({
       model: z.string(),
       pipeline_class: z.string(),
       revision: z.string().nullable(),
       dtype: z.string(),
-      defaults: z.object({
-        steps: z.int(),
-        guidance: z.number(),
-        height: z.int(),
-        width: z.int(),
-        noise_level: z.int(),
+      defaults: z.strictObject({
+        steps: z.int().positive(),
+        guidance: z.number().nonnegative(),
+        height: z.int().positive(),
+        width: z.int().positive(),
+        noise_level: z.int().nonnegative(),
         scheduler: z.string(),
       }),
     })
     .nullable(),
 });
 
-export const progressMessageSchema = z.object({
+export const progressMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('progress'),
   done_units: z.int().nonnegative(),
@@ -194,45 +223,56 @@ export const progressMessageSchema = z.object({
   batch_items: z.int().nonnegative(),
 });
 
-export const imageMessageSchema = z.object({
+export const imageMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('image'),
   item: z.int().nonnegative(),
   prompt: z.int().nonnegative(),
   layer: z.int().nonnegative(),
-  seed: z.int(),
+  seed: seedSchema,
   /** 1 = the base image; 2 = its stage II (super-resolution) image, same item. */
-  stage: z.union([z.literal(1), z.literal(2)]),
+  stage: z.literal([1, 2]),
   png: pngBytes,
   width: z.int().positive(),
   height: z.int().positive(),
-  elapsed_ms: z.number(),
+  elapsed_ms: z.number().nonnegative(),
 });
 
-export const doneMessageSchema = z.object({
+export const doneMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('done'),
   images: z.int().nonnegative(),
-  elapsed_ms: z.number(),
-  max_batch_used: z.int(),
+  elapsed_ms: z.number().nonnegative(),
+  max_batch_used: z.int().nonnegative(),
   /** The request's prompts that the encoder's token limit cut (indexes into `prompts`). */
   truncated: z.array(
-    z.object({ prompt: z.int().nonnegative(), tokens: z.int().positive(), max_tokens: z.int().positive() }),
+    z.strictObject({
+      prompt: z.int().nonnegative(),
+      tokens: z.int().positive(),
+      max_tokens: z.int().positive(),
+    }),
   ),
 });
 
-export const errorMessageSchema = z.object({
+export const errorMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('error'),
-  code: z.string(),
+  code: z.enum(PROTOCOL_ERROR_CODES),
   message: z.string(),
   traceback: z.string().nullable(),
 });
 
-export const ackMessageSchema = z.object({ ...envelope, type: z.literal('ack') });
-export const pongMessageSchema = z.object({ ...envelope, type: z.literal('pong') });
-export const byeMessageSchema = z.object({ ...envelope, type: z.literal('bye') });
-export const heartbeatMessageSchema = z.object({ ...envelope, type: z.literal('heartbeat') });
+/** The answer to `cancel`, naming the request it was for. */
+export const ackMessageSchema = z.strictObject({ ...envelope, type: z.literal('ack'), target: z.string() });
+/** `busy`: a load or generate job is running. */
+export const pongMessageSchema = z.strictObject({ ...envelope, type: z.literal('pong'), busy: z.boolean() });
+export const byeMessageSchema = z.strictObject({ ...envelope, type: z.literal('bye') });
+/** Unsolicited (id ""), every `ready.heartbeat_s` seconds; `busy` as in `pong`. */
+export const heartbeatMessageSchema = z.strictObject({
+  ...envelope,
+  type: z.literal('heartbeat'),
+  busy: z.boolean(),
+});
 
 export const incomingMessageSchema = z.discriminatedUnion('type', [
   readyMessageSchema,
@@ -248,12 +288,63 @@ export const incomingMessageSchema = z.discriminatedUnion('type', [
 ]);
 
 // The line the worker prints on stdout once its socket is bound.
-export const listeningLineSchema = z.object({
+export const listeningLineSchema = z.strictObject({
   event: z.literal('listening'),
   endpoint: z.string().min(1),
-  pid: z.int().optional(),
+  pid: z.int().positive().optional(),
   protocol: z.int(),
 });
+
+// ---------------------------------------------------------------------------------------------
+// The JSON Schema the Python worker loads (python/diffusion_lens/protocol.schema.json).
+
+/** Where `npm run protocol-schema` writes protocolJsonSchema(), relative to the package root. */
+export const PROTOCOL_SCHEMA_PATH = 'python/diffusion_lens/protocol.schema.json';
+
+function messageSchemas(
+  union: typeof outgoingMessageSchema | typeof incomingMessageSchema,
+  io: 'input' | 'output',
+): Record<string, unknown> {
+  const schemas: Record<string, unknown> = {};
+  for (const option of union.options) {
+    schemas[option.shape.type.value] = z.toJSONSchema(option, {
+      io,
+      unrepresentable: ({ zodSchema, message }) => {
+        if (zodSchema === binaryPng) {
+          return {
+            description: 'PNG bytes as msgpack bin (a Buffer in Node, bytes in Python)',
+            contentMediaType: 'image/png',
+            [BINARY_KEYWORD]: true,
+          };
+        }
+        throw new Error(`the protocol schema cannot represent a field: ${message}`);
+      },
+    });
+  }
+  return schemas;
+}
+
+/**
+ * The protocol as JSON Schemas (draft 2020-12), one per message type: `requests` are what the worker
+ * receives (the bridge's parsed output), `replies` what it sends (the bridge's accepted input),
+ * `listening` its start-up line. Generated, never edited: a test fails when the committed file differs.
+ */
+export function protocolJsonSchema(): Record<string, unknown> {
+  return {
+    $comment:
+      'Generated from src/bridge/protocol.ts by `npm run protocol-schema`; do not edit. The zod schemas there define protocol v1, docs/protocol.md describes it.',
+    protocol: PROTOCOL_VERSION,
+    binary_keyword: BINARY_KEYWORD,
+    requests: messageSchemas(outgoingMessageSchema, 'output'),
+    replies: messageSchemas(incomingMessageSchema, 'input'),
+    listening: z.toJSONSchema(listeningLineSchema),
+  };
+}
+
+/** protocolJsonSchema() as the committed file holds it (2-space JSON, final newline). */
+export function protocolJsonSchemaText(): string {
+  return `${JSON.stringify(protocolJsonSchema(), null, 2)}\n`;
+}
 
 export type ProtocolErrorCode = (typeof PROTOCOL_ERROR_CODES)[number];
 export type OffloadMode = (typeof OFFLOAD_MODES)[number];

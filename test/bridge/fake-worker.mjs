@@ -33,7 +33,7 @@ if (mode === 'mute') {
   let heartbeatTarget = null;
   if (mode !== 'silent') {
     setInterval(() => {
-      if (heartbeatTarget) void reply(heartbeatTarget, { id: '', type: 'heartbeat' });
+      if (heartbeatTarget) void reply(heartbeatTarget, { id: '', type: 'heartbeat', busy: false });
     }, 200);
   }
 
@@ -64,9 +64,9 @@ if (mode === 'mute') {
     } else if (request.type === 'ping' && mode === 'garbage') {
       // A truncated msgpack array (two elements announced, one sent), then the real answer.
       await router.send([identity, Buffer.from([0x92, 0x01])]);
-      await reply(identity, { id, type: 'pong' });
+      await reply(identity, { id, type: 'pong', busy: false });
     } else if (request.type === 'ping') {
-      await reply(identity, { id, type: 'pong' });
+      await reply(identity, { id, type: 'pong', busy: false });
     } else if (request.type === 'shutdown') {
       await reply(identity, { id, type: 'bye' });
       process.exit(0);
