@@ -1,7 +1,8 @@
 """The lens over a batch of jobs: encode each prompt once, then sample every (prompt, layer, seed)
 item in batches that share the UNet, halving the batch on out-of-memory.
 
-Family-independent: the family supplies the hidden-state conditioning and the sampling loop.
+Family-independent: the family supplies the hidden-state conditioning (as its stock pipeline's arguments)
+and runs the stock pipeline on a batch of it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from .devices import empty_cache, is_out_of_memory
-from .families import Family, SamplerSettings
+from .families import Embeds, Family, SamplerSettings
 from .protocol import GUIDANCE_RANGE, range_problem
 from .schedulers import SCHEDULER_NAMES
 
@@ -139,22 +140,28 @@ def truncations(family: Family, prompts: Sequence[str], items: Sequence[Item]) -
 
 def encode_all(
     family: Family, prompts: Sequence[str], items: Sequence[Item], options: LensOptions
-) -> tuple[dict[tuple[int, int], torch.Tensor], dict[int, torch.Tensor]]:
-    """Conditioning per (prompt, layer) and unconditional embedding per layer, each computed once."""
+) -> tuple[dict[tuple[int, int], Embeds], dict[int, Embeds]]:
+    """Conditioning per (prompt, layer) and unconditional conditioning per layer, each computed once."""
     layers_of: dict[int, set[int]] = {}
     for item in items:
         layers_of.setdefault(item.prompt, set()).add(item.layer)
-    cond: dict[tuple[int, int], torch.Tensor] = {}
+    cond: dict[tuple[int, int], Embeds] = {}
     for prompt, layers in layers_of.items():
-        for layer, embedding in family.encode(prompts[prompt], sorted(layers)).items():
-            cond[(prompt, layer)] = embedding
+        for layer, embeds in family.conditioning(prompts[prompt], sorted(layers)).items():
+            cond[(prompt, layer)] = embeds
     if options.uncond == "same-layer":
         uncond_layers = sorted({item.layer for item in items})
-        uncond = family.encode(options.negative, uncond_layers)
+        uncond = family.conditioning(options.negative, uncond_layers)
     else:
-        final = family.encode(options.negative, [family.num_layers])[family.num_layers]
+        final = family.conditioning(options.negative, [family.num_layers])[family.num_layers]
         uncond = {item.layer: final for item in items}
     return cond, uncond
+
+
+def batch_embeds(per_item: Sequence[Embeds], prefix: str = "") -> Embeds:
+    """The items' arguments concatenated along the batch, named ``prefix + name`` (the stock pipelines
+    take the unconditional branch as ``negative_prompt_embeds``, ``negative_pooled_prompt_embeds``, …)."""
+    return {prefix + name: torch.cat([embeds[name] for embeds in per_item]) for name in per_item[0]}
 
 
 def generate(
@@ -223,8 +230,8 @@ def generate(
 def _sample_chunk(
     family: Family,
     chunk: list[Item],
-    cond: dict[tuple[int, int], torch.Tensor],
-    uncond: dict[int, torch.Tensor],
+    cond: dict[tuple[int, int], Embeds],
+    uncond: dict[int, Embeds],
     settings: SamplerSettings,
     options: LensOptions,
     progress: Progress,
@@ -233,8 +240,8 @@ def _sample_chunk(
 ) -> tuple[dict[int, np.ndarray], float]:
     started = time.perf_counter()
     generators = make_generators(chunk, settings, options.noise)
-    cond_batch = torch.cat([cond[(item.prompt, item.layer)] for item in chunk])
-    uncond_batch = torch.cat([uncond[item.layer] for item in chunk])
+    embeds = batch_embeds([cond[(item.prompt, item.layer)] for item in chunk])
+    embeds |= batch_embeds([uncond[item.layer] for item in chunk], "negative_")
     base_units = progress.images_done * settings.steps_per_item
     progress.batch_items = len(chunk)
 
@@ -244,5 +251,5 @@ def _sample_chunk(
         progress.done_units = base_units + (done * settings.steps_per_item // total) * len(chunk)
         on_progress(progress)
 
-    images = family.sample(cond_batch, uncond_batch, generators, settings, on_step)
+    images = family.sample(embeds.pop("prompt_embeds"), generators, settings, on_step, **embeds)
     return images, (time.perf_counter() - started) * 1000

@@ -4,6 +4,7 @@ IFSuperResolutionPipeline, a T5 cut after block l, itself in other batches."""
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,30 @@ def test_done_reports_truncated_prompts(if_family, stock_if):
     cut = " ".join(["a red apple"] * 25 + ["a"])
     assert if_family.token_count(cut) == (77, 77)
     assert torch.equal(if_family.encode(long, [4])[4], if_family.encode(cut, [4])[4])
+
+
+def test_both_stages_are_the_stock_calls(if_family, monkeypatch):
+    """Stage I is IFPipeline.__call__ on the lens's embeddings (no prompt, so nothing is cleaned again);
+    stage II is IFSuperResolutionPipeline.__call__ on stage I's raw images, the same embeddings and the
+    same generators, which go on from where stage I left them."""
+    calls: list[tuple[str, dict]] = []
+    for pipeline in (IFPipeline, IFSuperResolutionPipeline):
+        stock_call = pipeline.__call__
+
+        def spy(pipe, *args, _stock=stock_call, **kwargs):
+            calls.append((type(pipe).__name__, kwargs))
+            output = _stock(pipe, *args, **kwargs)
+            kwargs["returned"] = output[0]
+            return output
+
+        monkeypatch.setattr(pipeline, "__call__", functools.wraps(stock_call)(spy))
+    run_lens(if_family, PROMPTS, [Item(0, 1, 0), Item(1, 3, 2)], max_batch=2)
+    (first, stage1), (second, stage2) = calls
+    assert (first, second) == ("IFPipeline", "IFSuperResolutionPipeline")
+    assert "prompt" not in stage1 and "prompt" not in stage2
+    assert stage1["output_type"] == "pt" and stage2["image"] is stage1["returned"]
+    assert stage2["noise_level"] == STAGE2.noise_level
+    for name in ("prompt_embeds", "negative_prompt_embeds"):
+        assert stage2[name] is stage1[name] and stage1[name].shape[0] == 2
+    assert stage2["generator"] is stage1["generator"] and len(stage1["generator"]) == 2
+    assert stage1["callback_steps"] == 1 and callable(stage2["callback"])

@@ -3,6 +3,7 @@ in other batches."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -248,3 +249,49 @@ def test_done_reports_truncated_prompts(sd_family, stock_sd):
     assert torch.equal(sd_family.encode(long, [last])[last], sd_family.encode(fits, [last])[last])
     _, done = run_lens(sd_family, prompts[:1], [Item(0, 0, 0)], settings)
     assert done["truncated"] == []
+
+
+def test_each_batch_is_one_stock_call_that_keeps_the_checkpoint_scheduler(sd_family, monkeypatch):
+    """Sampling is StableDiffusionPipeline.__call__ itself: the batch's embeddings, one generator per item,
+    progress and cancellation through callback_on_step_end. The scheduler a run names is the pipeline's
+    for that call only, also when the run is cancelled."""
+    calls = []
+    stock_call = StableDiffusionPipeline.__call__
+
+    @functools.wraps(stock_call)
+    def spy(pipe, *args, **kwargs):
+        calls.append(kwargs)
+        return stock_call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(StableDiffusionPipeline, "__call__", spy)
+    checkpoint_scheduler = sd_family.pipe.scheduler
+    settings = SamplerSettings(**{**SETTINGS.__dict__, "scheduler": "euler-ancestral"})
+    run_lens(sd_family, PROMPTS[:2], [Item(0, 1, 0), Item(1, 2, 0), Item(0, 3, 4)], settings, max_batch=2)
+    assert [call["prompt_embeds"].shape[0] for call in calls] == [2, 1]
+    first = calls[0]
+    assert first["negative_prompt_embeds"].shape == first["prompt_embeds"].shape
+    assert len(first["generator"]) == 2 and first["generator"][0] is not first["generator"][1]
+    assert (first["num_inference_steps"], first["guidance_scale"]) == (SETTINGS.steps, SETTINGS.guidance)
+    assert "prompt" not in first and callable(first["callback_on_step_end"])
+    assert sd_family.pipe.scheduler is checkpoint_scheduler
+
+    with pytest.raises(Cancelled):
+        generate(
+            sd_family, PROMPTS[:1], [Item(0, 1, 0)], settings, LensOptions(),
+            on_image=lambda *a: pytest.fail("no image after cancel"),
+            on_progress=lambda p: None,
+            is_cancelled=lambda: len(calls) == 3,
+        )  # fmt: skip
+    assert sd_family.pipe.scheduler is checkpoint_scheduler
+    assert sd_family.describe()["defaults"]["scheduler"] == "DDIMScheduler"
+
+
+def test_conditioning_is_the_pipeline_arguments(sd_family):
+    """A family's conditioning names the stock pipeline's arguments; encode is its prompt_embeds."""
+    layers = [0, sd_family.num_layers]
+    conditioning = sd_family.conditioning(PROMPTS[0], layers)
+    encoded = sd_family.encode(PROMPTS[0], layers)
+    for layer in layers:
+        assert list(conditioning[layer]) == ["prompt_embeds"]
+        assert torch.equal(conditioning[layer]["prompt_embeds"], encoded[layer])
+        assert encoded[layer].shape == (1, sd_family.pipe.tokenizer.model_max_length, 40)

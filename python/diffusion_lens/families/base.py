@@ -12,6 +12,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..devices import dtype_name
+from ..images import unit_to_uint8
+from .sampling import call_stock
+
 OFFLOAD_MODES = ("none", "encoder", "model")
 
 
@@ -70,10 +74,13 @@ class LoadOptions:
 StepCallback = Callable[[int, int], None]
 # Stage number → one generator per item of the batch.
 Generators = Mapping[int, list[torch.Generator]]
+# A pipeline ``__call__``'s text arguments by name: {"prompt_embeds": tensor, ...}.
+Embeds = dict[str, torch.Tensor]
 
 
 class Family(ABC):
-    """One pipeline family: how to load it, read its encoder's hidden states, and sample an image."""
+    """One pipeline family: how to load its stock pipeline and what its encoder's hidden states give as
+    that pipeline's arguments; sampling is the stock pipeline's own ``__call__``."""
 
     name: ClassVar[str]
     # model_index.json `_class_name` values this family loads.
@@ -81,15 +88,27 @@ class Family(ABC):
     # Whether the family can load a stage-II checkpoint and clean captions (IF); others refuse both.
     supports_stage2: ClassVar[bool] = False
     cleans_captions: ClassVar[bool] = False
+    # The stock diffusers pipeline the family loaded (stage I where there are two).
+    pipe: Any
 
     @classmethod
     @abstractmethod
     def load(cls, options: LoadOptions) -> Family: ...
 
+    def __init__(self, pipe: Any, options: LoadOptions, device: torch.device) -> None:
+        from .loading import resolved_revision  # loading.py imports this module
+
+        self.pipe = pipe
+        self.options = options
+        self._device = device
+        self.revision = resolved_revision(pipe, options.revision)
+        if options.offload == "encoder" and device.type != "cpu":
+            self.offloaded_encoder = pipe.text_encoder
+
     @property
-    @abstractmethod
     def device(self) -> torch.device:
         """Where the denoiser runs (with CPU offload: the execution device)."""
+        return self._device
 
     @property
     @abstractmethod
@@ -100,10 +119,15 @@ class Family(ABC):
     def has_stage2(self) -> bool:
         return False
 
-    @abstractmethod
     def describe(self) -> dict[str, Any]:
-        """`loaded` reply fields: pipeline_class, revision, device, dtype, defaults, lens, and where they
-        apply clean_caption, notices, stage2."""
+        """`loaded` reply fields: pipeline_class, revision, device, dtype here; a family adds defaults,
+        lens, and where they apply clean_caption, notices, stage2."""
+        return {
+            "pipeline_class": type(self.pipe).__name__,
+            "revision": self.revision,
+            "device": str(self.device),
+            "dtype": dtype_name(self.pipe.text_encoder.dtype),
+        }
 
     def problem_with(self, settings: SamplerSettings) -> str | None:
         """Why this model cannot sample with ``settings``, or None."""
@@ -121,24 +145,36 @@ class Family(ABC):
         return encoder_visit(self.offloaded_encoder, self.device)
 
     @abstractmethod
+    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+        """What each of ``layers`` gives for ``prompt``, as the lens defines it: the stock pipeline's
+        ``__call__`` arguments by name (``prompt_embeds``, pooled embeddings, masks), batch dim 1. The
+        unconditional branch is the same for the negative prompt, passed as ``negative_<name>``."""
+
     def encode(self, prompt: str, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        """The conditioning each of ``layers`` gives for ``prompt`` (batch dim 1), as the lens defines it."""
+        """Each of ``layers``' ``prompt_embeds`` for ``prompt`` (batch dim 1) alone: the one argument every
+        family has, for callers that compare or reuse embeddings (tests, the benchmark's stock loop)."""
+        return {layer: embeds["prompt_embeds"] for layer, embeds in self.conditioning(prompt, layers).items()}
 
     @abstractmethod
     def token_count(self, prompt: str) -> tuple[int, int]:
         """(tokens of ``prompt`` as the encoder would see it, special tokens included; the most the
         encoder takes). ``encode`` silently cuts a prompt longer than that, so the user is told."""
 
-    @abstractmethod
     def sample(
         self,
-        cond: torch.Tensor,
-        uncond: torch.Tensor,
+        prompt_embeds: torch.Tensor,
         generators: Generators,
         settings: SamplerSettings,
         on_step: StepCallback,
+        **embeds: torch.Tensor,
     ) -> dict[int, np.ndarray]:
-        """One sampling run over a batch; returns (B, H, W, 3) uint8 images per stage."""
+        """One run of the stock pipeline's ``__call__`` over a batch: its items' ``conditioning``
+        concatenated, ``prompt_embeds`` (whose first dimension is the batch size) and the other
+        arguments by name, ``negative_prompt_embeds`` among them. Returns (B, H, W, 3) uint8 images per
+        stage; this one serves a single-stage pipeline."""
+        text = {"prompt_embeds": prompt_embeds, **embeds}
+        images = call_stock(self.pipe, settings, generators[1], on_step, **text, output_type="np")
+        return {1: unit_to_uint8(images)}
 
 
 @contextmanager

@@ -1,38 +1,37 @@
 """DeepFloyd IF: a T5 text encoder, a pixel-space stage I (64x64) and an optional stage II (to 256x256).
 
-The sampling loops mirror diffusers' ``IFPipeline.__call__`` and ``IFSuperResolutionPipeline.__call__``
-step for step, fed the way diffusers documents the two-stage use: stage I's raw output (``output_type
-="pt"``) becomes stage II's input, one generator per item goes on through both stages, and stage II
-gets stage I's prompt embeddings. So the final layer through the lens gives the stock images for the
-same seed. What differs: the conditional embedding comes from a chosen T5 hidden state (stage II gets
-the same layer's), and each item of a batch has its own generator.
+Sampling is the stock ``IFPipeline.__call__`` and ``IFSuperResolutionPipeline.__call__``, fed as
+diffusers documents the two-stage use: stage I's raw output (``output_type="pt"``) is stage II's
+``image``, one generator per item goes on through both stages, and both stages get the same
+``prompt_embeds`` (the lens's chosen T5 hidden state) and ``negative_prompt_embeds``. So the final layer
+gives the stock images for the same seed by construction. Captions are cleaned once, when the lens
+encodes; the stock pipelines clean only prompts they encode themselves, never passed embeddings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import IFPipeline, IFSuperResolutionPipeline
 from diffusers.utils import is_bs4_available, is_ftfy_available
 
 from ..devices import dtype_name
 from ..images import to_uint8
-from ..schedulers import make_scheduler
 from .base import (
     CheckpointError,
+    Embeds,
     Family,
     Generators,
     LoadOptions,
     SamplerSettings,
-    Stage2Settings,
     StepCallback,
 )
+from .encoders import t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place, resolved_revision
-from .sampling import item_noise, step_kwargs
+from .sampling import call_stock
 
 # IF's T5 was trained on 77 tokens; the stock pipeline pads and truncates to that.
 MAX_TOKENS = 77
@@ -56,26 +55,6 @@ def caption_cleaning_missing() -> list[str]:
     ]
 
 
-def _fresh_scheduler(
-    name: str | None, checkpoint_scheduler: Any, steps: int, device: torch.device
-) -> tuple[Any, bool]:
-    """A scheduler for one run, set up as both stock IF pipelines do; and whether the UNet's variance
-    output goes to it (IF's own DDPM and DPM-Solver use learned-range variance; others get noise only)."""
-    scheduler = make_scheduler(name, checkpoint_scheduler)
-    scheduler.set_timesteps(steps, device=device)
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(0)
-    return scheduler, scheduler.config.get("variance_type") in ("learned", "learned_range")
-
-
-def _guide(noise: torch.Tensor, channels: int, guidance: float) -> torch.Tensor:
-    """IF's classifier-free guidance: on the noise half of the output; the text branch's variance."""
-    noise_uncond, noise_text = noise.chunk(2)
-    noise_uncond, _ = noise_uncond.split(channels, dim=1)
-    noise_text, variance = noise_text.split(channels, dim=1)
-    return torch.cat([noise_uncond + guidance * (noise_text - noise_uncond), variance], dim=1)
-
-
 class DeepFloydIFFamily(Family):
     name = "if"
     pipeline_classes = ("IFPipeline",)
@@ -89,11 +68,8 @@ class DeepFloydIFFamily(Family):
         options: LoadOptions,
         device: torch.device,
     ) -> None:
-        self.pipe = pipe
+        super().__init__(pipe, options, device)
         self.stage2 = stage2
-        self.options = options
-        self._device = device
-        self.revision = resolved_revision(pipe, options.revision)
         self.stage2_revision = None
         if stage2 is not None and options.stage2 is not None:
             self.stage2_revision = resolved_revision(stage2, options.stage2.revision)
@@ -108,8 +84,6 @@ class DeepFloydIFFamily(Family):
                 "lower-cased and stripped; the stock IF pipeline cleans captions by default "
                 f"(pip install {' '.join(missing)})"
             )
-        if options.offload == "encoder" and device.type != "cpu":
-            self.offloaded_encoder = pipe.text_encoder
 
     @classmethod
     def load(cls, options: LoadOptions) -> DeepFloydIFFamily:
@@ -143,10 +117,6 @@ class DeepFloydIFFamily(Family):
         return cls(pipe, stage2, options, place(pipe, options))
 
     @property
-    def device(self) -> torch.device:
-        return self._device
-
-    @property
     def num_layers(self) -> int:
         return int(self.pipe.text_encoder.config.num_layers)
 
@@ -172,10 +142,7 @@ class DeepFloydIFFamily(Family):
                 },
             }
         return {
-            "pipeline_class": type(self.pipe).__name__,
-            "revision": self.revision,
-            "device": str(self.device),
-            "dtype": dtype_name(self.pipe.text_encoder.dtype),
+            **super().describe(),
             "defaults": {
                 **STAGE1_DEFAULTS,
                 "height": size,
@@ -209,146 +176,50 @@ class DeepFloydIFFamily(Family):
                 )
         return problem
 
-    def _text(self, prompt: str) -> list[str]:
+    def _text(self, prompt: str) -> str:
         """The prompt as IFPipeline tokenizes it: lower-cased and stripped, or cleaned."""
-        return self.pipe._text_preprocessing(prompt, clean_caption=self.clean_caption)
+        return self.pipe._text_preprocessing(prompt, clean_caption=self.clean_caption)[0]
 
     def token_count(self, prompt: str) -> tuple[int, int]:
-        # Untruncated, with </s> (verbose=False: no "longer than the maximum" log line).
-        tokens = self.pipe.tokenizer(self._text(prompt), add_special_tokens=True, verbose=False).input_ids
-        return len(tokens[0]), MAX_TOKENS
+        return token_count(self.pipe.tokenizer, self._text(prompt)), MAX_TOKENS
 
-    @torch.no_grad()
-    def encode(self, prompt: str, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
         pipe = self.pipe
-        encoder = pipe.text_encoder
         text = self._text(prompt)
-        tokens = pipe.tokenizer(
-            text,
-            padding="max_length",
-            max_length=MAX_TOKENS,
-            truncation=True,
-            add_special_tokens=True,
-            return_tensors="pt",
-        )
-        output = encoder(
-            tokens.input_ids.to(self.device),
-            attention_mask=tokens.attention_mask.to(self.device),
-            output_hidden_states=True,
-        )
-        hidden = output.hidden_states
-        last = len(hidden) - 1
-        return {
-            layer: (hidden[layer] if layer == last else self.norm(hidden[layer])).to(
-                dtype=encoder.dtype, device=self.device
-            )
-            for layer in layers
-        }
+        states = t5_hidden_states(pipe.tokenizer, pipe.text_encoder, text, layers, self.device, MAX_TOKENS)
+        return {layer: {"prompt_embeds": state} for layer, state in states.items()}
 
-    @torch.no_grad()
     def sample(
         self,
-        cond: torch.Tensor,
-        uncond: torch.Tensor,
+        prompt_embeds: torch.Tensor,
         generators: Generators,
         settings: SamplerSettings,
         on_step: StepCallback,
+        **embeds: torch.Tensor,
     ) -> dict[int, np.ndarray]:
+        text = {"prompt_embeds": prompt_embeds, **embeds}
         total = settings.steps_per_item
 
-        def stage1_step(done: int) -> None:
-            on_step(done, total)
+        def stage_step(before: int, steps: int) -> StepCallback:
+            """A stage's own (done, total timesteps) as steps of the whole item, both stages."""
+            return lambda done, timesteps: on_step(before + done * steps // timesteps, total)
 
-        raw = self._stage1(cond, uncond, generators[1], settings, stage1_step)
-        images = {1: to_uint8(raw)}
-        if settings.stage2 is not None:
-
-            def stage2_step(done: int) -> None:
-                on_step(settings.steps + done, total)
-
-            images[2] = to_uint8(self._stage2(raw, cond, uncond, generators[2], settings.stage2, stage2_step))
-        return images
-
-    def _stage1(
-        self,
-        cond: torch.Tensor,
-        uncond: torch.Tensor,
-        generators: list[torch.Generator],
-        settings: SamplerSettings,
-        on_step: Callable[[int], None],
-    ) -> torch.Tensor:
-        """IFPipeline's loop; returns its ``output_type="pt"`` images (B, 3, H, W), in about [-1, 1]."""
-        pipe, device = self.pipe, self.device
-        scheduler, learned_variance = _fresh_scheduler(
-            settings.scheduler, pipe.scheduler, settings.steps, device
+        low = call_stock(
+            self.pipe, settings, generators[1], stage_step(0, settings.steps), **text, output_type="pt"
         )
-        guided = settings.guidance > 1.0
-        embeddings = torch.cat([uncond, cond]) if guided else cond
-        channels = pipe.unet.config.in_channels
-        images = item_noise((channels, settings.height, settings.width), generators, device, embeddings.dtype)
-        images = images * scheduler.init_noise_sigma
-        extra = step_kwargs(scheduler, generators)
-        for index, t in enumerate(scheduler.timesteps):
-            model_input = torch.cat([images] * 2) if guided else images
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise = pipe.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
-            if guided:
-                noise = _guide(noise, model_input.shape[1], settings.guidance)
-            if not learned_variance:
-                noise, _ = noise.split(model_input.shape[1], dim=1)
-            images = scheduler.step(noise, t, images, **extra, return_dict=False)[0]
-            on_step(index + 1)
-        pipe.maybe_free_model_hooks()  # with model CPU offload: stage I's UNet leaves the GPU
-        return images
-
-    def _stage2(
-        self,
-        low_res: torch.Tensor,
-        cond: torch.Tensor,
-        uncond: torch.Tensor,
-        generators: list[torch.Generator],
-        settings: Stage2Settings,
-        on_step: Callable[[int], None],
-    ) -> torch.Tensor:
-        """IFSuperResolutionPipeline's loop on stage I's raw images and embeddings."""
-        pipe = self.stage2
-        assert pipe is not None
-        device, dtype = self.device, pipe.unet.dtype
-        scheduler, learned_variance = _fresh_scheduler(
-            settings.scheduler, pipe.scheduler, settings.steps, device
-        )
-        guided = settings.guidance > 1.0
-        # Without a text encoder of its own the stock stage II casts embeddings to its UNet's dtype.
-        embeddings = (torch.cat([uncond, cond]) if guided else cond).to(device=device, dtype=dtype)
-        channels = pipe.unet.config.in_channels // 2
-        images = item_noise((channels, settings.height, settings.width), generators, device, embeddings.dtype)
-        images = images * scheduler.init_noise_sigma
-        extra = step_kwargs(scheduler, generators)
-
-        upscaled = F.interpolate(
-            low_res.to(device=device, dtype=dtype),
-            (settings.height, settings.width),
-            mode="bilinear",
-            align_corners=True,
-        )
-        noise_level = torch.tensor([settings.noise_level] * upscaled.shape[0], device=device)
-        augmentation = item_noise(tuple(upscaled.shape[1:]), generators, device, upscaled.dtype)
-        upscaled = pipe.image_noising_scheduler.add_noise(upscaled, augmentation, timesteps=noise_level)
-        if guided:
-            noise_level = torch.cat([noise_level] * 2)
-
-        for index, t in enumerate(scheduler.timesteps):
-            model_input = torch.cat([images, upscaled], dim=1)
-            model_input = torch.cat([model_input] * 2) if guided else model_input
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise = pipe.unet(
-                model_input, t, encoder_hidden_states=embeddings, class_labels=noise_level, return_dict=False
-            )[0]
-            if guided:
-                noise = _guide(noise, model_input.shape[1] // 2, settings.guidance)
-            if not learned_variance:
-                noise, _ = noise.split(images.shape[1], dim=1)
-            images = scheduler.step(noise, t, images, **extra, return_dict=False)[0]
-            on_step(index + 1)
-        pipe.maybe_free_model_hooks()
+        images = {1: to_uint8(low)}
+        stage2 = settings.stage2
+        if stage2 is not None:
+            assert self.stage2 is not None
+            high = call_stock(
+                self.stage2,
+                stage2,
+                generators[2],
+                stage_step(settings.steps, stage2.steps),
+                image=low,
+                noise_level=stage2.noise_level,
+                **text,
+                output_type="pt",
+            )
+            images[2] = to_uint8(high)
         return images

@@ -1,30 +1,63 @@
-"""Pieces of the stock sampling loops that every family's loop shares, with one generator per item
-(so that an image never depends on its batch-mates)."""
+"""Sampling is the stock pipeline's own ``__call__``, fed the lens's embeddings: equality with the stock
+pipeline then holds by construction. One generator per item (``generator=[...]``, which diffusers draws
+from item by item) keeps an image independent of its batch-mates."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from diffusers.utils.torch_utils import randn_tensor
+from ..schedulers import make_scheduler
 
+if TYPE_CHECKING:  # base.py uses call_stock
+    import torch
 
-def item_noise(
-    shape: tuple[int, ...], generators: list[torch.Generator], device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """(B, *shape) noise, item i drawn from generators[i]: the numbers the stock pipeline draws for a
-    batch of one with that generator."""
-    return torch.cat([randn_tensor((1, *shape), generator=g, device=device, dtype=dtype) for g in generators])
+    from .base import SamplerSettings, Stage2Settings, StepCallback
 
 
-def step_kwargs(scheduler: Any, generators: list[torch.Generator]) -> dict[str, Any]:
-    """The stock pipelines' ``prepare_extra_step_kwargs`` (eta 0, the generators where the scheduler
-    draws noise), with one generator per item."""
-    parameters = set(inspect.signature(scheduler.step).parameters)
-    kwargs: dict[str, Any] = {}
-    if "eta" in parameters:
-        kwargs["eta"] = 0.0
-    if "generator" in parameters:
-        kwargs["generator"] = generators
-    return kwargs
+def _step_callback(pipe: Any, on_step: StepCallback) -> dict[str, Any]:
+    """The ``__call__`` arguments that call ``on_step(steps done, total steps)`` after every step.
+    Raising from it (the lens's Cancelled) ends the run."""
+
+    def report(step: int) -> None:
+        on_step(step + 1, len(pipe.scheduler.timesteps))
+
+    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            report(step)
+            return {}
+
+        return {"callback_on_step_end": on_step_end}
+    # The IF pipelines have only the older per-step callback (called after each step, or each
+    # scheduler-order steps for multistep schedulers such as Heun).
+    return {"callback": lambda step, timestep, latents: report(step), "callback_steps": 1}
+
+
+def call_stock(
+    pipe: Any,
+    stage: SamplerSettings | Stage2Settings,
+    generators: list[torch.Generator],
+    on_step: StepCallback,
+    **arguments: Any,
+) -> Any:
+    """``pipe(**arguments)`` with ``stage``'s steps, guidance, size and scheduler and one generator per
+    item; returns its images (as ``output_type`` in ``arguments`` says).
+
+    Schedulers are stateful, so each run gets a fresh one (the checkpoint's own class, or the one
+    named), put in the pipeline for the call only: the pipeline keeps the checkpoint's scheduler."""
+    checkpoint_scheduler = pipe.scheduler
+    pipe.scheduler = make_scheduler(stage.scheduler, checkpoint_scheduler)
+    try:
+        return pipe(
+            **arguments,
+            num_inference_steps=stage.steps,
+            guidance_scale=stage.guidance,
+            height=stage.height,
+            width=stage.width,
+            generator=generators,
+            **_step_callback(pipe, on_step),
+            return_dict=False,
+        )[0]
+    finally:
+        pipe.scheduler = checkpoint_scheduler

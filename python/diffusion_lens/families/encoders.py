@@ -1,0 +1,73 @@
+"""Text encoders' hidden states as the lens takes them (DESIGN §2), shared by the families: index ``l`` of
+``hidden_states`` (0 = embeddings, ``i`` = output of block ``i``), every position, through the
+encoder's own final norm where the stock pipeline's output has it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def final_layer_norm(text_encoder: torch.nn.Module) -> torch.nn.Module:
+    """CLIP's final LayerNorm: on ``text_model`` before transformers 5.6 and for
+    CLIPTextModelWithProjection; on the flattened CLIPTextModel itself from 5.6 on."""
+    owner = getattr(text_encoder, "text_model", text_encoder)
+    norm = getattr(owner, "final_layer_norm", None)
+    if norm is None:
+        raise TypeError(f"{type(text_encoder).__name__} has no final_layer_norm; not a CLIP text encoder?")
+    return norm
+
+
+def token_count(tokenizer: Any, text: str) -> int:
+    """Tokens of ``text`` untruncated, special tokens included (verbose=False: no "longer than the
+    maximum" log line; the done reply says it)."""
+    return len(tokenizer(text, truncation=False, verbose=False).input_ids)
+
+
+def _hidden_states(
+    tokenizer: Any, encoder: torch.nn.Module, text: str, max_length: int, masked: bool, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """Every hidden state of ``text`` tokenized as the stock pipelines do it (padded and truncated to
+    ``max_length``, special tokens added; batch of 1), encoded with its attention mask if ``masked``."""
+    tokens = tokenizer(
+        [text],
+        padding="max_length",
+        max_length=max_length,
+        truncation=True,
+        add_special_tokens=True,
+        return_tensors="pt",
+    )
+    mask = tokens.attention_mask.to(device) if masked else None
+    return encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True).hidden_states
+
+
+@torch.no_grad()
+def clip_hidden_states(
+    tokenizer: Any, encoder: torch.nn.Module, text: str, layers: Sequence[int], device: torch.device
+) -> dict[int, torch.Tensor]:
+    """CLIP / OpenCLIP: ``hidden_states[l]`` through the final LayerNorm for every ``l``, the last
+    included (HF CLIP returns them before it); no attention mask unless the encoder's config asks for
+    one, as in the stock SD pipeline."""
+    masked = getattr(encoder.config, "use_attention_mask", False)
+    hidden = _hidden_states(tokenizer, encoder, text, tokenizer.model_max_length, masked, device)
+    norm = final_layer_norm(encoder)
+    return {layer: norm(hidden[layer]).to(dtype=encoder.dtype, device=device) for layer in layers}
+
+
+@torch.no_grad()
+def t5_hidden_states(
+    tokenizer: Any,
+    encoder: torch.nn.Module,
+    text: str,
+    layers: Sequence[int],
+    device: torch.device,
+    max_length: int,
+) -> dict[int, torch.Tensor]:
+    """T5, encoded with its attention mask: ``hidden_states[l]`` through the final RMS norm for every
+    ``l`` but the last, which HF T5 returns already normed (a second norm would change it)."""
+    hidden = _hidden_states(tokenizer, encoder, text, max_length, True, device)
+    norm, last = encoder.encoder.final_layer_norm, len(hidden) - 1
+    normed = {layer: hidden[layer] if layer == last else norm(hidden[layer]) for layer in layers}
+    return {layer: state.to(dtype=encoder.dtype, device=device) for layer, state in normed.items()}
