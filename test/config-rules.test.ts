@@ -1,12 +1,6 @@
-// The config rules: one rule for duplicates (seeds, stages, layers, prompts), ragged CSV rows, integers
-// written as integers, the guidance bound, the grid section, and prompt sets with their CSV columns.
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type LensOptions, lensConfig, OPTION_LABELS } from '../src/cli/options.js';
 import {
-  ConfigError,
   configSource,
   type ExperimentConfig,
   loadConfigFile,
@@ -17,26 +11,10 @@ import {
   resolveLayers,
   toJsonSchema,
 } from '../src/config/index.js';
+import { configError, write } from './config-helpers.js';
+import { tempDirs } from './temp-dirs.js';
 
-function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'dlens-config-rules-'));
-}
-
-function write(dir: string, name: string, text: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  return path;
-}
-
-async function configError(promise: Promise<unknown> | (() => unknown)): Promise<ConfigError> {
-  try {
-    await (typeof promise === 'function' ? promise() : promise);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
+const tempDir = tempDirs('dlens-config-rules-');
 
 const lines = (error: Error): string[] => error.message.split('\n');
 

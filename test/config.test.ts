@@ -1,5 +1,4 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type LensOptions, lensConfig } from '../src/cli/options.js';
@@ -17,26 +16,10 @@ import {
   toJsonSchema,
 } from '../src/config/index.js';
 import { EMBEDDED_MODEL_DIR } from '../src/paths.js';
+import { configError, write } from './config-helpers.js';
+import { tempDirs } from './temp-dirs.js';
 
-function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'dlens-config-'));
-}
-
-function write(dir: string, name: string, text: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  return path;
-}
-
-async function configError(promise: Promise<unknown> | (() => unknown)): Promise<ConfigError> {
-  try {
-    await (typeof promise === 'function' ? promise() : promise);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
+const tempDir = tempDirs('dlens-config-');
 
 describe('parseConfig', () => {
   it('fills in the documented defaults', () => {
