@@ -38,6 +38,17 @@ export function formatIssue(issue: ConfigIssue): string {
   return `${where}${field ? `${field}: ` : ''}${issue.message}`;
 }
 
+/** Each value a list holds more than once, with its positions, in order of first appearance. */
+export function repeats<T>(values: readonly T[]): [T, number[]][] {
+  const positions = new Map<T, number[]>();
+  values.forEach((value, i) => {
+    const seen = positions.get(value);
+    if (seen) seen.push(i);
+    else positions.set(value, [i]);
+  });
+  return [...positions].filter(([, at]) => at.length > 1);
+}
+
 /** How often a value is listed: "twice", "3 times". */
 export function timesListed(count: number): string {
   return count === 2 ? 'twice' : `${count} times`;

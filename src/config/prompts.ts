@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, extname, resolve } from 'node:path';
 import { CsvSyntaxError, parseCsv } from './csv.js';
-import { ConfigError, type ConfigIssue, listIndexes, timesListed } from './errors.js';
+import { ConfigError, type ConfigIssue, listIndexes, repeats, timesListed } from './errors.js';
 import type { ExperimentConfig, PromptFileSpec } from './schema.js';
 
 export interface LoadPromptsOptions {
@@ -69,21 +69,14 @@ function refuseRepeats(
   file: string,
   where: Pick<ConfigIssue, 'file' | 'line'>,
 ) {
-  const lines = new Map<string, number[]>();
-  for (const { prompt, line } of entries) {
-    const seen = lines.get(prompt);
-    if (seen) seen.push(line);
-    else lines.set(prompt, [line]);
-  }
-  const issues: ConfigIssue[] = [];
-  for (const [prompt, at] of lines) {
-    if (at.length < 2) continue;
-    issues.push({
+  const issues = repeats(entries.map((entry) => entry.prompt)).map(([prompt, at]): ConfigIssue => {
+    const lines = at.map((i) => entries[i]?.line ?? 0);
+    return {
       path: ['prompts'],
       ...where,
-      message: `${JSON.stringify(prompt)} is listed ${timesListed(at.length)} (${listLines(at)} of ${file})`,
-    });
-  }
+      message: `${JSON.stringify(prompt)} is listed ${timesListed(at.length)} (${listLines(lines)} of ${file})`,
+    };
+  });
   failAll(issues, (n) => `and ${n} more prompts listed more than once in ${file}`);
 }
 
@@ -211,21 +204,13 @@ export async function loadPromptSet(
   if (!Array.isArray(prompts)) return readPromptTable(prompts, options);
   if (prompts.length === 0)
     fail({ path: ['prompts'], ...options.locate?.(['prompts']), message: 'no prompts' });
-  const indexes = new Map<string, number[]>();
-  prompts.forEach((prompt, i) => {
-    const seen = indexes.get(prompt);
-    if (seen) seen.push(i);
-    else indexes.set(prompt, [i]);
-  });
-  const issues: ConfigIssue[] = [];
-  for (const [prompt, at] of indexes) {
-    if (at.length < 2) continue;
-    issues.push({
+  const issues = repeats(prompts).map(
+    ([prompt, at]): ConfigIssue => ({
       path: ['prompts'],
       ...options.locate?.(['prompts', at[1] ?? 0]),
       message: `${JSON.stringify(prompt)} is listed ${timesListed(at.length)} (${listIndexes('prompts', at)})`,
-    });
-  }
+    }),
+  );
   failAll(issues, (n) => `and ${n} more prompts listed more than once`);
   return { prompts: [...prompts], columns: [], rows: prompts.map(() => ({})) };
 }

@@ -2,7 +2,7 @@
 // A field's `.describe()` text is its description in the JSON Schema and the help of its `lens` option
 // (src/cli/lens-options.ts); where its default is not a `.default()` value, the text ends `; default: ...`.
 import { z } from 'zod';
-import { ConfigError, listIndexes, timesListed } from './errors.js';
+import { ConfigError, listIndexes, repeats, timesListed } from './errors.js';
 import { parseLayerSpec, resolveLayers } from './layers.js';
 
 /** Scheduler names; the same list as the worker's `ready.schedulers` (a test checks it). */
@@ -43,14 +43,7 @@ export const GRID_MIN_CELL = { min: 16, max: 2048, default: 128 } as const;
  */
 function refuseDuplicates<T>(show: (value: T) => string, where?: (indexes: number[]) => string) {
   return (list: readonly T[], ctx: z.core.$RefinementCtx<T[]>): void => {
-    const indexes = new Map<T, number[]>();
-    list.forEach((value, i) => {
-      const seen = indexes.get(value);
-      if (seen) seen.push(i);
-      else indexes.set(value, [i]);
-    });
-    for (const [value, at] of indexes) {
-      if (at.length < 2) continue;
+    for (const [value, at] of repeats(list)) {
       ctx.addIssue({
         code: 'custom',
         message: `${show(value)} is listed ${timesListed(at.length)}${where ? ` (${where(at)})` : ''}`,
