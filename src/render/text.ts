@@ -6,6 +6,7 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import sharp from 'sharp';
+import stringWidth from 'string-width';
 
 const FONT_FAMILY = 'DejaVu Sans Mono';
 /** The advance width of every DejaVu Sans Mono glyph, in em (1233 / 2048 font units). */
@@ -47,21 +48,9 @@ export function graphemes(text: string): string[] {
   return Array.from(segmenter.segment(text), (s) => s.segment);
 }
 
-const WIDE =
-  /[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6\u{1f300}-\u{1f64f}\u{1f900}-\u{1f9ff}\u{20000}-\u{3fffd}]|\p{Extended_Pictographic}\ufe0f|\p{Regional_Indicator}/u;
-const ZERO_WIDTH = /^[\p{Mn}\p{Me}\p{Cf}]*$/u;
-
-/** How many monospace columns a grapheme takes: 2 for wide (CJK, emoji), 0 for marks alone, else 1. */
-function graphemeColumns(grapheme: string): number {
-  if (ZERO_WIDTH.test(grapheme)) return 0;
-  return WIDE.test(grapheme) ? 2 : 1;
-}
-
-/** The width of `text` in monospace columns. */
+/** The width of `text` in monospace columns: 2 for a wide (CJK, emoji) character, 0 for marks alone. */
 export function textColumns(text: string): number {
-  let n = 0;
-  for (const g of graphemes(text)) n += graphemeColumns(g);
-  return n;
+  return stringWidth(text);
 }
 
 /** The longest prefix of `text` that fits in `columns` columns, whole graphemes only. */
@@ -69,7 +58,7 @@ function fitColumns(text: string, columns: number): string {
   let used = 0;
   let out = '';
   for (const g of graphemes(text)) {
-    const w = graphemeColumns(g);
+    const w = stringWidth(g);
     if (used + w > columns) break;
     used += w;
     out += g;
