@@ -1,7 +1,7 @@
 // One labelled layer × seed grid per prompt and stage, from the image files on disk: the prompt as title,
 // a legend with the model and settings, rows labelled by layer (the final one marked), columns by seed.
-import { join, posix, win32 } from 'node:path';
-import type { Stage } from '../config/index.js';
+import { join } from 'node:path';
+import { looksLikePath, type Stage } from '../config/index.js';
 import { buildGrid } from '../render/grid.js';
 import type { ManifestGrid } from './manifest.js';
 import type { Job, Plan } from './plan.js';
@@ -20,14 +20,9 @@ export function layerLabel(layer: number, numLayers: number): string {
   return layer === numLayers ? `L${layer} (final)` : `L${layer}`;
 }
 
-/**
- * A model id for display: a local path (absolute, or starting with ./ or ../, or ~/) becomes its last
- * folder name; hub ids (`owner/name`) stay as they are.
- */
+/** A model id for display: a local path becomes its last folder name; hub ids (`owner/name`) stay. */
 export function shortModelId(id: string): string {
-  const local =
-    posix.isAbsolute(id) || win32.isAbsolute(id) || /^(\.\.?|~)[\\/]/.test(id) || id === '.' || id === '..';
-  if (!local) return id;
+  if (!looksLikePath(id)) return id;
   const parts = id.split(/[\\/]+/).filter((p) => p !== '' && p !== '.');
   return parts[parts.length - 1] ?? id;
 }
