@@ -21,7 +21,7 @@ import { resolveInputs } from './inputs.js';
 import { FolderBusyError } from './lock.js';
 import { buildManifest, type Manifest, type Truncation, writeManifest } from './manifest.js';
 import { type OutputFolder, OutputFolderError, openOutputFolder } from './outdir.js';
-import { imageSettings, type Plan, planExperiment } from './plan.js';
+import { canonicalJson, imageSettings, type Plan, planExperiment } from './plan.js';
 import { buildWork, jobOfImage, layersInFlight, RunProgress } from './request.js';
 import { readResolution, type WorkerInfo, writeResolution } from './resolution.js';
 import { recordSettings } from './settings.js';
@@ -108,13 +108,16 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const truncated = new Map<number, Truncation>();
   let planned: Planned | null = null;
 
+  const settingsFor = (loaded: LoadedMessage) =>
+    imageSettings(config, loaded, inputs.modelId, inputs.stage2ModelId, fingerprints);
+
   /** Plans against what the worker resolved, and claims the folder (or its variant) for the plan. */
   const planFor = async (loaded: LoadedMessage, worker: WorkerInfo): Promise<Planned> => {
-    const { modelId, stage2ModelId, stages } = inputs;
-    const settings = imageSettings(config, loaded, modelId, stage2ModelId, fingerprints);
+    const settings = settingsFor(loaded);
     const numLayers = loaded.num_layers;
     const layers = inputs.layersFor(numLayers);
     const prompts = promptSet.prompts;
+    const { stages } = inputs;
     const plan = planExperiment({ settings, prompts, layers, seeds: config.seeds, stages, numLayers });
     const claimed = await claimFolder({
       outDir,
@@ -188,14 +191,17 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   try {
     // A rerun whose images are all on disk needs no worker: plan it with what the worker resolved last time.
     const recorded = await readResolution(baseDir, inputs.load, fingerprints);
-    if (recorded) {
-      const candidate = await planFor(recorded.loaded, recorded.worker);
-      if (candidate.sink.todo === 0) planned = candidate;
-    }
+    const candidate = recorded ? await planFor(recorded.loaded, recorded.worker) : null;
+    if (candidate?.sink.todo === 0) planned = candidate;
     if (!planned) {
       const { worker, loaded } = await supervisor.ready();
       await writeResolution(baseDir, inputs.load, fingerprints, { loaded, worker: worker.info });
-      planned = await planFor(loaded, worker.info);
+      // The worker resolved as recorded: the folder has been looked at for this plan already.
+      const same =
+        candidate !== null &&
+        candidate.loaded.num_layers === loaded.num_layers &&
+        canonicalJson(candidate.plan.settings) === canonicalJson(settingsFor(loaded));
+      planned = same ? { ...candidate, loaded, worker: worker.info } : await planFor(loaded, worker.info);
     }
     const { plan, sink } = planned;
     const { settings } = plan;
