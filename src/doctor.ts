@@ -1,7 +1,7 @@
 // `diffusion-lens doctor`: is everything the worker needs there? Runs `python -m diffusion_lens.doctor`
 // with the interpreter the worker would use and turns its report into problems with fixes.
 import { execa } from 'execa';
-import { findPython, pythonDir } from './bridge/index.js';
+import { type FamilyCapabilities, findPython, pythonDir } from './bridge/index.js';
 import { TOOL_VERSION } from './version.js';
 
 export interface DoctorProblem {
@@ -19,6 +19,8 @@ export interface DoctorReport {
   packages: Record<string, string | null>;
   device: string | null;
   cuda: { available: boolean; devices: string[] } | null;
+  /** What each pipeline family of the worker can do, as the worker reports it in `ready`. */
+  families: FamilyCapabilities[];
   problems: DoctorProblem[];
   ok: boolean;
 }
@@ -40,6 +42,7 @@ interface PythonReport {
   packages: Record<string, string | null>;
   device: string;
   cuda: { available: boolean; devices: string[] };
+  families?: FamilyCapabilities[];
   problems: string[];
 }
 
@@ -65,6 +68,7 @@ export async function runDoctor(
     packages: {},
     device: null,
     cuda: null,
+    families: [],
     problems,
     ok: false,
   };
@@ -103,6 +107,7 @@ export async function runDoctor(
   report.packages = parsed.packages ?? {};
   report.device = parsed.device;
   report.cuda = parsed.cuda;
+  report.families = parsed.families ?? [];
   if (olderThan(parsed.python, MIN_PYTHON)) {
     problems.push({ what: `Python ${parsed.python} is too old (need >= 3.10)`, fix: SETUP_FIX });
   }

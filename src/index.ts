@@ -32,8 +32,6 @@ export {
   resolveLayers,
   resolveModelId,
   resolveStages,
-  SCHEDULERS,
-  type SchedulerName,
   type Stage,
   type Stage2Config,
   toJsonSchema,

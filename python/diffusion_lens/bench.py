@@ -83,9 +83,14 @@ def run(args: argparse.Namespace) -> None:
     stage2 = None
     if described.get("stage2"):
         side = described["stage2"]["defaults"]["height"]
-        stage2 = Stage2Settings(args.stage2_steps, 4.0, side, side, 250, None, None)
+        stage2 = Stage2Settings(args.stage2_steps, 4.0, side, side, None, None, {"noise_level": 250})
     settings = SamplerSettings(
-        steps=args.steps, guidance=7.5, height=size, width=size, scheduler=None, stage2=stage2
+        num_inference_steps=args.steps,
+        guidance_scale=7.5,
+        height=size,
+        width=size,
+        scheduler=None,
+        stage2=stage2,
     )
     prompt = "a red apple on a wooden table"
     items = [Item(0, layer, seed) for layer in layers for seed in range(args.seeds)]
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> None:
             text = {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
             common = {
                 "num_inference_steps": args.steps,
-                "guidance_scale": settings.guidance,
+                "guidance_scale": settings.guidance_scale,
                 "generator": generators,
             }
             if stage2 is None:
@@ -113,16 +118,22 @@ def run(args: argparse.Namespace) -> None:
             family.stage2(  # type: ignore[attr-defined]
                 image=low,
                 **text,
-                **{**common, "num_inference_steps": stage2.steps, "guidance_scale": stage2.guidance},
+                **{
+                    **common,
+                    "num_inference_steps": stage2.num_inference_steps,
+                    "guidance_scale": stage2.guidance_scale,
+                },
                 height=stage2.height,
                 width=stage2.width,
-                noise_level=stage2.noise_level,
+                **stage2.family_options,
                 output_type="np",
             )
 
     n = len(items)
     print(f"model {args.model} on {device}: {len(layers)} layers {layers} x {args.seeds} seeds = {n} images,")
-    stages = f"then stage II {stage2.steps} steps {stage2.height}x{stage2.width}, " if stage2 else ""
+    stages = (
+        f"then stage II {stage2.num_inference_steps} steps {stage2.height}x{stage2.width}, " if stage2 else ""
+    )
     print(
         f"{args.steps} steps, {size}x{size}, {stages}"
         f"torch threads {torch.get_num_threads()}, best of {args.repeats}"

@@ -35,6 +35,14 @@ def report() -> dict[str, Any]:
             problems.append(
                 f"{module} cannot be imported ({type(exc).__name__}: {exc}); fix: pip install {pip_name}"
             )
+    families: list[dict[str, Any]] = []
+    if packages["diffusers"] and packages["torch"]:
+        try:
+            from .families import FAMILIES
+
+            families = [family.capabilities() for family in FAMILIES.values()]
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            problems.append(f"the pipeline families cannot be loaded ({type(exc).__name__}: {exc})")
     device, cuda = "cpu", {"available": False, "devices": []}
     if packages["torch"]:
         import torch
@@ -53,6 +61,7 @@ def report() -> dict[str, Any]:
         "packages": packages,
         "device": device,
         "cuda": cuda,
+        "families": families,
         "problems": problems,
     }
 

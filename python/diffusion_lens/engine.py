@@ -1,5 +1,5 @@
-"""The compute side of the worker: loads a model and runs generate jobs, one at a time, on its own
-thread. It talks to the I/O thread only through ``emit`` and its per-job cancel flags."""
+"""The compute side of the worker: serves load and generate requests, one at a time, on its own thread.
+It talks to the I/O thread only through ``emit`` and its per-request cancel flags."""
 
 from __future__ import annotations
 
@@ -36,7 +36,15 @@ Emit = Callable[[protocol.Message], None]
 def _stage2_settings(fields: dict[str, Any] | None) -> Stage2Settings | None:
     if fields is None:
         return None
-    return Stage2Settings(**{**fields, "guidance": float(fields["guidance"])})
+    return Stage2Settings(
+        num_inference_steps=fields["steps"],
+        guidance_scale=float(fields["guidance"]),
+        height=fields["height"],
+        width=fields["width"],
+        scheduler=fields["scheduler"],
+        seed=fields["seed"],
+        family_options=fields["family_options"],
+    )
 
 
 class NotLoaded(Exception):
@@ -51,13 +59,13 @@ class Engine:
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, request_id: str) -> None:
         with self._lock:
-            self._cancelled.add(job_id)
+            self._cancelled.add(request_id)
 
-    def _is_cancelled(self, job_id: str) -> bool:
+    def _is_cancelled(self, request_id: str) -> bool:
         with self._lock:
-            return job_id in self._cancelled
+            return request_id in self._cancelled
 
     def handle(self, request: protocol.Message) -> None:
         """Serve one load or generate request; every outcome, failure included, becomes messages."""
@@ -70,7 +78,7 @@ class Engine:
             else:
                 self.emit(self._generate(request))
         except Cancelled:
-            self.emit(protocol.error(request_id, "cancelled", f"job {request_id} was cancelled"))
+            self.emit(protocol.error(request_id, "cancelled", f"request {request_id} was cancelled"))
         except NotLoaded as exc:
             self.emit(protocol.error(request_id, "not_loaded", str(exc)))
         except BadRequest as exc:
@@ -103,20 +111,14 @@ class Engine:
             offload=request["offload"],
             allow_pickle=request["allow_pickle"],
             variant=request["variant"],
-            clean_caption=request["clean_caption"],
             stage2=CheckpointSource(**request["stage2"]) if request["stage2"] is not None else None,
+            family_options=request["family_options"],
         )
         self.family = None  # free the previous model before loading the next
         self.family = load_family(options, request["family"])
         self.model = request["model"]
         return protocol.reply(
-            request["id"],
-            "loaded",
-            model=request["model"],
-            family=self.family.name,
-            num_layers=self.family.num_layers,
-            # Fields only some families have (IF): the defaults say "not applicable".
-            **{"clean_caption": None, "notices": [], "stage2": None, **self.family.describe()},
+            request["id"], "loaded", model=request["model"], family=self.family.name, **self.family.describe()
         )
 
     def _generate(self, request: protocol.Message) -> protocol.Message:
@@ -124,15 +126,16 @@ class Engine:
         if self.family is None:
             raise NotLoaded("no model is loaded; send 'load' first")
         settings = SamplerSettings(
-            steps=request["steps"],
-            guidance=float(request["guidance"]),
+            num_inference_steps=request["steps"],
+            guidance_scale=float(request["guidance"]),
             height=request["height"],
             width=request["width"],
             scheduler=request["scheduler"],
             stage2=_stage2_settings(request["stage2"]),
+            family_options=request["family_options"],
         )
         options = LensOptions(
-            negative=request["negative"],
+            negative_prompt=request["negative"],
             uncond=request["uncond"],
             noise=request["noise"],
             max_batch=request["max_batch"],

@@ -1,4 +1,4 @@
-"""The lens over a batch of jobs: encode each prompt once, then sample every (prompt, layer, seed)
+"""The lens over a generate request: encode each prompt once, then sample every (prompt, layer, seed)
 item in batches that share the UNet, halving the batch on out-of-memory.
 
 Family-independent: the family supplies the hidden-state conditioning (as its stock pipeline's arguments)
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,11 +19,10 @@ import torch
 from .devices import empty_cache, is_out_of_memory
 from .families import Embeds, Family, SamplerSettings
 from .protocol import GUIDANCE_RANGE, range_problem
-from .schedulers import SCHEDULER_NAMES
 
 
 class Cancelled(Exception):
-    """The job was cancelled by the orchestrator."""
+    """The request was cancelled by the orchestrator."""
 
 
 class OutOfMemory(Exception):
@@ -43,9 +42,9 @@ class Item:
 
 @dataclass(frozen=True)
 class LensOptions:
-    negative: str = ""
+    negative_prompt: str = ""
     uncond: str = "final"  # or "same-layer"
-    noise: str = "shared"  # or "per-layer"
+    noise: str = "shared"  # the initial noise of a (prompt, seed) at every layer, or "per-layer"
     max_batch: int = 8
 
 
@@ -64,7 +63,7 @@ ImageCallback = Callable[[int, Item, int, np.ndarray, float], None]
 ProgressCallback = Callable[[Progress], None]
 
 
-def noise_seed(seed: int, layer: int, noise: str) -> int:
+def generator_seed(seed: int, layer: int, noise: str) -> int:
     """The generator seed of an item. ``shared``: the seed itself, so every layer of a (prompt, seed)
     starts from the stock pipeline's noise for that seed. ``per-layer``: fresh noise for each layer,
     derived from (seed, layer) so that it still does not depend on the batch."""
@@ -81,7 +80,8 @@ def make_generators(
     must redraw the same noise). Stage II goes on with the item's stage-I generator, as one generator
     passed to both stock IF pipelines does, unless it has a fixed seed of its own."""
     stage1 = [
-        torch.Generator(device="cpu").manual_seed(noise_seed(item.seed, item.layer, noise)) for item in chunk
+        torch.Generator(device="cpu").manual_seed(generator_seed(item.seed, item.layer, noise))
+        for item in chunk
     ]
     generators = {1: stage1}
     if settings.stage2 is not None:
@@ -94,7 +94,8 @@ def make_generators(
 
 def validate(
     family: Family, prompts: Sequence[str], items: Sequence[Item], settings: SamplerSettings
-) -> None:
+) -> SamplerSettings:
+    """``settings`` with the family's option defaults filled in, or BadRequest naming what is wrong."""
     last = family.num_layers
     for index, item in enumerate(items):
         if item.prompt >= len(prompts):
@@ -105,30 +106,38 @@ def validate(
             raise BadRequest(f"items[{index}].layer = {item.layer} is out of range 0..{last}")
         if item.seed >= 2**63:
             raise BadRequest(f"items[{index}].seed = {item.seed} does not fit a 64-bit generator seed")
-    schedulers = {"scheduler": settings.scheduler}
-    guidance = {"guidance": settings.guidance}
+    stages: dict[str, tuple[str, Any]] = {"": ("sample", settings)}
+    if settings.stage2 is not None and not family.has_stage2:
+        raise BadRequest("stage2 settings were sent but no stage II model is loaded")
     if settings.stage2 is not None:
-        schedulers["stage2.scheduler"] = settings.stage2.scheduler
-        guidance["stage2.guidance"] = settings.stage2.guidance
+        stages["stage2."] = ("stage2", settings.stage2)
         if settings.stage2.seed is not None and settings.stage2.seed >= 2**63:
             raise BadRequest(f"stage2.seed = {settings.stage2.seed} does not fit a 64-bit generator seed")
-    # The protocol checks this too; library callers (bench.py, scripts) come straight here.
-    for field, scale in guidance.items():
-        problem = range_problem(field, scale, *GUIDANCE_RANGE)
+    for prefix, (kind, stage) in stages.items():
+        # The protocol checks the guidance range too; library callers (bench.py, scripts) come straight here.
+        problem = range_problem(f"{prefix}guidance", stage.guidance_scale, *GUIDANCE_RANGE)
+        problem = problem or family.options_problem(kind, stage.family_options, f"{prefix}family_options")
         if problem is not None:
             raise BadRequest(problem)
-    for field, scheduler in schedulers.items():
-        if scheduler is not None and scheduler not in SCHEDULER_NAMES:
+        if stage.scheduler is not None and stage.scheduler not in family.schedulers:
             raise BadRequest(
-                f"{field}: unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
+                f"{prefix}scheduler: {stage.scheduler!r} is not a scheduler of the {family.name} family; "
+                f"choose one of {', '.join(family.schedulers)}"
             )
+    stage2 = settings.stage2
+    if stage2 is not None:
+        stage2 = replace(stage2, family_options=family.resolve_options("stage2", stage2.family_options))
+    settings = replace(
+        settings, stage2=stage2, family_options=family.resolve_options("sample", settings.family_options)
+    )
     problem = family.problem_with(settings)
     if problem is not None:
         raise BadRequest(problem)
+    return settings
 
 
 def truncations(family: Family, prompts: Sequence[str], items: Sequence[Item]) -> list[dict[str, int]]:
-    """The prompts of the job that the encoder cuts to its token limit (silently, as the stock pipelines
+    """The prompts of the request that the encoder cuts to its token limit (silently, as the stock pipelines
     do), so that the user can be told: tokenizing is cheap, the encoder does not run."""
     found = []
     for prompt in sorted({item.prompt for item in items}):
@@ -151,9 +160,9 @@ def encode_all(
             cond[(prompt, layer)] = embeds
     if options.uncond == "same-layer":
         uncond_layers = sorted({item.layer for item in items})
-        uncond = family.conditioning(options.negative, uncond_layers)
+        uncond = family.conditioning(options.negative_prompt, uncond_layers)
     else:
-        final = family.conditioning(options.negative, [family.num_layers])[family.num_layers]
+        final = family.conditioning(options.negative_prompt, [family.num_layers])[family.num_layers]
         uncond = {item.layer: final for item in items}
     return cond, uncond
 
@@ -176,11 +185,11 @@ def generate(
 ) -> dict[str, Any]:
     """Make every item's images, calling ``on_image(index, item, stage, image, ms)`` as each batch
     finishes (stage I first, then stage II where there is one)."""
-    validate(family, prompts, items, settings)
+    settings = validate(family, prompts, items, settings)
     started = time.perf_counter()
     truncated = truncations(family, prompts, items)
-    # Every prompt of the job is encoded before any sampling, so that an offloaded encoder visits the
-    # device once per job.
+    # Every prompt of the request is encoded before any sampling, so that an offloaded encoder visits the
+    # device once per request.
     with family.encoding():
         cond, uncond = encode_all(family, prompts, items, options)
     steps = settings.steps_per_item

@@ -86,6 +86,13 @@ _Validator = validators.extend(
         {"integer": _is_integer, "number": _is_number}
     ),
 )
+
+
+def validator(schema: dict[str, Any]) -> Any:
+    """A validator of ``schema`` with the protocol's types (families check their options with it)."""
+    return _Validator(schema)
+
+
 _REQUESTS = {kind: _Validator(schema) for kind, schema in SCHEMA["requests"].items()}
 _REPLIES = {kind: _Validator(schema) for kind, schema in SCHEMA["replies"].items()}
 REQUEST_TYPES: tuple[str, ...] = tuple(_REQUESTS)

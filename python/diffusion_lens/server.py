@@ -48,7 +48,6 @@ def environment() -> dict[str, Any]:
 
     from .devices import best_device
     from .families import FAMILIES
-    from .schedulers import SCHEDULER_NAMES
 
     return {
         "worker": __version__,
@@ -57,8 +56,7 @@ def environment() -> dict[str, Any]:
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
         "device": best_device(),
-        "families": list(FAMILIES),
-        "schedulers": SCHEDULER_NAMES,
+        "families": [family.capabilities() for family in FAMILIES.values()],
     }
 
 
@@ -80,7 +78,7 @@ class LensServer:
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.outbox = self.context.socket(zmq.PULL)
         self.outbox.bind(OUTBOX)
-        self.jobs: queue.Queue[protocol.Message | None] = queue.Queue()
+        self.requests: queue.Queue[protocol.Message | None] = queue.Queue()
         self.routes: dict[str, list[bytes]] = {}  # request id → envelope of the peer that sent it
         self.peers: dict[bytes, list[bytes]] = {}  # peers that said hello (heartbeat targets)
         self.running: str | None = None
@@ -99,7 +97,7 @@ class LensServer:
         self._push = self.context.socket(zmq.PUSH)
         self._push.setsockopt(zmq.LINGER, 0)
         self._push.connect(OUTBOX)
-        while (request := self.jobs.get()) is not None:
+        while (request := self.requests.get()) is not None:
             self.running = request["id"]
             self.engine.handle(request)
             self.running = None
@@ -229,7 +227,7 @@ class LensServer:
                 protocol.reply(request_id, "pong", busy=self.running is not None),
             )
         elif kind == "cancel":
-            if message["target"] in self.routes:  # only jobs still queued or running
+            if message["target"] in self.routes:  # only requests still queued or running
                 self.engine.cancel(message["target"])
             self._send(envelope, protocol.reply(request_id, "ack", target=message["target"]))
         elif kind == "shutdown":
@@ -237,7 +235,7 @@ class LensServer:
             self.stopping.set()
         else:  # load, generate: the compute thread serves them in order
             self.routes[request_id] = envelope
-            self.jobs.put(message)
+            self.requests.put(message)
 
     def close(self) -> None:
         self.router.close(linger=1000)

@@ -28,9 +28,17 @@ from .conftest import load_options
 
 PROMPTS = ["a red apple", "Two blue cubes on a table <b>http://example.com</b>"]
 STAGE2 = Stage2Settings(
-    steps=3, guidance=4.0, height=32, width=32, noise_level=250, scheduler=None, seed=None
+    num_inference_steps=3,
+    guidance_scale=4.0,
+    height=32,
+    width=32,
+    scheduler=None,
+    seed=None,
+    family_options={"noise_level": 250},
 )
-SETTINGS = SamplerSettings(steps=3, guidance=7.0, height=16, width=16, scheduler=None, stage2=STAGE2)
+SETTINGS = SamplerSettings(
+    num_inference_steps=3, guidance_scale=7.0, height=16, width=16, scheduler=None, stage2=STAGE2
+)
 
 
 def run_lens(family, prompts, items, settings=SETTINGS, **options) -> dict[int, list[np.ndarray]]:
@@ -93,8 +101,8 @@ def stock_images(
             text = {"prompt": prompt, "negative_prompt": negative}
         low = stage1(
             **text,
-            num_inference_steps=settings.steps,
-            guidance_scale=settings.guidance,
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
             height=settings.height,
             width=settings.width,
             generator=generator,
@@ -106,9 +114,9 @@ def stock_images(
             image=low,
             prompt_embeds=embeds,
             negative_prompt_embeds=negative_embeds,
-            num_inference_steps=settings.stage2.steps,
-            guidance_scale=settings.stage2.guidance,
-            noise_level=settings.stage2.noise_level,
+            num_inference_steps=settings.stage2.num_inference_steps,
+            guidance_scale=settings.stage2.guidance_scale,
+            noise_level=settings.stage2.family_options.get("noise_level", 250),
             height=settings.stage2.height,
             width=settings.stage2.width,
             generator=generator,
@@ -136,12 +144,11 @@ def test_detects_and_loads_both_stages(if_dir: Path, if_family):
     assert described["stage2"]["defaults"] == {
         "steps": 50,
         "guidance": 4.0,
-        "noise_level": 250,
         "height": 32,
         "width": 32,
         "scheduler": "DDPMScheduler",
     }
-    assert described["clean_caption"] is True and described["notices"] == []
+    assert described["family_options"] == {"clean_caption": True} and described["notices"] == []
 
 
 @pytest.mark.parametrize("negative", [None, "blurry"])
@@ -149,7 +156,7 @@ def test_final_layer_is_the_stock_two_stage_pipeline(if_family, stock_if, stock_
     items = [Item(p, if_family.num_layers, seed) for p in range(len(PROMPTS)) for seed in (0, 7)]
     # One item per batch: batched convolutions may round differently from the stock batch of one (the
     # batch test below bounds that difference).
-    images = run_lens(if_family, PROMPTS, items, negative=negative or "", max_batch=1)
+    images = run_lens(if_family, PROMPTS, items, negative_prompt=negative or "", max_batch=1)
     for index, item in enumerate(items):
         low, high = stock_images(stock_if, stock_if_sr, PROMPTS[item.prompt], item.seed, negative)
         assert np.array_equal(images[1][index], low), item
@@ -159,8 +166,8 @@ def test_final_layer_is_the_stock_two_stage_pipeline(if_family, stock_if, stock_
 
 def test_final_layer_is_stock_with_dpm_solver_and_a_fixed_stage2_seed(if_family, stock_if, stock_if_sr):
     settings = SamplerSettings(
-        steps=4,
-        guidance=7.0,
+        num_inference_steps=4,
+        guidance_scale=7.0,
         height=16,
         width=16,
         scheduler="dpm-multistep",
@@ -220,14 +227,17 @@ def test_progress_counts_both_stages(if_family):
         on_image=lambda *a: None,
         on_progress=lambda p: seen.append((p.done_units, p.total_units)),
     )
-    total = 2 * (SETTINGS.steps + STAGE2.steps)
+    total = 2 * (SETTINGS.num_inference_steps + STAGE2.num_inference_steps)
     assert all(t == total for _, t in seen) and seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
 def test_stage2_requests_are_checked(if_dir: Path, if_family):
     too_noisy = SamplerSettings(
-        **{**SETTINGS.__dict__, "stage2": Stage2Settings(**{**STAGE2.__dict__, "noise_level": 1000})}
+        **{
+            **SETTINGS.__dict__,
+            "stage2": Stage2Settings(**{**STAGE2.__dict__, "family_options": {"noise_level": 1000}}),
+        }
     )
     with pytest.raises(BadRequest, match=r"noise_level = 1000 is out of range 0\.\.999"):
         run_lens(if_family, PROMPTS[:1], [Item(0, 0, 0)], too_noisy)
@@ -249,8 +259,10 @@ def test_loading_errors_name_the_problem(sd_dir: Path, if_dir: Path, if_sr_dir: 
         load_family(load_options(if_dir, stage2=CheckpointSource(str(if_dir), None)), None)
     with pytest.raises(ValueError, match="the sd family has no stage II"):
         load_family(load_options(sd_dir, stage2=CheckpointSource(str(if_sr_dir), None)), None)
-    with pytest.raises(ValueError, match="the sd family does not clean captions"):
-        load_family(load_options(sd_dir, clean_caption=True), None)
+    with pytest.raises(ValueError, match=r"family_options\.clean_caption: the sd family has no such option"):
+        load_family(load_options(sd_dir, family_options={"clean_caption": True}), None)
+    with pytest.raises(ValueError, match=r"field 'family_options\.clean_caption' must be a boolean or null"):
+        load_family(load_options(if_dir, family_options={"clean_caption": "yes"}), None)
     with pytest.raises(CheckpointError, match=r"tiny-if is a IFPipeline checkpoint \(family if\), not sd"):
         load_family(load_options(if_dir), "sd")
     with pytest.raises(CheckpointError, match=r"stage II model folder not found: \./nowhere"):
@@ -263,18 +275,21 @@ def test_caption_cleaning_as_the_stock_pipeline(if_dir: Path, if_family, stock_i
     plain, _ = stock_if.encode_prompt(prompt, do_classifier_free_guidance=False, clean_caption=False)
     assert not torch.equal(cleaned, plain)  # the prompt has markup to clean
     assert torch.equal(if_family.encode(prompt, [4])[4], cleaned)
-    uncleaned = load_family(load_options(if_dir, clean_caption=False), None)
+    uncleaned = load_family(load_options(if_dir, family_options={"clean_caption": False}), None)
     assert torch.equal(uncleaned.encode(prompt, [4])[4], plain)
-    assert uncleaned.describe()["clean_caption"] is False and uncleaned.describe()["notices"] == []
+    assert (
+        uncleaned.describe()["family_options"] == {"clean_caption": False}
+        and uncleaned.describe()["notices"] == []
+    )
 
 
 def test_caption_cleaning_off_without_its_packages_says_so(if_dir: Path, stock_if, monkeypatch):
     monkeypatch.setattr(deepfloyd_if, "is_ftfy_available", lambda: False)
     with pytest.raises(ValueError, match="clean_caption is on but ftfy not installed"):
-        load_family(load_options(if_dir, clean_caption=True), None)
+        load_family(load_options(if_dir, family_options={"clean_caption": True}), None)
     family = load_family(load_options(if_dir), None)
     described = family.describe()
-    assert described["clean_caption"] is False
+    assert described["family_options"] == {"clean_caption": False}
     assert "caption cleaning is off: ftfy not installed" in described["notices"][0]
     plain, _ = stock_if.encode_prompt(PROMPTS[1], do_classifier_free_guidance=False, clean_caption=False)
     assert torch.equal(family.encode(PROMPTS[1], [4])[4], plain)
@@ -285,7 +300,7 @@ def test_done_reports_truncated_prompts(if_family, stock_if):
     long = "A RED apple " * 40  # cleaned and lower-cased: 120 one-token words, then </s>
     fits = " ".join(["red"] * 76)
     prompts = [PROMPTS[1], long, fits]
-    settings = SamplerSettings(**{**SETTINGS.__dict__, "steps": 1, "stage2": None})
+    settings = SamplerSettings(**{**SETTINGS.__dict__, "num_inference_steps": 1, "stage2": None})
     done = generate(
         if_family, prompts, [Item(i, 0, 0) for i in range(3)], settings, LensOptions(),
         on_image=lambda *a: None, on_progress=lambda p: None,
@@ -322,8 +337,30 @@ def test_both_stages_are_the_stock_calls(if_family, monkeypatch):
     assert (first, second) == ("IFPipeline", "IFSuperResolutionPipeline")
     assert "prompt" not in stage1 and "prompt" not in stage2
     assert stage1["output_type"] == "pt" and stage2["image"] is stage1["returned"]
-    assert stage2["noise_level"] == STAGE2.noise_level
+    assert stage2["noise_level"] == STAGE2.family_options["noise_level"]
     for name in ("prompt_embeds", "negative_prompt_embeds"):
         assert stage2[name] is stage1[name] and stage1[name].shape[0] == 2
     assert stage2["generator"] is stage1["generator"] and len(stage1["generator"]) == 2
     assert stage1["callback_steps"] == 1 and callable(stage2["callback"])
+
+
+def test_schedulers_that_cannot_run_if_are_refused(if_family):
+    """IF's UNets predict a learned variance, which only some schedulers handle; the family says which,
+    and the others are refused by name before anything runs (they would fail in the middle)."""
+    assert set(if_family.schedulers) == {"default", "dpm-multistep", "dpm-singlestep", "ddpm"}
+    euler = SamplerSettings(**{**SETTINGS.__dict__, "scheduler": "euler"})
+    with pytest.raises(BadRequest, match="scheduler: 'euler' is not a scheduler of the if family"):
+        run_lens(if_family, PROMPTS[:1], [Item(0, 0, 0)], euler)
+    stage2 = Stage2Settings(**{**STAGE2.__dict__, "scheduler": "unipc"})
+    with pytest.raises(BadRequest, match="stage2.scheduler: 'unipc' is not a scheduler of the if family"):
+        run_lens(
+            if_family,
+            PROMPTS[:1],
+            [Item(0, 0, 0)],
+            SamplerSettings(**{**SETTINGS.__dict__, "stage2": stage2}),
+        )
+    ddpm = Stage2Settings(**{**STAGE2.__dict__, "scheduler": "ddpm"})
+    images = run_lens(
+        if_family, PROMPTS[:1], [Item(0, 0, 0)], SamplerSettings(**{**SETTINGS.__dict__, "stage2": ddpm})
+    )
+    assert images[2][0].shape == (32, 32, 3)

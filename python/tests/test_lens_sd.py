@@ -20,7 +20,7 @@ from diffusion_lens.families.sd import final_layer_norm
 from diffusion_lens.lens import BadRequest, Cancelled, Item, LensOptions, OutOfMemory, generate
 
 PROMPTS = ["a red apple", "two blue cubes on a table", "a portrait of an astronaut"]
-SETTINGS = SamplerSettings(steps=4, guidance=7.5, height=32, width=32, scheduler=None)
+SETTINGS = SamplerSettings(num_inference_steps=4, guidance_scale=7.5, height=32, width=32, scheduler=None)
 
 
 def run_lens(family, prompts, items, settings=SETTINGS, **options):
@@ -47,8 +47,8 @@ def stock_image(
     try:
         result = pipe(
             prompt if "prompt_embeds" not in kwargs else None,
-            num_inference_steps=SETTINGS.steps,
-            guidance_scale=SETTINGS.guidance,
+            num_inference_steps=SETTINGS.num_inference_steps,
+            guidance_scale=SETTINGS.guidance_scale,
             height=SETTINGS.height,
             width=SETTINGS.width,
             generator=torch.Generator().manual_seed(seed),
@@ -150,7 +150,7 @@ def test_noise_per_layer_is_fresh_and_reproducible(sd_family):
 
 def test_negative_prompt_changes_the_unconditional_branch(sd_family, stock_sd):
     last = sd_family.num_layers
-    (image,), _ = run_lens(sd_family, PROMPTS[:1], [Item(0, last, 2)], negative="blurry")
+    (image,), _ = run_lens(sd_family, PROMPTS[:1], [Item(0, last, 2)], negative_prompt="blurry")
     np.testing.assert_array_equal(image, stock_image(stock_sd, PROMPTS[0], 2, negative_prompt="blurry"))
 
 
@@ -205,7 +205,7 @@ def test_bad_requests_are_named(sd_family):
         run_lens(sd_family, PROMPTS[:1], [Item(0, 6, 0)])
     with pytest.raises(BadRequest, match="prompt = 3"):
         run_lens(sd_family, PROMPTS, [Item(3, 0, 0)])
-    with pytest.raises(BadRequest, match="unknown scheduler 'nope'"):
+    with pytest.raises(BadRequest, match="'nope' is not a scheduler of the sd family; choose one of default"):
         run_lens(
             sd_family,
             PROMPTS[:1],
@@ -228,7 +228,7 @@ def test_final_norm_is_found_in_both_transformers_layouts(sd_family):
 def test_guidance_out_of_range_is_a_bad_request(sd_family):
     """Library callers skip the protocol's checks; 1e308 or inf would make an all-black image."""
     for guidance, shown in ((1e308, "1e+308"), (float("inf"), "inf"), (float("nan"), "nan"), (-1.0, "-1.0")):
-        settings = SamplerSettings(**{**SETTINGS.__dict__, "guidance": guidance})
+        settings = SamplerSettings(**{**SETTINGS.__dict__, "guidance_scale": guidance})
         with pytest.raises(BadRequest, match=rf"^guidance = {re.escape(shown)} is out of range 0\.\.100$"):
             run_lens(sd_family, PROMPTS[:1], [Item(0, 0, 0)], settings)
 
@@ -237,7 +237,7 @@ def test_done_reports_truncated_prompts(sd_family, stock_sd):
     """The fixture's byte-level CLIP tokenizer makes one token of a one-letter word; plus BOS and EOS."""
     long, fits, unused = "x " * 80, "x " * 75, "y " * 200
     prompts = [PROMPTS[0], long, fits, unused]
-    settings = SamplerSettings(**{**SETTINGS.__dict__, "steps": 1})
+    settings = SamplerSettings(**{**SETTINGS.__dict__, "num_inference_steps": 1})
     _, done = run_lens(sd_family, prompts, [Item(i, 0, 0) for i in range(3)], settings)
     assert done["truncated"] == [{"prompt": 1, "tokens": 82, "max_tokens": 77}]
     # The count is the stock pipeline's own untruncated one (its "was truncated" warning) ...
@@ -271,7 +271,10 @@ def test_each_batch_is_one_stock_call_that_keeps_the_checkpoint_scheduler(sd_fam
     first = calls[0]
     assert first["negative_prompt_embeds"].shape == first["prompt_embeds"].shape
     assert len(first["generator"]) == 2 and first["generator"][0] is not first["generator"][1]
-    assert (first["num_inference_steps"], first["guidance_scale"]) == (SETTINGS.steps, SETTINGS.guidance)
+    assert (first["num_inference_steps"], first["guidance_scale"]) == (
+        SETTINGS.num_inference_steps,
+        SETTINGS.guidance_scale,
+    )
     assert "prompt" not in first and callable(first["callback_on_step_end"])
     assert sd_family.pipe.scheduler is checkpoint_scheduler
 

@@ -26,15 +26,16 @@ GENERATE = {
     "noise": "shared",
     "max_batch": 8,
     "stage2": None,
+    "family_options": {},
 }
 STAGE2 = {
     "steps": 3,
     "guidance": 4,
     "height": 32,
     "width": 32,
-    "noise_level": 250,
     "scheduler": None,
     "seed": None,
+    "family_options": {"noise_level": 250},
 }
 LOAD = {
     "v": 1,
@@ -48,8 +49,8 @@ LOAD = {
     "offload": "encoder",
     "allow_pickle": False,
     "variant": "fp16",
-    "clean_caption": None,
     "stage2": {"model": "some/stage-2", "revision": None},
+    "family_options": {"clean_caption": None},
 }
 
 
@@ -114,7 +115,8 @@ def test_valid_messages_round_trip():
             "'offload' must be one of none, encoder, model",
             "l1",
         ),
-        (pack({**LOAD, "clean_caption": "yes"}), "bad_message", "'clean_caption'", "l1"),
+        (pack({**LOAD, "clean_caption": True}), "bad_message", "unknown field 'clean_caption'", "l1"),
+        (pack({**LOAD, "family_options": "yes"}), "bad_message", "'family_options' must be a map", "l1"),
         (
             pack({**LOAD, "stage2": {"model": ""}}),
             "bad_message",
@@ -194,7 +196,7 @@ def test_integer_fields_refuse_floats_nan_and_inf(bad):
     for field in ("steps", "height", "width", "max_batch"):
         with pytest.raises(protocol.ProtocolError, match=f"field '{field}' must be"):
             protocol.decode(pack({**GENERATE, field: bad}))
-    for field in ("steps", "height", "noise_level", "seed"):
+    for field in ("steps", "height", "width", "seed"):
         with pytest.raises(protocol.ProtocolError, match=rf"field 'stage2\.{field}' must be"):
             protocol.decode(pack({**GENERATE, "stage2": {**STAGE2, field: bad}}))
     with pytest.raises(protocol.ProtocolError, match=r"field 'items\[0\]\.layer' must be"):

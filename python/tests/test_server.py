@@ -85,7 +85,7 @@ def client():
 def load(client: Client, model: Path | str, stage2: Path | None = None) -> dict:
     client.send(
         id="load", type="load", model=str(model), family=None, dtype="auto", device="cpu",
-        revision=None, offload="none", allow_pickle=False, variant=None, clean_caption=None,
+        revision=None, offload="none", allow_pickle=False, variant=None, family_options={},
         stage2=None if stage2 is None else {"model": str(stage2), "revision": None},
     )  # fmt: skip
     return client.until("load", ("loaded", "error"))[-1]
@@ -97,6 +97,7 @@ def generate_request(request_id: str, layers, seeds, steps: int = 2, max_batch: 
         "items": [{"prompt": 0, "layer": layer, "seed": seed} for layer in layers for seed in seeds],
         "negative": "", "steps": steps, "guidance": 7.5, "height": 32, "width": 32,
         "scheduler": None, "uncond": "final", "noise": "shared", "max_batch": max_batch, "stage2": None,
+        "family_options": {},
     }  # fmt: skip
 
 
@@ -108,11 +109,11 @@ def test_announcement_and_handshake():
         assert c.receive()["code"] == "version_mismatch"
         c.send(id="h2", type="hello", protocol=1, client="pytest")
         ready = c.receive()
-        assert (
-            ready["type"] == "ready"
-            and ready["families"] == ["sd", "if"]
-            and "default" in ready["schedulers"]
-        )
+        families = {family["name"]: family for family in ready["families"]}
+        assert ready["type"] == "ready" and list(families) == ["sd", "if"]
+        assert "euler" in families["sd"]["schedulers"] and "euler" not in families["if"]["schedulers"]
+        assert families["if"]["stages"] == 2 and families["sd"]["stages"] == 1
+        assert families["if"]["options"]["stage2"]["properties"]["noise_level"]["default"] == 250
         heartbeat = c.receive(timeout=5, skip_heartbeats=False)
         assert heartbeat["type"] == "heartbeat" and heartbeat["id"] == "" and heartbeat["busy"] is False
     finally:
@@ -135,18 +136,30 @@ def test_generate_streams_progress_and_images(client, sd_dir):
 def test_if_two_stages_over_the_protocol(client, if_dir, if_sr_dir, sd_dir):
     loaded = load(client, if_dir, stage2=if_sr_dir)
     assert loaded["type"] == "loaded" and loaded["family"] == "if" and loaded["num_layers"] == 4
-    assert loaded["clean_caption"] is True and loaded["notices"] == []
+    assert loaded["family_options"] == {"clean_caption": True} and loaded["notices"] == []
+    assert loaded["capabilities"]["name"] == "if" and loaded["capabilities"]["stages"] == 2
+    assert loaded["encoders"] == [{"name": "text_encoder", "class_name": "T5EncoderModel", "layers": 4}]
     assert loaded["stage2"]["pipeline_class"] == "IFSuperResolutionPipeline"
-    assert loaded["stage2"]["defaults"]["noise_level"] == 250
     stage2 = {
         "steps": 2,
         "guidance": 4,
         "height": 32,
         "width": 32,
-        "noise_level": 100,
         "scheduler": None,
         "seed": None,
+        "family_options": {"noise_level": 100},
     }
+    # The family checks its own options: noise_level is a stage II option, and an integer.
+    client.send(**{**generate_request("o1", layers=[0], seeds=[0]), "family_options": {"noise_level": 1}})
+    refused = client.until("o1")[-1]
+    assert refused["code"] == "bad_request"
+    assert refused["message"].startswith("family_options.noise_level: the if family has no such option")
+    bad_level = {**stage2, "family_options": {"noise_level": "high"}}
+    client.send(**{**generate_request("o2", layers=[0], seeds=[0]), "stage2": bad_level})
+    assert (
+        "field 'stage2.family_options.noise_level' must be a non-negative integer"
+        in client.until("o2")[-1]["message"]
+    )
     request = {
         **generate_request("g", layers=[0, 4], seeds=[3], steps=2),
         "height": 16,
@@ -212,7 +225,7 @@ def test_what_the_user_must_be_told(sd_dir, tmp_path):
         c.close()
 
 
-def test_ping_and_cancel_are_served_during_a_job(client, sd_dir):
+def test_ping_and_cancel_are_served_during_a_request(client, sd_dir):
     load(client, sd_dir)
     client.send(**generate_request("long", layers=range(6), seeds=range(4), steps=30, max_batch=1))
     while client.receive()["type"] != "progress":

@@ -37,7 +37,7 @@ def test_final_layer_reproduces_the_stock_pipeline(shapes_family):
     from diffusers import StableDiffusionPipeline
 
     assert shapes_family.num_layers == TEXT_LAYERS
-    settings = SamplerSettings(steps=8, guidance=5.0, height=32, width=32, scheduler=None)
+    settings = SamplerSettings(num_inference_steps=8, guidance_scale=5.0, height=32, width=32, scheduler=None)
     images: list[np.ndarray] = []
     generate(
         shapes_family, [PROMPT], [Item(0, TEXT_LAYERS, 3)], settings, LensOptions(),

@@ -4,7 +4,11 @@ export type { GenerateHandlers } from './generate-job.js';
 export type { ExitInfo } from './process.js';
 export {
   type DoneMessage,
+  type EncoderInfo,
   type ErrorMessage,
+  type FamilyCapabilities,
+  type FamilyOptions,
+  type FamilyOptionsKind,
   type GenerateItem,
   type GenerateRequest,
   generateRequestSchema,

@@ -39,6 +39,13 @@ export const stage2LoadSchema = z.strictObject({
   revision: z.string().nullable(),
 });
 
+/**
+ * A family's own settings, by name: checked by the family against the JSON Schema it reports
+ * (`capabilities.options`), not by the protocol. Sampling options are named as the stock pipeline's
+ * `__call__` arguments (IF's stage II `noise_level`).
+ */
+export const familyOptionsSchema = z.record(z.string(), z.unknown());
+
 export const loadRequestSchema = z.strictObject({
   model: z.string().min(1),
   family: z.string().nullable(),
@@ -46,12 +53,13 @@ export const loadRequestSchema = z.strictObject({
   device: z.enum(['auto', 'cpu', 'cuda', 'mps']),
   revision: z.string().nullable(),
   offload: z.enum(OFFLOAD_MODES),
-  // IF's caption cleaning; null = on when its packages are installed.
-  clean_caption: z.boolean().nullable(),
+  // The second stage's checkpoint, for a family of two stages (capabilities.stages = 2).
   stage2: stage2LoadSchema.nullable(),
   allow_pickle: z.boolean(),
   // Weight files to read, e.g. 'fp16' (*.fp16.safetensors), for every stage; null = the default files.
   variant: z.string().min(1).nullable(),
+  // The family's load options (capabilities.options.load), e.g. IF's clean_caption.
+  family_options: familyOptionsSchema,
 });
 
 /** A generator seed: a non-negative integer (torch seeds are < 2^63; JSON-safe integers are far below). */
@@ -70,16 +78,17 @@ const imageSide = z.int().positive().multipleOf(8);
  *  guided noise to NaN (an all-black image). The experiment config has the same bound. */
 const guidanceSchema = z.number().min(0).max(100);
 
-/** Stage II sampling of every item (IF); null in a generate request = stage I only. */
+/** Stage II sampling of every item (a family of two stages); null in a generate request = stage I only. */
 export const stage2GenerateSchema = z.strictObject({
   steps: z.int().positive(),
   guidance: guidanceSchema,
   height: imageSide,
   width: imageSide,
-  noise_level: z.int().nonnegative(),
   scheduler: z.string().nullable(),
   // null = go on with each item's stage-I generator; an integer = that seed for every stage-II run.
   seed: seedSchema.nullable(),
+  // The family's stage II options (capabilities.options.stage2), e.g. IF's noise_level.
+  family_options: familyOptionsSchema,
 });
 
 export const generateRequestSchema = z
@@ -97,6 +106,8 @@ export const generateRequestSchema = z
     noise: z.enum(['shared', 'per-layer']),
     max_batch: z.int().positive(),
     stage2: stage2GenerateSchema.nullable(),
+    // The family's sampling options (capabilities.options.sample).
+    family_options: familyOptionsSchema,
   })
   // Not in the JSON Schema (it cannot compare two fields): the worker answers it with bad_request.
   .refine((req) => req.items.every((item) => item.prompt < req.prompts.length), {
@@ -155,6 +166,32 @@ const pngBytes = binaryPng.transform((bytes) =>
  *  validator (python/diffusion_lens/protocol.py) checks it as `bytes`; other validators ignore it. */
 export const BINARY_KEYWORD = 'x-msgpack-bin';
 
+/** A JSON Schema (draft 2020-12) object, as a family reports its options. */
+const jsonSchemaObject = z.record(z.string(), z.unknown());
+
+/** What a family can do, as the worker reports it (`ready.families`, `loaded.capabilities`); the
+ *  orchestrator checks a run's settings against it instead of constants of its own. */
+export const familyCapabilitiesSchema = z.strictObject({
+  name: z.string(),
+  /** model_index.json `_class_name`s the family loads (what `family: auto` detects). */
+  pipeline_classes: z.array(z.string()),
+  /** The most stages it runs: 2 = a second stage from its own checkpoint (IF's super-resolution). */
+  stages: z.literal([1, 2]),
+  /** `cfg`: classifier-free guidance with a negative branch; `distilled`: a guidance input, no negative. */
+  guidance: z.enum(['cfg', 'distilled']),
+  /** The scheduler names its stock pipelines run with ('default' = the checkpoint's own). */
+  schedulers: z.array(z.string()).min(1),
+  /** JSON Schemas of its own options: at load time, for sampling, for stage II. */
+  options: z.strictObject({ load: jsonSchemaObject, sample: jsonSchemaObject, stage2: jsonSchemaObject }),
+});
+
+/** A text encoder the lens reads: its pipeline component name, class and depth L. */
+export const encoderSchema = z.strictObject({
+  name: z.string(),
+  class_name: z.string(),
+  layers: z.int().nonnegative(),
+});
+
 export const readyMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('ready'),
@@ -166,8 +203,7 @@ export const readyMessageSchema = z.strictObject({
   diffusers: z.string(),
   transformers: z.string(),
   device: z.enum(['cuda', 'mps', 'cpu']),
-  families: z.array(z.string()),
-  schedulers: z.array(z.string()),
+  families: z.array(familyCapabilitiesSchema),
   heartbeat_s: z.number().positive(),
 });
 
@@ -176,9 +212,12 @@ export const loadedMessageSchema = z.strictObject({
   type: z.literal('loaded'),
   model: z.string(),
   family: z.string(),
+  capabilities: familyCapabilitiesSchema,
+  encoders: z.array(encoderSchema).min(1),
+  /** L, the depth the lens's layer indices address (hidden states 0..L). */
+  num_layers: z.int().nonnegative(),
   pipeline_class: z.string(),
   revision: z.string().nullable(),
-  num_layers: z.int().nonnegative(),
   device: z.string(),
   dtype: z.string(),
   defaults: z.strictObject({
@@ -190,8 +229,8 @@ export const loadedMessageSchema = z.strictObject({
   }),
   // What the lens does, for the manifest; families may add keys (strings, kept, not stripped).
   lens: z.object({ norm: z.string(), uncond: z.string() }).catchall(z.string()),
-  // Resolved caption cleaning; null for families that have none (sd).
-  clean_caption: z.boolean().nullable(),
+  // The load options as resolved (IF: whether captions are cleaned); {} for a family with none.
+  family_options: familyOptionsSchema,
   // What the user must be told (e.g. that caption cleaning is off).
   notices: z.array(z.string()),
   stage2: z
@@ -205,7 +244,6 @@ export const loadedMessageSchema = z.strictObject({
         guidance: z.number().nonnegative(),
         height: z.int().positive(),
         width: z.int().positive(),
-        noise_level: z.int().nonnegative(),
         scheduler: z.string(),
       }),
     })
@@ -350,6 +388,10 @@ export type ProtocolErrorCode = (typeof PROTOCOL_ERROR_CODES)[number];
 export type OffloadMode = (typeof OFFLOAD_MODES)[number];
 export type Stage2Load = z.infer<typeof stage2LoadSchema>;
 export type Stage2Generate = z.infer<typeof stage2GenerateSchema>;
+export type FamilyOptions = z.infer<typeof familyOptionsSchema>;
+export type FamilyCapabilities = z.infer<typeof familyCapabilitiesSchema>;
+export type FamilyOptionsKind = keyof FamilyCapabilities['options'];
+export type EncoderInfo = z.infer<typeof encoderSchema>;
 export type LoadRequest = z.infer<typeof loadRequestSchema>;
 export type GenerateItem = z.infer<typeof generateItemSchema>;
 export type GenerateRequest = z.infer<typeof generateRequestSchema>;

@@ -47,7 +47,7 @@ export class LensWorker {
 
   private constructor(
     private readonly connection: Connection,
-    /** The worker's `ready` reply: versions, device, families, schedulers. */
+    /** The worker's `ready` reply: versions, device, and each family's capabilities. */
     readonly info: ReadyMessage,
     private readonly workerProcess: WorkerProcess | null,
     heartbeatTimeoutMs: number | undefined,

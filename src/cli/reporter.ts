@@ -28,12 +28,13 @@ export function describeEvent(event: RunEvent): string | null {
         `torch ${event.torch}, diffusers ${event.diffusers}, device ${event.device}`
       );
     case 'model-loaded': {
-      const captions =
-        event.clean_caption === null ? '' : `, caption cleaning ${event.clean_caption ? 'on' : 'off'}`;
+      const options = Object.entries(event.family_options)
+        .map(([name, value]) => `, ${name} ${JSON.stringify(value)}`)
+        .join('');
       const stage2 = event.stage2 ? `; stage II ${event.stage2.model} (${event.stage2.pipeline_class})` : '';
       return (
         `loaded ${event.model} (${event.pipeline_class}, family ${event.family}, ${event.num_layers} encoder ` +
-        `layers, ${event.device} ${event.dtype}${captions})${stage2}`
+        `layers, ${event.device} ${event.dtype}${options})${stage2}`
       );
     }
     case 'notice':

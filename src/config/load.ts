@@ -16,6 +16,8 @@ export interface ConfigSource {
   /** Folder for relative paths in the config (prompt files, local models). */
   dir?: string;
   locate?: Locator;
+  /** Display names for fields (CLI options), as given to parseConfig. */
+  labels?: Record<string, string>;
 }
 
 const sources = new WeakMap<object, ConfigSource>();
@@ -28,6 +30,16 @@ export function configSource(config: object): ConfigSource | undefined {
 /** The file/line of a config field, when the config came from a file. */
 export function locateField(config: object, path: FieldPath): Pick<ConfigIssue, 'file' | 'line' | 'column'> {
   return sources.get(config)?.locate?.(path) ?? {};
+}
+
+/**
+ * An issue with a field of a parsed config found later (e.g. against what the worker reports), named as
+ * parseConfig would name it: by its file and line, or by the CLI option that set it.
+ */
+export function issueAt(config: object, path: FieldPath, message: string): ConfigIssue {
+  const source = sources.get(config);
+  const label = source?.labels ? labelFor(source.labels, formatPath(path)) : undefined;
+  return { path, message, ...(source?.locate?.(path) ?? {}), ...(label ? { label } : {}) };
 }
 
 export interface ParseConfigOptions {
@@ -286,7 +298,7 @@ export function parseConfig(input: unknown, options: ParseConfigOptions = {}): E
     issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
     throw new ConfigError(issues);
   }
-  if (source) sources.set(result.data, source);
+  if (source || labels) sources.set(result.data, { ...source, ...(labels ? { labels } : {}) });
   return result.data;
 }
 

@@ -5,26 +5,9 @@ import { z } from 'zod';
 import { ConfigError, listIndexes, repeats, timesListed } from './errors.js';
 import { parseLayerSpec, resolveLayers } from './layers.js';
 
-/** Scheduler names; the same list as the worker's `ready.schedulers` (a test checks it). */
-export const SCHEDULERS = [
-  'default',
-  'dpm-multistep',
-  'dpm-singlestep',
-  'euler',
-  'euler-ancestral',
-  'ddim',
-  'ddpm',
-  'pndm',
-  'heun',
-  'unipc',
-  'lms',
-] as const;
-export type SchedulerName = (typeof SCHEDULERS)[number];
-
-export const FAMILIES = ['auto', 'sd', 'if'] as const;
 /** Where weights wait while unused: see ModelSchema's `offload`. Same values as the protocol's. */
 export const OFFLOAD_MODES = ['none', 'encoder', 'model'] as const;
-/** 1 = the base image; 2 = IF's stage II (super-resolution) of it. */
+/** 1 = the base image; 2 = the second stage (IF's super-resolution) of it. */
 export const STAGES = [1, 2] as const;
 export const DTYPES = ['auto', 'fp32', 'fp16', 'bf16'] as const;
 export const DEVICES = ['auto', 'cpu', 'cuda', 'mps'] as const;
@@ -53,6 +36,21 @@ function refuseDuplicates<T>(show: (value: T) => string, where?: (indexes: numbe
   };
 }
 
+/**
+ * A family's own options by name (the worker reports which each family takes, with their types and
+ * defaults, and the run checks them against that before loading); `diffusion-lens doctor` lists them.
+ */
+const FamilyOptionsSchema = z.record(z.string(), z.unknown());
+
+/**
+ * Config fields that are named shortcuts for a family option (IF's): `model.clean_caption` is
+ * `model.family_options.clean_caption`. A shortcut at its `unset` value (or absent) says nothing.
+ */
+export const FAMILY_OPTION_SHORTCUTS = [
+  { path: ['model', 'clean_caption'], options: ['model', 'family_options'], unset: 'auto' },
+  { path: ['stage2', 'noise_level'], options: ['stage2', 'family_options'], unset: undefined },
+] as const;
+
 const ModelSchema = z
   .strictObject({
     id: z
@@ -62,7 +60,11 @@ const ModelSchema = z
       .describe(
         'Hugging Face hub id or local folder of a diffusers checkpoint; default: the embedded shapes model',
       ),
-    family: z.enum(FAMILIES).default('auto').describe('pipeline family; auto detects it'),
+    family: z
+      .string()
+      .min(1)
+      .default('auto')
+      .describe('pipeline family (sd, if; `diffusion-lens doctor` lists them); auto detects it'),
     revision: z.string().min(1).optional().describe('hub revision: branch, tag or commit; default: main'),
     dtype: z.enum(DTYPES).default('auto').describe('weights dtype; auto = fp16 on GPU, fp32 on CPU'),
     device: z.enum(DEVICES).default('auto').describe('where to run; auto = best available'),
@@ -85,6 +87,9 @@ const ModelSchema = z
         "IF's caption cleaning as in the stock pipeline (needs beautifulsoup4 and ftfy): auto = on when " +
           'they are installed (the run says when it is off), true = required, false = off',
       ),
+    family_options: FamilyOptionsSchema.default({}).describe(
+      "the family's own load options by name, e.g. {clean_caption: false} for IF (`diffusion-lens doctor` lists them)",
+    ),
     allow_pickle: z.boolean().default(false).describe('allow pickled (.bin/.ckpt) weights; unsafe'),
     variant: z
       .string()
@@ -122,10 +127,17 @@ const SamplerSchema = z
       "image size in pixels, multiples of 8: one side (a square), or height and width; default: the model's native size",
     ),
     scheduler: z
-      .enum(SCHEDULERS)
+      .string()
+      .min(1)
       .default('default')
-      .describe("sampling scheduler; 'default' keeps the checkpoint's own"),
+      .describe(
+        "sampling scheduler: default (the checkpoint's own), dpm-multistep, dpm-singlestep, ddpm, and for " +
+          'SD also euler, euler-ancestral, ddim, pndm, heun, unipc, lms (`diffusion-lens doctor` lists them per family)',
+      ),
     negative: z.string().default('').describe('negative prompt ("" = the stock unconditional)'),
+    family_options: FamilyOptionsSchema.default({}).describe(
+      "the family's own sampling options by name, as its stock pipeline's arguments",
+    ),
   })
   .describe('sampling settings');
 
@@ -244,9 +256,12 @@ const Stage2Schema = z
       .optional()
       .describe("IF: noise added to the stage I image before upscaling; default: the pipeline's, 250"),
     scheduler: z
-      .enum(SCHEDULERS)
+      .string()
+      .min(1)
       .default('default')
-      .describe("IF: stage II scheduler; 'default' keeps the stage II checkpoint's own"),
+      .describe(
+        "IF: stage II scheduler, as sampler.scheduler; 'default' keeps the stage II checkpoint's own",
+      ),
     seed: z
       .union([
         z.literal('same', { error: `must be "same" or an integer seed 0..${MAX_SEED}` }),
@@ -257,6 +272,9 @@ const Stage2Schema = z
         "IF: stage II noise: 'same' = go on with each image's stage I generator (its seed and noise mode), " +
           'or one integer seed for all',
       ),
+    family_options: FamilyOptionsSchema.default({}).describe(
+      "the family's own stage II options by name, e.g. {noise_level: 100} for IF",
+    ),
   })
   .describe('stage II (super-resolution) of a two-stage model (DeepFloyd IF), conditioned on the same layer');
 
@@ -320,20 +338,18 @@ export const ExperimentConfigSchema = z
         message: 'is required when stages include 2 (the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0)',
       });
     }
-    // Known before loading anything when the family is given (with `auto` the worker says so).
-    if (config.model.family === 'sd' && stages.includes(2)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: config.stages === undefined ? ['stage2', 'model'] : ['stages'],
-        message: 'family sd has no stage II (only IF has one)',
-      });
-    }
-    if (config.model.family === 'sd' && config.model.clean_caption === true) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['model', 'clean_caption'],
-        message: 'family sd has no caption cleaning (only IF has it)',
-      });
+    // Which families have a stage II, caption cleaning or a scheduler, the worker says (capabilities).
+    for (const shortcut of FAMILY_OPTION_SHORTCUTS) {
+      const [section, name] = shortcut.path;
+      const options = (config[section] as { family_options: Record<string, unknown> }).family_options;
+      const value = (config[section] as Record<string, unknown>)[name];
+      if (value !== shortcut.unset && value !== undefined && name in options) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [...shortcut.options, name],
+          message: `is set twice: here and as ${shortcut.path.join('.')}; keep one`,
+        });
+      }
     }
   })
   .describe('A Diffusion Lens experiment: prompts x encoder layers x seeds (x stages)');

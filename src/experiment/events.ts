@@ -31,8 +31,8 @@ export type RunEvent =
       num_layers: number;
       device: string;
       dtype: string;
-      /** Whether captions are cleaned (IF); null for families without caption cleaning. */
-      clean_caption: boolean | null;
+      /** The family's load options as resolved (IF: whether captions are cleaned); {} for none. */
+      family_options: Record<string, unknown>;
       /** The stage II checkpoint, when one was loaded. */
       stage2: { model: string; pipeline_class: string; revision: string | null } | null;
     }

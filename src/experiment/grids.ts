@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import { looksLikePath, type Stage } from '../config/index.js';
 import { buildGrid } from '../render/grid.js';
+import { describeOptions } from './family.js';
 import type { ManifestGrid } from './manifest.js';
 import type { Job, Plan } from './plan.js';
 import { gridPath, writeFileAtomic } from './store.js';
@@ -48,13 +49,14 @@ export function gridLegend(plan: Plan, stage: Stage): string[] {
     `noise ${lens.noise}`,
   ];
   if (sampler.negative) items.push(`negative "${shortText(sampler.negative, 40)}"`);
+  items.push(...describeOptions(plan.familyOptions.sample));
   if (stage === 2 && stage2) {
     items.push(
       `stage II: model ${shortModelId(stage2.model.id)}`,
       `${stage2.steps} steps`,
       `guidance ${stage2.guidance}`,
       `${stage2.width}×${stage2.height}`,
-      `noise level ${stage2.noise_level}`,
+      ...describeOptions(plan.familyOptions.stage2),
     );
   }
   items.push(`rows: layers (L${plan.numLayers} = final)`, 'columns: seeds');

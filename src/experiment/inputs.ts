@@ -15,6 +15,7 @@ import {
   resolveStages,
   type Stage,
 } from '../config/index.js';
+import { configuredOptions } from './family.js';
 import { type Fingerprints, modelFingerprint } from './resolution.js';
 import { slugify } from './store.js';
 
@@ -85,10 +86,10 @@ export async function resolveInputs(
       device: config.model.device,
       revision,
       offload: config.model.offload,
-      clean_caption: config.model.clean_caption === 'auto' ? null : config.model.clean_caption,
       stage2: stage2ModelId === undefined ? null : { model: stage2ModelId, revision: stage2Revision },
       allow_pickle: config.model.allow_pickle,
       variant: config.model.variant ?? null,
+      family_options: configuredOptions(config, 'load').values,
     },
     loading: `${modelId}${stage2ModelId === undefined ? '' : ` with stage II ${stage2ModelId}`}`,
     fingerprints: {

@@ -1,14 +1,13 @@
 // DIR/manifest.json: what was run, with what, and which files it made. Written atomically at the end of
 // a run and when a run stops early (then `complete: false`).
 import { join } from 'node:path';
-import type { LoadedMessage } from '../bridge/index.js';
+import type { FamilyOptions, LoadedMessage } from '../bridge/index.js';
 import type {
   ExperimentConfig,
   ModelConfig,
   NoiseMode,
   PromptFileSpec,
   PromptSet,
-  SchedulerName,
   Stage,
   UncondMode,
 } from '../config/index.js';
@@ -30,11 +29,12 @@ export interface ResolvedStage2 {
   size: [number, number];
   height: number;
   width: number;
-  noise_level: number;
-  scheduler: SchedulerName;
+  scheduler: string;
   /** The scheduler class that ran ('default' = the stage II checkpoint's own). */
   scheduler_class: string | null;
   seed: 'same' | number;
+  /** The family's stage II options, defaults filled in (IF: noise_level). */
+  family_options: FamilyOptions;
 }
 
 /** The config as run: defaults filled in (the model's steps and guidance too), layers as numbers, size resolved. */
@@ -48,10 +48,12 @@ export interface ResolvedConfig {
     size: [number, number];
     height: number;
     width: number;
-    scheduler: SchedulerName;
+    scheduler: string;
     /** The scheduler class that ran ('default' = the checkpoint's own). */
     scheduler_class: string | null;
     negative: string;
+    /** The family's sampling options, defaults filled in. */
+    family_options: FamilyOptions;
   };
   lens: { layers: number[]; layer_spec: string | number | number[]; uncond: UncondMode; noise: NoiseMode };
   seeds: number[];
@@ -114,8 +116,8 @@ export interface Manifest {
     pipeline_class: string;
     dtype: string;
     device: string;
-    /** Whether captions were cleaned (IF); null for families without caption cleaning. */
-    clean_caption: boolean | null;
+    /** The family's load options as the worker resolved them (IF: clean_caption); {} for none. */
+    family_options: FamilyOptions;
     /** The stage II checkpoint; null when the run has no stage II. */
     stage2: { id: string; revision: string | null; pipeline_class: string } | null;
   };
@@ -177,6 +179,7 @@ export function buildManifest(input: ManifestInput): Manifest {
       scheduler: config.sampler.scheduler,
       scheduler_class: config.sampler.scheduler === 'default' ? loaded.defaults.scheduler : null,
       negative: config.sampler.negative,
+      family_options: plan.familyOptions.sample,
     },
     lens: {
       layers: plan.layers,
@@ -198,10 +201,10 @@ export function buildManifest(input: ManifestInput): Manifest {
           size: [stage2.height, stage2.width],
           height: stage2.height,
           width: stage2.width,
-          noise_level: stage2.noise_level,
           scheduler: config.stage2.scheduler,
           scheduler_class: config.stage2.scheduler === 'default' ? stage2.scheduler : null,
           seed: stage2.seed,
+          family_options: plan.familyOptions.stage2,
         }
       : null,
   };
@@ -218,7 +221,7 @@ export function buildManifest(input: ManifestInput): Manifest {
       pipeline_class: loaded.pipeline_class,
       dtype: loaded.dtype,
       device: loaded.device,
-      clean_caption: loaded.clean_caption,
+      family_options: loaded.family_options,
       stage2:
         stage2 && loaded.stage2
           ? {

@@ -2,7 +2,7 @@
 // the image would (model, sampler, lens settings, prompt, layer, seed, stage II settings for stage II,
 // code version) and not otherwise (device, offload, batch size, output folder).
 import { createHash } from 'node:crypto';
-import type { LoadedMessage } from '../bridge/index.js';
+import type { FamilyOptions, LoadedMessage } from '../bridge/index.js';
 import {
   type ExperimentConfig,
   type NoiseMode,
@@ -11,32 +11,39 @@ import {
   type UncondMode,
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_VERSION } from '../version.js';
+import { NO_FAMILY_OPTIONS, type ResolvedFamilyOptions } from './family.js';
 import { imagePath } from './store.js';
 
-/** How stage II (super-resolution) runs, resolved against the loaded stage II checkpoint. */
-export interface Stage2Settings {
+/**
+ * A family's options sit beside the settings of their stage (IF's `clean_caption` in `model`,
+ * `noise_level` in `stage2`), so a family with none adds nothing to a key. Their names never shadow a
+ * setting's (imageSettings checks).
+ */
+type WithFamilyOptions<T> = T & FamilyOptions;
+
+/** How stage II (super-resolution) runs, resolved against the loaded stage II checkpoint; with the
+ *  family's stage II options (IF: noise_level). */
+export type Stage2Settings = WithFamilyOptions<{
   /** `files`: a local checkpoint folder's fingerprint (see resolution.ts); absent for hub ids. */
   model: { id: string; revision: string | null; files?: string };
   steps: number;
   guidance: number;
   height: number;
   width: number;
-  noise_level: number;
   /** The scheduler name, or for 'default' the stage II checkpoint's own scheduler class. */
   scheduler: string;
   /** 'same' = each image's own stage I seed; else one seed for every stage II run. */
   seed: 'same' | number;
-}
+}>;
 
 /** Everything besides (prompt, layer, seed, stage) that determines an image. */
 export interface ImageSettings {
-  model: {
+  /** With the family's load options as the worker resolved them (IF: clean_caption). */
+  model: WithFamilyOptions<{
     id: string;
     revision: string | null;
     family: string;
     dtype: string;
-    /** Present only for families with caption cleaning (IF): it changes the prompt the encoder sees. */
-    clean_caption?: boolean;
     /** Present only when set: other weight files may hold (slightly) other weights. */
     variant?: string;
     /**
@@ -44,8 +51,9 @@ export interface ImageSettings {
      * place makes new images. Absent for hub ids, whose revision says it.
      */
     files?: string;
-  };
-  sampler: {
+  }>;
+  /** With the family's sampling options. */
+  sampler: WithFamilyOptions<{
     /** Resolved: the config's value, else the model's default. */
     steps: number;
     guidance: number;
@@ -54,7 +62,7 @@ export interface ImageSettings {
     /** The scheduler name, or for 'default' the checkpoint's own scheduler class. */
     scheduler: string;
     negative: string;
-  };
+  }>;
   lens: { uncond: UncondMode; noise: NoiseMode };
   /** Present when the plan has stage II; it enters the keys of stage II images only. */
   stage2?: Stage2Settings;
@@ -72,17 +80,26 @@ export function resolveSize(
   return [size[0], size[1]];
 }
 
-export type LoadedForSettings = Pick<
-  LoadedMessage,
-  'revision' | 'family' | 'dtype' | 'defaults' | 'clean_caption' | 'stage2'
->;
+export type LoadedForSettings = Pick<LoadedMessage, 'revision' | 'family' | 'dtype' | 'defaults' | 'stage2'>;
+
+/** `settings` with `options` beside them; an option may not shadow a setting. */
+function withOptions<T extends object>(
+  settings: T,
+  options: FamilyOptions,
+  where: string,
+): WithFamilyOptions<T> {
+  for (const name of Object.keys(options)) {
+    if (name in settings) throw new Error(`the family's ${where} option ${name} shadows the setting ${name}`);
+  }
+  return { ...settings, ...options };
+}
 
 /**
- * The settings that determine an image, from the config and what the worker loaded (resolved family,
- * dtype, revision, default steps/guidance, native size, scheduler class, caption cleaning, stage II).
- * Unset steps and guidance become the model's defaults here, once; the runner, keys and manifest all use
- * these values. Not included: device, offload, max_batch. `stage2ModelId` is the resolved stage II id,
- * needed when the config's stages include 2.
+ * The settings that determine an image, from the config, what the worker loaded (resolved family, dtype,
+ * revision, default steps/guidance, native size, scheduler class, stage II) and the family's options
+ * (the load options as the worker resolved them). Unset steps and guidance become the model's defaults
+ * here, once; the runner, keys and manifest all use these values. Not included: device, offload,
+ * max_batch. `stage2ModelId` is the resolved stage II id, needed when the config's stages include 2.
  */
 export function imageSettings(
   config: ExperimentConfig,
@@ -90,30 +107,30 @@ export function imageSettings(
   modelId: string,
   stage2ModelId?: string,
   fingerprints: { model: string | null; stage2: string | null } = { model: null, stage2: null },
+  options: ResolvedFamilyOptions = NO_FAMILY_OPTIONS,
 ): ImageSettings {
   const files = (fingerprint: string | null) =>
     fingerprint?.startsWith('files:') ? { files: fingerprint } : {};
   const [height, width] = resolveSize(config.sampler.size, loaded);
+  const model = {
+    id: modelId,
+    revision: loaded.revision,
+    family: loaded.family,
+    dtype: loaded.dtype,
+    ...(config.model.variant === undefined ? {} : { variant: config.model.variant }),
+    ...files(fingerprints.model),
+  };
+  const sampler = {
+    steps: config.sampler.steps ?? loaded.defaults.steps,
+    guidance: config.sampler.guidance ?? loaded.defaults.guidance,
+    height,
+    width,
+    scheduler: config.sampler.scheduler === 'default' ? loaded.defaults.scheduler : config.sampler.scheduler,
+    negative: config.sampler.negative,
+  };
   const settings: ImageSettings = {
-    model: {
-      id: modelId,
-      revision: loaded.revision,
-      family: loaded.family,
-      dtype: loaded.dtype,
-      // Left out (not null) for families without caption cleaning, so SD keys stay as they were.
-      ...(loaded.clean_caption === null ? {} : { clean_caption: loaded.clean_caption }),
-      ...(config.model.variant === undefined ? {} : { variant: config.model.variant }),
-      ...files(fingerprints.model),
-    },
-    sampler: {
-      steps: config.sampler.steps ?? loaded.defaults.steps,
-      guidance: config.sampler.guidance ?? loaded.defaults.guidance,
-      height,
-      width,
-      scheduler:
-        config.sampler.scheduler === 'default' ? loaded.defaults.scheduler : config.sampler.scheduler,
-      negative: config.sampler.negative,
-    },
+    model: withOptions(model, options.load, 'load'),
+    sampler: withOptions(sampler, options.sample, 'sampling'),
     lens: { uncond: config.lens.uncond, noise: config.lens.noise },
   };
   if (!resolveStages(config).includes(2)) return settings;
@@ -122,16 +139,16 @@ export function imageSettings(
     throw new Error('stages include 2 but no stage II model was loaded');
   }
   const [height2, width2] = resolveSize(config.stage2.size, stage2);
-  settings.stage2 = {
+  const stage2Settings = {
     model: { id: stage2ModelId, revision: stage2.revision, ...files(fingerprints.stage2) },
     steps: config.stage2.steps ?? stage2.defaults.steps,
     guidance: config.stage2.guidance ?? stage2.defaults.guidance,
     height: height2,
     width: width2,
-    noise_level: config.stage2.noise_level ?? stage2.defaults.noise_level,
     scheduler: config.stage2.scheduler === 'default' ? stage2.defaults.scheduler : config.stage2.scheduler,
     seed: config.stage2.seed,
   };
+  settings.stage2 = withOptions(stage2Settings, options.stage2, 'stage II');
   return settings;
 }
 
@@ -151,6 +168,8 @@ export interface Job {
 
 export interface Plan {
   settings: ImageSettings;
+  /** The family's options in `settings`, by kind (the manifest, requests and grid labels show them). */
+  familyOptions: ResolvedFamilyOptions;
   prompts: string[];
   layers: number[];
   seeds: number[];
@@ -217,6 +236,8 @@ export function contentKey(
 /** Plans prompts × layers × seeds × stages (in that nesting order). */
 export function planExperiment(input: {
   settings: ImageSettings;
+  /** Default: none. */
+  familyOptions?: ResolvedFamilyOptions;
   prompts: readonly string[];
   layers: readonly number[];
   seeds: readonly number[];
@@ -247,6 +268,7 @@ export function planExperiment(input: {
   });
   return {
     settings: input.settings,
+    familyOptions: input.familyOptions ?? NO_FAMILY_OPTIONS,
     prompts: [...input.prompts],
     layers: [...input.layers],
     seeds: [...input.seeds],

@@ -4,7 +4,7 @@
 import type { GenerateRequest, ImageMessage, ProgressMessage, Stage2Generate } from '../bridge/index.js';
 import { WorkerError } from '../bridge/index.js';
 import type { ExperimentConfig, Stage } from '../config/index.js';
-import type { ImageSettings, Job, Plan } from './plan.js';
+import type { Job, Plan } from './plan.js';
 
 /** One (prompt, layer, seed) of a generate request, with its planned job per stage. */
 export interface RequestItem {
@@ -39,18 +39,18 @@ export function requestItems(jobs: readonly Job[], isDone: (job: Job) => boolean
   return [...items.values()].filter((item) => Object.values(item.jobs).some((job) => !isDone(job)));
 }
 
-/** Stage II of a generate request, from the resolved settings; scheduler null = the checkpoint's own. */
-export function stage2Request(config: ExperimentConfig, settings: ImageSettings): Stage2Generate | null {
-  const stage2 = settings.stage2;
+/** Stage II of a generate request, from the plan's settings; scheduler null = the checkpoint's own. */
+export function stage2Request(config: ExperimentConfig, plan: Plan): Stage2Generate | null {
+  const stage2 = plan.settings.stage2;
   if (!stage2) return null;
   return {
     steps: stage2.steps,
     guidance: stage2.guidance,
     height: stage2.height,
     width: stage2.width,
-    noise_level: stage2.noise_level,
     scheduler: config.stage2.scheduler === 'default' ? null : config.stage2.scheduler,
     seed: stage2.seed === 'same' ? null : stage2.seed,
+    family_options: plan.familyOptions.stage2,
   };
 }
 
@@ -61,7 +61,7 @@ export function buildWork(config: ExperimentConfig, plan: Plan, isDone: (job: Jo
   const { settings } = plan;
   const missing = items.flatMap((item) => Object.values(item.jobs).filter((job) => !isDone(job)));
   // Stage II only when an image of it is missing (stage I alone is cheaper).
-  const stage2 = missing.some((job) => job.stage === 2) ? stage2Request(config, settings) : null;
+  const stage2 = missing.some((job) => job.stage === 2) ? stage2Request(config, plan) : null;
   const request: GenerateRequest = {
     prompts: plan.prompts,
     items: items.map((item) => ({ prompt: item.promptIndex, layer: item.layer, seed: item.seed })),
@@ -75,6 +75,7 @@ export function buildWork(config: ExperimentConfig, plan: Plan, isDone: (job: Jo
     noise: settings.lens.noise,
     max_batch: config.runtime.max_batch,
     stage2,
+    family_options: plan.familyOptions.sample,
   };
   return { request, items, missing, units: items.length * (settings.sampler.steps + (stage2?.steps ?? 0)) };
 }

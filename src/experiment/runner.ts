@@ -14,6 +14,7 @@ import type { LensWorker, LoadedMessage } from '../bridge/index.js';
 import { WorkerError } from '../bridge/index.js';
 import { ConfigError, type ExperimentConfig } from '../config/index.js';
 import type { RunEvent } from './events.js';
+import { checkFamily, checkNamedFamily, familyOptionsFor } from './family.js';
 import { claimFolder, FolderConflictError, plural } from './folder.js';
 import { writeGrids } from './grids.js';
 import { writeImagesCsv } from './images-csv.js';
@@ -104,21 +105,30 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     maxRestarts: options.maxRestarts ?? 2,
     emit,
     notice,
+    // The worker says what each family can do: a config is checked against that, not our constants.
+    beforeLoad: (info) => checkNamedFamily(config, info.families),
+    afterLoad: (loaded) => void checkFamily(config, loaded.capabilities),
   });
   const truncated = new Map<number, Truncation>();
   let planned: Planned | null = null;
 
-  const settingsFor = (loaded: LoadedMessage) =>
-    imageSettings(config, loaded, inputs.modelId, inputs.stage2ModelId, fingerprints);
+  /** The settings on what the worker loaded, checked against its family's capabilities. */
+  const settingsFor = (loaded: LoadedMessage) => {
+    const familyOptions = familyOptionsFor(config, loaded);
+    const { modelId, stage2ModelId } = inputs;
+    const settings = imageSettings(config, loaded, modelId, stage2ModelId, fingerprints, familyOptions);
+    return { settings, familyOptions };
+  };
 
   /** Plans against what the worker resolved, and claims the folder (or its variant) for the plan. */
   const planFor = async (loaded: LoadedMessage, worker: WorkerInfo): Promise<Planned> => {
-    const settings = settingsFor(loaded);
+    const { settings, familyOptions } = settingsFor(loaded);
     const numLayers = loaded.num_layers;
     const layers = inputs.layersFor(numLayers);
     const prompts = promptSet.prompts;
     const { stages } = inputs;
-    const plan = planExperiment({ settings, prompts, layers, seeds: config.seeds, stages, numLayers });
+    const seeds = config.seeds;
+    const plan = planExperiment({ settings, familyOptions, prompts, layers, seeds, stages, numLayers });
     const claimed = await claimFolder({
       outDir,
       plan,
@@ -200,7 +210,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       const same =
         candidate !== null &&
         candidate.loaded.num_layers === loaded.num_layers &&
-        canonicalJson(candidate.plan.settings) === canonicalJson(settingsFor(loaded));
+        canonicalJson(candidate.plan.settings) === canonicalJson(settingsFor(loaded).settings);
       planned = same ? { ...candidate, loaded, worker: worker.info } : await planFor(loaded, worker.info);
     }
     const { plan, sink } = planned;

@@ -1,7 +1,13 @@
 // The worker a run uses: started (or given), the model loaded, replaced when it dies or hangs (at most
 // `maxRestarts` times, checking that the new one loaded the same model), and closed at the end. Reports
 // worker-ready, model-loaded, the worker's notices and worker-lost.
-import { LensWorker, type LoadedMessage, type LoadRequest, WorkerError } from '../bridge/index.js';
+import {
+  LensWorker,
+  type LoadedMessage,
+  type LoadRequest,
+  type ReadyMessage,
+  WorkerError,
+} from '../bridge/index.js';
 import type { RunEvent } from './events.js';
 import type { Job } from './plan.js';
 
@@ -51,6 +57,10 @@ export interface SupervisorOptions {
   emit: (event: RunEvent) => void;
   /** Something for the user, once per run. */
   notice: (message: string) => void;
+  /** Checks before each load, against what the worker says it can do (throws to refuse). */
+  beforeLoad?: (info: ReadyMessage) => void;
+  /** Checks what a worker loaded (throws to refuse). */
+  afterLoad?: (loaded: LoadedMessage) => void;
 }
 
 /** A load failure, with what was being loaded in front (the worker's message says why). */
@@ -110,7 +120,7 @@ export class WorkerSupervisor {
       before &&
       (after.num_layers !== before.num_layers ||
         after.revision !== before.revision ||
-        after.clean_caption !== before.clean_caption ||
+        JSON.stringify(after.family_options) !== JSON.stringify(before.family_options) ||
         after.stage2?.revision !== before.stage2?.revision)
     ) {
       throw new WorkerError('load_failed', 'the restarted worker loaded a different model');
@@ -151,6 +161,7 @@ export class WorkerSupervisor {
 
   private async load(worker: LensWorker): Promise<LoadedMessage> {
     const { load, loading, signal } = this.options;
+    this.options.beforeLoad?.(worker.info);
     const result = await untilAborted(worker.load(load), signal).catch((error: unknown) => {
       throw loadFailure(error, loading);
     });
@@ -169,7 +180,7 @@ export class WorkerSupervisor {
       num_layers: result.num_layers,
       device: result.device,
       dtype: result.dtype,
-      clean_caption: result.clean_caption,
+      family_options: result.family_options,
       stage2:
         result.stage2 === null
           ? null
@@ -179,6 +190,7 @@ export class WorkerSupervisor {
               revision: result.stage2.revision,
             },
     });
+    this.options.afterLoad?.(result);
     for (const message of result.notices) this.options.notice(message);
     return result;
   }

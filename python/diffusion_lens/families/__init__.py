@@ -124,10 +124,11 @@ def load_family(options: LoadOptions, family: str | None) -> Family:
                 f"use family {actual} or auto"
             )
     chosen = FAMILIES[name]
-    if options.stage2 is not None and not chosen.supports_stage2:
+    if options.stage2 is not None and chosen.stages < 2:
         raise CheckpointError(f"the {name} family has no stage II; run stage 1 only (stages: [1])")
-    if options.clean_caption and not chosen.cleans_captions:
-        raise CheckpointError(f"the {name} family does not clean captions; leave clean_caption unset")
+    problem = chosen.options_problem("load", options.family_options, "family_options")
+    if problem is not None:
+        raise CheckpointError(problem)
     if options.offload not in OFFLOAD_MODES:
         raise CheckpointError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, not {options.offload!r}")
     return chosen.load(options)

@@ -6,7 +6,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,6 +14,8 @@ import torch
 
 from ..devices import dtype_name
 from ..images import unit_to_uint8
+from ..schedulers import SCHEDULER_NAMES
+from .options import NO_OPTIONS, OptionsSchema, options_problem, with_defaults
 from .sampling import call_stock
 
 OFFLOAD_MODES = ("none", "encoder", "model")
@@ -25,30 +27,34 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class Stage2Settings:
-    """A second (super-resolution) stage conditioned on the same embeddings as the first."""
+    """A second stage (IF's super-resolution) conditioned on the same embeddings as the first; the
+    names are its stock pipeline's ``__call__`` arguments."""
 
-    steps: int
-    guidance: float
+    num_inference_steps: int
+    guidance_scale: float
     height: int
     width: int
-    noise_level: int  # how much noise is added to the upscaled stage-I image
     scheduler: str | None
     seed: int | None  # None: go on with each item's stage-I generator (one generator per item)
+    # The family's stage-II options (``Family.options["stage2"]``), defaults filled in.
+    family_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    steps: int
-    guidance: float
+    num_inference_steps: int
+    guidance_scale: float
     height: int
     width: int
     scheduler: str | None  # None or "default": the checkpoint's own
     stage2: Stage2Settings | None = None
+    # The family's sampling options (``Family.options["sample"]``), defaults filled in.
+    family_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def steps_per_item(self) -> int:
         """Denoising steps one item takes, over all stages (the unit of progress)."""
-        return self.steps + (self.stage2.steps if self.stage2 else 0)
+        return self.num_inference_steps + (self.stage2.num_inference_steps if self.stage2 else 0)
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,10 @@ class LoadOptions:
     dtype: torch.dtype
     offload: str  # one of OFFLOAD_MODES
     allow_pickle: bool
-    clean_caption: bool | None = None  # None: on where the family cleans captions and can
-    stage2: CheckpointSource | None = None
+    stage2: CheckpointSource | None = None  # the second stage's checkpoint, for a family of two stages
     variant: str | None = None  # weight files to load, e.g. "fp16" (*.fp16.safetensors); for every stage
+    # The family's load options (``Family.options["load"]``), as sent; the family checks them.
+    family_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Called after each denoising step with (steps done, total steps of this run, over all stages).
@@ -85,11 +92,43 @@ class Family(ABC):
     name: ClassVar[str]
     # model_index.json `_class_name` values this family loads.
     pipeline_classes: ClassVar[tuple[str, ...]]
-    # Whether the family can load a stage-II checkpoint and clean captions (IF); others refuse both.
-    supports_stage2: ClassVar[bool] = False
-    cleans_captions: ClassVar[bool] = False
+    # What the worker reports of the family (``capabilities``), which the orchestrator checks against:
+    # how many stages it can run (a second one from its own checkpoint), its kind of guidance
+    # ("cfg": classifier-free, a negative branch; "distilled": a guidance input, no negative), the
+    # scheduler names its stock pipelines run with, and JSON Schemas of its own options at load time,
+    # for sampling and for stage II (properties with their defaults; nothing else is accepted).
+    stages: ClassVar[int] = 1
+    guidance: ClassVar[str] = "cfg"
+    schedulers: ClassVar[tuple[str, ...]] = tuple(SCHEDULER_NAMES)
+    options: ClassVar[dict[str, OptionsSchema]] = {
+        "load": NO_OPTIONS,
+        "sample": NO_OPTIONS,
+        "stage2": NO_OPTIONS,
+    }
     # The stock diffusers pipeline the family loaded (stage I where there are two).
     pipe: Any
+
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        """The family as the worker reports it in ``ready`` and ``loaded``."""
+        return {
+            "name": cls.name,
+            "pipeline_classes": list(cls.pipeline_classes),
+            "stages": cls.stages,
+            "guidance": cls.guidance,
+            "schedulers": list(cls.schedulers),
+            "options": {kind: dict(schema) for kind, schema in cls.options.items()},
+        }
+
+    @classmethod
+    def options_problem(cls, kind: str, given: Any, where: str) -> str | None:
+        """Why ``given`` is not valid as the family's ``kind`` options (named ``where``), or None."""
+        return options_problem(cls.options[kind], given, where, f"the {cls.name} family")
+
+    @classmethod
+    def resolve_options(cls, kind: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Valid ``kind`` options with the family's defaults filled in."""
+        return with_defaults(cls.options[kind], given)
 
     @classmethod
     @abstractmethod
@@ -100,6 +139,8 @@ class Family(ABC):
 
         self.pipe = pipe
         self.options = options
+        # The load options as resolved (defaults filled in; a family may resolve "auto" values further).
+        self.family_options: dict[str, Any] = self.resolve_options("load", options.family_options)
         self._device = device
         self.revision = resolved_revision(pipe, options.revision)
         if options.offload == "encoder" and device.type != "cpu":
@@ -119,20 +160,30 @@ class Family(ABC):
     def has_stage2(self) -> bool:
         return False
 
+    def encoders(self) -> list[dict[str, Any]]:
+        """The text encoders the lens reads: name (the pipeline component), class, depth L."""
+        encoder = self.pipe.text_encoder
+        return [{"name": "text_encoder", "class_name": type(encoder).__name__, "layers": self.num_layers}]
+
     def describe(self) -> dict[str, Any]:
-        """`loaded` reply fields: pipeline_class, revision, device, dtype here; a family adds defaults,
-        lens, and where they apply clean_caption, notices, stage2."""
+        """`loaded` reply fields: the capabilities, encoders, pipeline_class, revision, device, dtype,
+        resolved family options and no notices here; a family adds defaults, lens, and stage2 where it
+        has one loaded."""
         return {
+            "capabilities": self.capabilities(),
+            "encoders": self.encoders(),
+            "num_layers": self.num_layers,
             "pipeline_class": type(self.pipe).__name__,
             "revision": self.revision,
             "device": str(self.device),
             "dtype": dtype_name(self.pipe.text_encoder.dtype),
+            "family_options": dict(self.family_options),
+            "notices": [],
+            "stage2": None,
         }
 
     def problem_with(self, settings: SamplerSettings) -> str | None:
-        """Why this model cannot sample with ``settings``, or None."""
-        if settings.stage2 is not None and not self.has_stage2:
-            return "stage2 settings were sent but no stage II model is loaded"
+        """Why this model cannot sample with ``settings`` (checked, defaults filled in), or None."""
         return None
 
     # Set by a family loaded with ``offload: encoder`` on an accelerator: its text encoder, kept on the CPU.
@@ -179,7 +230,7 @@ class Family(ABC):
 
 @contextmanager
 def encoder_visit(encoder: torch.nn.Module, device: torch.device) -> Iterator[None]:
-    """``offload: encoder``: the text encoder lives on the CPU and visits the device only while a job's
+    """``offload: encoder``: the text encoder lives on the CPU and visits the device only while a request's
     prompts are encoded, so that the denoisers have its memory the rest of the time."""
     encoder.to(device)
     try:

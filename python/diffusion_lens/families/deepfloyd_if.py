@@ -11,7 +11,7 @@ encodes; the stock pipelines clean only prompts they encode themselves, never pa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from .base import (
 )
 from .encoders import t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place, resolved_revision
+from .options import NO_OPTIONS, OptionsSchema, options_schema
 from .sampling import call_stock
 
 # IF's T5 was trained on 77 tokens; the stock pipeline pads and truncates to that.
@@ -38,7 +39,7 @@ MAX_TOKENS = 77
 STAGE2_CLASS = "IFSuperResolutionPipeline"
 # The stock pipelines' own defaults (IFPipeline.__call__, IFSuperResolutionPipeline.__call__).
 STAGE1_DEFAULTS = {"steps": 100, "guidance": 7.0}
-STAGE2_DEFAULTS = {"steps": 50, "guidance": 4.0, "noise_level": 250}
+STAGE2_DEFAULTS = {"steps": 50, "guidance": 4.0}
 # The stock pipelines never run these on tensors; the lens never runs them at all.
 WITHOUT_CHECKERS = {
     "safety_checker": None,
@@ -58,8 +59,29 @@ def caption_cleaning_missing() -> list[str]:
 class DeepFloydIFFamily(Family):
     name = "if"
     pipeline_classes = ("IFPipeline",)
-    supports_stage2 = True
-    cleans_captions = True
+    stages = 2
+    # The schedulers that handle IF's learned variance (its UNets predict 6 channels); the others fail.
+    schedulers = ("default", "dpm-multistep", "dpm-singlestep", "ddpm")
+    options: ClassVar[dict[str, OptionsSchema]] = {
+        "load": options_schema(
+            clean_caption={
+                "type": ["boolean", "null"],
+                "default": None,
+                "description": "clean captions as IFPipeline does (needs beautifulsoup4 and ftfy); "
+                "null: on when those are installed",
+            }
+        ),
+        "sample": NO_OPTIONS,
+        "stage2": options_schema(
+            noise_level={
+                "type": "integer",
+                "minimum": 0,
+                "default": 250,
+                "description": "noise added to the upscaled stage I image (IFSuperResolutionPipeline's "
+                "noise_level; below the checkpoint's num_train_timesteps)",
+            }
+        ),
+    }
 
     def __init__(
         self,
@@ -76,9 +98,11 @@ class DeepFloydIFFamily(Family):
         # HF T5 returns hidden states before the encoder's final RMS norm, except the last one.
         self.norm = pipe.text_encoder.encoder.final_layer_norm
         missing = caption_cleaning_missing()
-        self.clean_caption = options.clean_caption is not False and not missing
+        asked = self.family_options["clean_caption"]
+        self.clean_caption = asked is not False and not missing
+        self.family_options["clean_caption"] = self.clean_caption
         self.notices: list[str] = []
-        if options.clean_caption is None and missing:
+        if asked is None and missing:
             self.notices.append(
                 f"caption cleaning is off: {' and '.join(missing)} not installed, so prompts are only "
                 "lower-cased and stripped; the stock IF pipeline cleans captions by default "
@@ -88,7 +112,7 @@ class DeepFloydIFFamily(Family):
     @classmethod
     def load(cls, options: LoadOptions) -> DeepFloydIFFamily:
         missing = caption_cleaning_missing()
-        if options.clean_caption and missing:
+        if options.family_options.get("clean_caption") and missing:
             raise CheckpointError(
                 f"clean_caption is on but {' and '.join(missing)} not installed "
                 f"(pip install {' '.join(missing)})"
@@ -161,7 +185,6 @@ class DeepFloydIFFamily(Family):
                 "safety_checker": "disabled",
                 "watermark": "not applied",
             },
-            "clean_caption": self.clean_caption,
             "notices": self.notices,
             "stage2": stage2,
         }
@@ -170,10 +193,9 @@ class DeepFloydIFFamily(Family):
         problem = super().problem_with(settings)
         if problem is None and settings.stage2 is not None and self.stage2 is not None:
             timesteps = int(self.stage2.image_noising_scheduler.config.num_train_timesteps)
-            if not 0 <= settings.stage2.noise_level < timesteps:
-                return (
-                    f"stage2.noise_level = {settings.stage2.noise_level} is out of range 0..{timesteps - 1}"
-                )
+            noise_level = settings.stage2.family_options["noise_level"]
+            if not 0 <= noise_level < timesteps:
+                return f"stage2.family_options.noise_level = {noise_level} is out of range 0..{timesteps - 1}"
         return problem
 
     def _text(self, prompt: str) -> str:
@@ -205,7 +227,12 @@ class DeepFloydIFFamily(Family):
             return lambda done, timesteps: on_step(before + done * steps // timesteps, total)
 
         low = call_stock(
-            self.pipe, settings, generators[1], stage_step(0, settings.steps), **text, output_type="pt"
+            self.pipe,
+            settings,
+            generators[1],
+            stage_step(0, settings.num_inference_steps),
+            **text,
+            output_type="pt",
         )
         images = {1: to_uint8(low)}
         stage2 = settings.stage2
@@ -215,9 +242,8 @@ class DeepFloydIFFamily(Family):
                 self.stage2,
                 stage2,
                 generators[2],
-                stage_step(settings.steps, stage2.steps),
+                stage_step(settings.num_inference_steps, stage2.num_inference_steps),
                 image=low,
-                noise_level=stage2.noise_level,
                 **text,
                 output_type="pt",
             )

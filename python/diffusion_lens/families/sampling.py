@@ -41,8 +41,9 @@ def call_stock(
     on_step: StepCallback,
     **arguments: Any,
 ) -> Any:
-    """``pipe(**arguments)`` with ``stage``'s steps, guidance, size and scheduler and one generator per
-    item; returns its images (as ``output_type`` in ``arguments`` says).
+    """``pipe(**arguments)`` with ``stage``'s steps, guidance, size, scheduler and family options (named
+    as the pipeline's own arguments) and one generator per item; returns its images (as
+    ``output_type`` in ``arguments`` says).
 
     Schedulers are stateful, so each run gets a fresh one (the checkpoint's own class, or the one
     named), put in the pipeline for the call only: the pipeline keeps the checkpoint's scheduler."""
@@ -51,8 +52,9 @@ def call_stock(
     try:
         return pipe(
             **arguments,
-            num_inference_steps=stage.steps,
-            guidance_scale=stage.guidance,
+            **stage.family_options,
+            num_inference_steps=stage.num_inference_steps,
+            guidance_scale=stage.guidance_scale,
             height=stage.height,
             width=stage.width,
             generator=generators,

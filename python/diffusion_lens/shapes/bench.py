@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> None:
                 results[attribute][item.layer][item.prompt].append(float(correct))
 
     def on_progress(progress) -> None:
-        if progress.images_done and progress.done_units == progress.images_done * settings.steps:
+        if (
+            progress.images_done
+            and progress.done_units == progress.images_done * settings.num_inference_steps
+        ):
             print(f"  {progress.images_done}/{progress.images_total} images", flush=True)
 
     with torch.inference_mode():
