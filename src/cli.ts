@@ -5,7 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { WorkerError } from './bridge/index.js';
 import { doctorText } from './cli/doctor-text.js';
 import { addLensOptions } from './cli/option-help.js';
-import { type LensOptions, lensConfig } from './cli/options.js';
+import { type LensCommandOptions, lensConfig } from './cli/options.js';
 import { createReporter, type ReportMode } from './cli/reporter.js';
 import { ConfigError, type ExperimentConfig, loadConfigFile, toJsonSchema } from './config/index.js';
 import { runDoctor } from './doctor.js';
@@ -135,7 +135,7 @@ function buildProgram(setExitCode: (code: number) => void): Command {
         '  diffusion-lens lens "a red apple" --model DeepFloyd/IF-I-XL-v1.0 --stage2-model DeepFloyd/IF-II-L-v1.0 \\\n' +
         '      --layers 0:24:4 --offload encoder --out runs/apple-if',
     )
-    .action(async (prompt: string, options: LensOptions & RunFlags) => {
+    .action(async (prompt: string, options: LensCommandOptions & RunFlags) => {
       let config: ExperimentConfig;
       try {
         config = lensConfig(prompt, options);

@@ -1,4 +1,5 @@
 // Protocol v1 on both sides: the bridge's schemas, and the real worker's answers to bad frames.
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeMessage } from '../src/bridge/codec.js';
 import { connectWorker, LensWorker, PROTOCOL_VERSION } from '../src/bridge/index.js';
@@ -10,6 +11,7 @@ import {
 } from '../src/bridge/protocol.js';
 import { fixtureLoad, smallJob } from './bridge/jobs.js';
 import { RawClient } from './bridge/raw-client.js';
+import { ifCapabilities } from './capabilities.js';
 
 describe('protocol schemas', () => {
   it('decodes an image message with its PNG as a Buffer', () => {
@@ -111,15 +113,16 @@ describe('protocol schemas', () => {
       guidance: 4,
       height: 32,
       width: 32,
-      noise_level: 250,
       scheduler: null,
       seed: null,
+      family_options: { noise_level: 250 },
     };
     expect(generateRequestSchema.safeParse({ ...job, stage2 }).success).toBe(true);
     expect(generateRequestSchema.safeParse({ ...job, stage2: { ...stage2, seed: 7 } }).success).toBe(true);
     for (const bad of [
       { height: 30 },
-      { noise_level: -1 },
+      { family_options: null },
+      { noise_level: 250 },
       { steps: 0 },
       { seed: -1 },
       { guidance: -1 },
@@ -133,9 +136,10 @@ describe('protocol schemas', () => {
     expect(generateRequestSchema.safeParse(withoutStage2).success).toBe(false);
 
     const load = fixtureLoad('m');
-    expect(loadRequestSchema.safeParse({ ...load, offload: 'encoder', clean_caption: true }).success).toBe(
-      true,
-    );
+    const cleaning = { family_options: { clean_caption: true } };
+    expect(loadRequestSchema.safeParse({ ...load, offload: 'encoder', ...cleaning }).success).toBe(true);
+    // IF's options are the family's to check, not the protocol's.
+    expect(loadRequestSchema.safeParse({ ...load, clean_caption: true }).success).toBe(false);
     expect(loadRequestSchema.safeParse({ ...load, stage2: { model: 'x/ii', revision: null } }).success).toBe(
       true,
     );
@@ -156,14 +160,16 @@ describe('protocol schemas', () => {
       type: 'loaded',
       model: 'm',
       family: 'if',
+      capabilities: ifCapabilities,
+      encoders: [{ name: 'text_encoder', class_name: 'T5EncoderModel', layers: 24 }],
+      num_layers: 24,
       pipeline_class: 'IFPipeline',
       revision: null,
-      num_layers: 24,
       device: 'cuda',
       dtype: 'fp16',
       defaults: { steps: 100, guidance: 7, height: 64, width: 64, scheduler: 'DDPMScheduler' },
       lens: { norm: 'n', uncond: 'u', tokenization: 't' },
-      clean_caption: null,
+      family_options: { clean_caption: true },
       notices: [],
       stage2: {
         model: 'x/ii',
@@ -175,7 +181,6 @@ describe('protocol schemas', () => {
           guidance: 4,
           height: 256,
           width: 256,
-          noise_level: 250,
           scheduler: 'DDPMScheduler',
         },
       },
@@ -186,6 +191,11 @@ describe('protocol schemas', () => {
     expect(incomingMessageSchema.safeParse({ ...loaded, stage2: null, notices: ['x'] }).success).toBe(true);
     const { notices: __, ...withoutNotices } = loaded;
     expect(incomingMessageSchema.safeParse(withoutNotices).success).toBe(false);
+    const capabilities = (change: object) => ({ ...loaded, capabilities: { ...ifCapabilities, ...change } });
+    expect(incomingMessageSchema.safeParse(capabilities({ stages: 3 })).success).toBe(false);
+    expect(incomingMessageSchema.safeParse(capabilities({ guidance: 'none' })).success).toBe(false);
+    expect(incomingMessageSchema.safeParse(capabilities({ schedulers: [] })).success).toBe(false);
+    expect(incomingMessageSchema.safeParse({ ...loaded, encoders: [] }).success).toBe(false);
   });
 
   it('checks that every item indexes the prompts', () => {

@@ -31,8 +31,16 @@ describe('LensWorker with the Python worker', () => {
     expect(info.python).toMatch(/^3\.\d+/);
     expect(info.torch).toMatch(/\d/);
     expect(info.device).toBe('cpu');
-    expect(info.families).toContain('sd');
-    expect(info.schedulers.length).toBeGreaterThan(0);
+    const families = Object.fromEntries(info.families.map((family) => [family.name, family]));
+    expect(Object.keys(families)).toEqual(['sd', 'if']);
+    expect(families.sd).toMatchObject({
+      stages: 1,
+      guidance: 'cfg',
+      pipeline_classes: ['StableDiffusionPipeline'],
+    });
+    expect(families.if?.stages).toBe(2);
+    expect(families.sd?.schedulers).toContain('euler');
+    expect(families.if?.schedulers).not.toContain('euler');
     expect(info.heartbeat_s).toBeGreaterThan(0);
     expect(worker.pid).toBeTypeOf('number');
     expect(worker.endpoint).toMatch(/^(ipc|tcp):\/\//);

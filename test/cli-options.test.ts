@@ -1,5 +1,6 @@
 // The `lens` option table (src/cli/lens-options.ts) and what is generated from it: the config mapping, the
 // labels errors name the options by, the commander options and their help, the options type.
+
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import { addLensOptions, optionHelp, schemaField } from '../src/cli/option-help.
 import { lensConfig, lensConfigInput, OPTION_LABELS } from '../src/cli/options.js';
 import { formatPath } from '../src/config/index.js';
 import type { DoctorReport } from '../src/doctor.js';
+import { ifCapabilities } from './capabilities.js';
 
 const root = join(import.meta.dirname, '..');
 const cli = join(root, 'dist', 'cli.js');
@@ -174,6 +176,7 @@ describe('doctor text', () => {
     packages: { torch: '2.4.0', diffusers: '0.30.0', transformers: null, ftfy: '6.2' },
     device: 'cuda',
     cuda: { available: true, devices: ['NVIDIA H100'] },
+    families: [ifCapabilities],
     problems: [],
     ok: true,
   };
@@ -189,6 +192,10 @@ describe('doctor text', () => {
         'transformers  missing',
         'other         ftfy 6.2',
         'device        cuda (NVIDIA H100)',
+        'family if     IFPipeline; 2 stages, classifier-free guidance',
+        '  schedulers  default, dpm-multistep, dpm-singlestep, ddpm',
+        '  option      model.family_options.clean_caption (boolean | null, default: null)',
+        '  option      stage2.family_options.noise_level (integer, default: 250)',
         'ok: everything the worker needs is there',
         '',
       ].join('\n'),
@@ -203,6 +210,7 @@ describe('doctor text', () => {
       packages: {},
       device: null,
       cuda: null,
+      families: [],
       ok: false,
       problems: [{ what: 'Python interpreter "python3" not found', fix: 'run `npm install`' }],
     };

@@ -107,7 +107,7 @@ describe('diffusion-lens lens', () => {
       },
     ]);
     expect(manifest.config).toMatchObject({ stages: [1], stage2: null });
-    expect(manifest.model).toMatchObject({ clean_caption: null, stage2: null });
+    expect(manifest.model).toMatchObject({ family_options: {}, stage2: null });
     expect(manifest.images.every((image) => image.stage === 1)).toBe(true);
     const grid = await sharp(join(out, manifest.grids[0]?.path ?? '')).metadata();
     expect(grid.width).toBeGreaterThan(2 * 32);
@@ -515,12 +515,17 @@ describe('DeepFloyd IF (tiny fixtures: stage I 16x16, stage II 32x32, T5 with 4 
     expect(result.exitCode).toBe(0);
     const out = join(dir, 'runs', 'if-two');
     const manifest = readManifest(out);
-    expect(manifest.model).toMatchObject({ family: 'if', clean_caption: false });
+    expect(manifest.model).toMatchObject({ family: 'if', family_options: { clean_caption: false } });
     expect(manifest.config).toMatchObject({
       model: { family: 'auto', clean_caption: false },
       stages: [1, 2],
-      sampler: { steps: 3, size: [16, 16] },
-      stage2: { model: join(dir, 'experiments', 'if-ii'), steps: 2, noise_level: 100, seed: 5 },
+      sampler: { steps: 3, size: [16, 16], family_options: {} },
+      stage2: {
+        model: join(dir, 'experiments', 'if-ii'),
+        steps: 2,
+        seed: 5,
+        family_options: { noise_level: 100 },
+      },
     });
     expect(manifest.images).toHaveLength(2 * 3 * 2);
     expect(manifest.grids.map((grid) => [grid.prompt, grid.stage])).toEqual([
@@ -563,7 +568,8 @@ describe('DeepFloyd IF (tiny fixtures: stage I 16x16, stage II 32x32, T5 with 4 
     expect(sdOnIf.stderr).not.toMatch(/\n\s+at /);
   });
 
-  it('refuses stage II options that cannot work before starting anything (exit 2)', async () => {
+  it('refuses stage II options the family cannot run before loading anything, by the option', async () => {
+    const out = join(tempDir(), 'never');
     const result = await dlens([
       'lens',
       'x',
@@ -576,10 +582,15 @@ describe('DeepFloyd IF (tiny fixtures: stage I 16x16, stage II 32x32, T5 with 4 
       '--stage2-model',
       ifSrFixture,
       '--out',
-      tempDir(),
+      out,
     ]);
-    expect(result.exitCode).toBe(2);
-    expect(result.stderr.trim()).toBe('error: --stages: family sd has no stage II (only IF has one)');
+    // The worker says which families have a stage II: known once it is up, before the model loads.
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr.trim().split('\n').at(-1)).toBe(
+      'error: --stages: family sd has no stage II (its pipeline runs one stage)',
+    );
+    expect(result.stderr).not.toContain('loaded');
+    expect(existsSync(out)).toBe(false);
     const noModel = await dlens(['lens', 'x', '--model', ifFixture, '--stages', '1,2', '--out', tempDir()]);
     expect(noModel.exitCode).toBe(2);
     expect(noModel.stderr.trim()).toBe(

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type LensOptions, lensConfig, OPTION_LABELS } from '../src/cli/options.js';
+import { type LensCommandOptions, lensConfig, OPTION_LABELS } from '../src/cli/options.js';
 import {
   configSource,
   type ExperimentConfig,
@@ -182,7 +182,7 @@ describe('ragged CSV rows', () => {
 });
 
 describe('integers are written as integers', () => {
-  const lens = (options: Partial<LensOptions>) => lensConfig('a cat', { out: 'o', ...options });
+  const lens = (options: Partial<LensCommandOptions>) => lensConfig('a cat', { out: 'o', ...options });
 
   it.each([
     [{ seeds: '1e3' }, '--seeds: must be an integer in plain digits (got "1e3")'],
@@ -280,12 +280,12 @@ describe('integers are written as integers', () => {
     const both = write(
       dir,
       'b.yaml',
-      'prompts: [a]\nsampler: { steps: 1e3, scheduler: eulr }\nseeds: ["0"]\n',
+      'prompts: [a]\nsampler: { steps: 1e3 }\nlens: { uncond: never }\nseeds: ["0"]\n',
     );
     expect(lines(await configError(loadConfigFile(both)))).toEqual([
       `${both}:2: sampler.steps: must be an integer in plain digits (got 1e3)`,
-      `${both}:2: sampler.scheduler: must be one of default, dpm-multistep, dpm-singlestep, euler, euler-ancestral, ddim, ddpm, pndm, heun, unipc, lms (got "eulr")`,
-      `${both}:3: seeds[0]: must be a number (got "0")`,
+      `${both}:3: lens.uncond: must be one of final, same-layer (got "never")`,
+      `${both}:4: seeds[0]: must be a number (got "0")`,
     ]);
     const fine = write(
       dir,

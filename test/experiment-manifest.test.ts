@@ -6,6 +6,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import type { LoadedMessage } from '../src/bridge/index.js';
 import { parseConfig } from '../src/config/index.js';
+import { familyOptionsFor } from '../src/experiment/family.js';
 import { gridLegend, writeGrids } from '../src/experiment/grids.js';
 import {
   buildManifest,
@@ -16,6 +17,7 @@ import {
   planExperiment,
 } from '../src/experiment/index.js';
 import { gridLayout } from '../src/render/index.js';
+import { ifCapabilities } from './capabilities.js';
 import { tempDirs } from './temp-dirs.js';
 
 const tempDir = tempDirs('dlens-manifest-');
@@ -26,21 +28,23 @@ const loaded: LoadedMessage = {
   type: 'loaded',
   model: '/models/tiny-if',
   family: 'if',
+  capabilities: ifCapabilities,
+  encoders: [{ name: 'text_encoder', class_name: 'T5EncoderModel', layers: 4 }],
+  num_layers: 4,
   pipeline_class: 'IFPipeline',
   revision: null,
-  num_layers: 4,
   device: 'cpu',
   dtype: 'fp32',
   defaults: { steps: 100, guidance: 7, height: 16, width: 16, scheduler: 'DDPMScheduler' },
   lens: { norm: 'T5 final_layer_norm on every index but L', uncond: 'final layer of ""' },
-  clean_caption: false,
+  family_options: { clean_caption: false },
   notices: ['caption cleaning is off'],
   stage2: {
     model: '/models/tiny-if-sr',
     pipeline_class: 'IFSuperResolutionPipeline',
     revision: null,
     dtype: 'fp32',
-    defaults: { steps: 50, guidance: 4, height: 32, width: 32, noise_level: 250, scheduler: 'DDPMScheduler' },
+    defaults: { steps: 50, guidance: 4, height: 32, width: 32, scheduler: 'DDPMScheduler' },
   },
 };
 
@@ -69,6 +73,7 @@ function ifPlan(stages: 'both' | 'one' = 'both') {
   );
   const plan = planExperiment({
     settings,
+    familyOptions: familyOptionsFor(config, loaded),
     prompts: ['a red cube', 'a blue ball'],
     layers: [0, 4],
     seeds: [0, 1],
@@ -121,15 +126,16 @@ describe('manifest with stages', () => {
       size: [32, 32],
       height: 32,
       width: 32,
-      noise_level: 100,
       scheduler: 'default',
       scheduler_class: 'DDPMScheduler',
       seed: 'same',
+      family_options: { noise_level: 100 },
     });
+    expect(manifest.config.sampler.family_options).toEqual({});
     expect(manifest.config.model).toMatchObject({ offload: 'none', clean_caption: 'auto' });
     expect(manifest.model).toMatchObject({
       family: 'if',
-      clean_caption: false,
+      family_options: { clean_caption: false },
       stage2: { id: '/models/tiny-if-sr', revision: null, pipeline_class: 'IFSuperResolutionPipeline' },
     });
   });

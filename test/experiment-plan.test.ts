@@ -9,13 +9,15 @@ import {
   type LoadedForSettings,
   planExperiment,
 } from '../src/experiment/index.js';
+import { ifCapabilities, sdCapabilities } from './capabilities.js';
 
 const loaded: LoadedForSettings = {
   revision: 'abc123',
   family: 'sd',
   dtype: 'fp32',
   defaults: { steps: 50, guidance: 7.5, height: 64, width: 64, scheduler: 'PNDMScheduler' },
-  clean_caption: null,
+  capabilities: sdCapabilities,
+  family_options: {},
   stage2: null,
 };
 
@@ -29,7 +31,6 @@ const stage2Loaded: NonNullable<LoadedMessage['stage2']> = {
     guidance: 4,
     height: 256,
     width: 256,
-    noise_level: 250,
     scheduler: 'DDPMScheduler',
   },
 };
@@ -39,7 +40,8 @@ const ifLoaded: LoadedForSettings = {
   family: 'if',
   dtype: 'fp16',
   defaults: { steps: 100, guidance: 7, height: 64, width: 64, scheduler: 'DDPMScheduler' },
-  clean_caption: true,
+  capabilities: ifCapabilities,
+  family_options: { clean_caption: true },
   stage2: stage2Loaded,
 };
 
@@ -118,20 +120,21 @@ describe('content keys', () => {
     ['checkpoint scheduler (for default)', { defaults: { ...loaded.defaults, scheduler: 'DDIMScheduler' } }],
     ['default steps (steps unset)', { defaults: { ...loaded.defaults, steps: 100 } }],
     ['default guidance (guidance unset)', { defaults: { ...loaded.defaults, guidance: 7 } }],
-    ['caption cleaning', { clean_caption: true }],
+    ['load options (caption cleaning)', { family_options: { clean_caption: true } }],
   ])('changes with the loaded %s', (_, loadedOverrides) => {
     expect(keyFor({}, loadedOverrides as Partial<LoadedForSettings>)).not.toBe(base);
   });
 
   it('is the same for unset steps/guidance and the same values written out', () => {
     expect(keyFor({ sampler: { steps: 50, guidance: 7.5 } })).toBe(base);
-    expect(keyFor({}, { clean_caption: true })).not.toBe(keyFor({}, { clean_caption: false }));
+    const cleaning = (on: boolean) => ({ family_options: { clean_caption: on } });
+    expect(keyFor({}, cleaning(true))).not.toBe(keyFor({}, cleaning(false)));
   });
 
   it('does not change with max_batch, device, offload, seeds list, layer spec, run name or stage II settings', () => {
     expect(keyFor({ runtime: { max_batch: 1 } })).toBe(base);
     expect(keyFor({ model: { id: 'org/m', device: 'cpu', offload: true } })).toBe(base);
-    expect(keyFor({ model: { id: 'org/m', offload: 'encoder', clean_caption: false } })).toBe(base);
+    expect(keyFor({ model: { id: 'org/m', offload: 'encoder' } })).toBe(base);
     expect(keyFor({ seeds: [1, 7], lens: { layers: '0:3' }, name: 'other' })).toBe(base);
     // Stage II settings that are not run (stages [1]) change nothing.
     expect(keyFor({ stages: [1], stage2: { model: 'x/ii', steps: 3 } })).toBe(base);
@@ -212,7 +215,7 @@ describe('stage II keys and settings', () => {
     ['stage2.guidance', { stage2: { guidance: 5 } }],
     ['stage2.size', { stage2: { size: 128 } }],
     ['stage2.noise_level', { stage2: { noise_level: 100 } }],
-    ['stage2.scheduler', { stage2: { scheduler: 'euler' } }],
+    ['stage2.scheduler', { stage2: { scheduler: 'dpm-multistep' } }],
     ['stage2.seed', { stage2: { seed: 3 } }],
   ])('the stage II key changes with %s, the stage I key does not', (field, overrides) => {
     const keys =
@@ -254,6 +257,30 @@ describe('stage II keys and settings', () => {
   it('the stage I key of an IF run does not depend on whether stage II runs', () => {
     const stageOne = imageSettings(ifConfig({ stages: [1] }), ifLoaded, 'if-i');
     expect(contentKey(stageOne, { ...at, stage: 1 })).toBe(base.stage1);
+  });
+
+  // Computed before family options moved into family_options maps (tool 0.1.0, algorithm 1): IF's
+  // clean_caption and noise_level sit where they did, so an IF run made before keeps its cache.
+  it('keeps the IF keys computed before family options were reported by the worker', () => {
+    const config = ifConfig({ stage2: { noise_level: 100 } });
+    const settings = imageSettings(
+      config,
+      { ...ifLoaded, stage2: { ...stage2Loaded, revision: 'ii-rev' } },
+      'if-i',
+      'if-ii',
+    );
+    const code = { tool: '0.1.0', algorithm: 1 };
+    expect(contentKey(settings, { ...at, stage: 1 }, code)).toBe(
+      'b1772f06a48c12b425aac8ac0fb912048f0b614cf0e254845a6e53415536e3c8',
+    );
+    expect(contentKey(settings, { ...at, stage: 2 }, code)).toBe(
+      '9943cc87c7ee1bdcd79e02af5efd6f90060e5083a9afefadddc4c1638cce567f',
+    );
+    // The same option written in the family's own map is the same setting.
+    const mapped = ifConfig({ stage2: { family_options: { noise_level: 100 } } });
+    expect(contentKey(imageSettings(mapped, ifLoaded, 'if-i', 'if-ii'), { ...at, stage: 2 }, code)).toBe(
+      '9943cc87c7ee1bdcd79e02af5efd6f90060e5083a9afefadddc4c1638cce567f',
+    );
   });
 
   it('needs the loaded stage II when stages include 2', () => {
@@ -313,5 +340,61 @@ describe('planExperiment', () => {
     expect(plan.jobs[0]?.path).toMatch(/^images\/a-cat-[0-9a-f]{8}\/L00-s0\.png$/);
     expect(plan.jobs[1]?.path).toMatch(/^images\/a-cat-[0-9a-f]{8}\/L00-s0-stage2\.png$/);
     expect(plan.jobs[15]).toMatchObject({ prompt: 'a dog', layer: 24, seed: 1, stage: 2 });
+  });
+});
+
+describe('settings against the family the worker reports', () => {
+  it('names each field that asks for what the family cannot do', () => {
+    const config = parseConfig({
+      model: { id: 'org/m', clean_caption: true, family_options: { lora: 'x' } },
+      prompts: ['a cat'],
+      sampler: { scheduler: 'warp-drive' },
+      stages: [1, 2],
+      stage2: { model: 'org/ii' },
+    });
+    expect(() => imageSettings(config, loaded, 'org/m', 'org/ii')).toThrow(
+      [
+        'stages: family sd has no stage II (its pipeline runs one stage)',
+        'sampler.scheduler: "warp-drive" is not a scheduler of the sd family; choose one of default, ' +
+          'dpm-multistep, dpm-singlestep, euler, euler-ancestral, ddim, ddpm, pndm, heun, unipc, lms',
+        'model.family_options.lora: the sd family has no such option (it takes none here)',
+        'model.clean_caption: the sd family has no such option (it takes none here)',
+      ].join('\n'),
+    );
+  });
+
+  it("checks the family's options against the schema it reports, by the field that set them", () => {
+    const bad = ifConfig({
+      stage2: { family_options: { noise_level: 2.5 } },
+      model: { family_options: { x: 1 } },
+    });
+    expect(() => imageSettings(bad, ifLoaded, 'if-i', 'if-ii')).toThrow(
+      'model.family_options.x: the if family has no such option (its options here: clean_caption)\n' +
+        'stage2.family_options.noise_level: Invalid input: expected int, received number',
+    );
+    expect(() =>
+      imageSettings(ifConfig({ sampler: { scheduler: 'euler' } }), ifLoaded, 'if-i', 'if-ii'),
+    ).toThrow(
+      /^sampler\.scheduler: "euler" is not a scheduler of the if family; choose one of default, dpm-multistep/,
+    );
+    expect(() =>
+      parseConfig({ ...ifBase, stage2: { model: 'x', noise_level: 5, family_options: { noise_level: 6 } } }),
+    ).toThrow('stage2.family_options.noise_level: is set twice: here and as stage2.noise_level; keep one');
+  });
+
+  it('refuses a negative prompt and same-layer uncond for a guidance-distilled family', () => {
+    const distilled = {
+      ...loaded,
+      capabilities: { ...sdCapabilities, name: 'flux', guidance: 'distilled' as const },
+    };
+    const config = parseConfig({
+      prompts: ['a cat'],
+      sampler: { negative: 'blurry' },
+      lens: { uncond: 'same-layer' },
+    });
+    expect(() => imageSettings(config, distilled, 'm')).toThrow(
+      'sampler.negative: family flux is guidance-distilled: it has no unconditional branch, so no negative prompt\n' +
+        'lens.uncond: family flux is guidance-distilled: it has no unconditional branch to ablate',
+    );
   });
 });

@@ -5,28 +5,31 @@ import { describe, expect, it } from 'vitest';
 import type { ImageMessage, LoadedMessage } from '../src/bridge/index.js';
 import { WorkerError } from '../src/bridge/index.js';
 import { parseConfig } from '../src/config/index.js';
+import { familyOptionsFor } from '../src/experiment/family.js';
 import { buildWork, imageSettings, type Job, jobOfImage, planExperiment } from '../src/experiment/index.js';
 import { layersInFlight, RunProgress } from '../src/experiment/request.js';
+import { ifCapabilities } from './capabilities.js';
 
 const stage2: NonNullable<LoadedMessage['stage2']> = {
   model: '/m/if-ii',
   pipeline_class: 'IFSuperResolutionPipeline',
   revision: null,
   dtype: 'fp32',
-  defaults: { steps: 50, guidance: 4, height: 32, width: 32, noise_level: 250, scheduler: 'DDPMScheduler' },
+  defaults: { steps: 50, guidance: 4, height: 32, width: 32, scheduler: 'DDPMScheduler' },
 };
 const loaded = {
   revision: null,
   family: 'if',
   dtype: 'fp32',
   defaults: { steps: 100, guidance: 7, height: 16, width: 16, scheduler: 'DDPMScheduler' },
-  clean_caption: false,
+  capabilities: ifCapabilities,
+  family_options: { clean_caption: false },
   stage2,
 };
 
 const config = parseConfig({
   model: { id: '/m/if-i' },
-  sampler: { steps: 3, negative: 'blurry', scheduler: 'euler' },
+  sampler: { steps: 3, negative: 'blurry', scheduler: 'dpm-multistep' },
   lens: { uncond: 'same-layer' },
   stage2: { model: '/m/if-ii', steps: 2, seed: 9 },
   seeds: [0, 1],
@@ -35,6 +38,7 @@ const config = parseConfig({
 });
 const plan = planExperiment({
   settings: imageSettings(config, loaded, '/m/if-i', '/m/if-ii'),
+  familyOptions: familyOptionsFor(config, loaded),
   prompts: ['a cat', 'a dog'],
   layers: [0, 4],
   seeds: [0, 1],
@@ -74,11 +78,20 @@ describe('buildWork', () => {
       guidance: 7,
       height: 16,
       width: 16,
-      scheduler: 'euler',
+      scheduler: 'dpm-multistep',
       uncond: 'same-layer',
       noise: 'shared',
       max_batch: 3,
-      stage2: { steps: 2, guidance: 4, height: 32, width: 32, noise_level: 250, scheduler: null, seed: 9 },
+      stage2: {
+        steps: 2,
+        guidance: 4,
+        height: 32,
+        width: 32,
+        scheduler: null,
+        seed: 9,
+        family_options: { noise_level: 250 },
+      },
+      family_options: {},
     });
     expect(work.request.items.slice(0, 3)).toEqual([
       { prompt: 0, layer: 0, seed: 0 },

@@ -4,8 +4,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { LensWorker } from '../src/bridge/index.js';
-import { ConfigError, type ExperimentConfig, parseConfig, SCHEDULERS } from '../src/config/index.js';
+import { ConfigError, type ExperimentConfig, parseConfig } from '../src/config/index.js';
 import { type Manifest, type RunEvent, runExperiment } from '../src/experiment/index.js';
+import { ifCapabilities, sdCapabilities } from './capabilities.js';
 import { tempDirs } from './temp-dirs.js';
 
 const fixture = inject('sdFixture');
@@ -70,8 +71,8 @@ describe('runExperiment', () => {
     await shared?.close();
   });
 
-  it('uses the same scheduler names as the worker', () => {
-    expect([...shared.info.schedulers].sort()).toEqual([...SCHEDULERS].sort());
+  it("the tests' copies of the families' capabilities match what the worker reports", () => {
+    expect(shared.info.families).toMatchObject([sdCapabilities, ifCapabilities]);
   });
 
   it('reuses a given worker and leaves it running', async () => {

@@ -385,6 +385,7 @@ describe('grid legends and labels', () => {
     };
     const plan2 = planExperiment({
       settings: two,
+      familyOptions: { load: {}, sample: {}, stage2: { noise_level: 250 } },
       prompts: ['p'],
       layers: [24],
       seeds: [0],

@@ -27,7 +27,7 @@ describe('describeEvent', () => {
     );
   });
 
-  it('names stage II and caption cleaning when a model has them', () => {
+  it("names stage II and the family's resolved options when a model has them", () => {
     const loaded: RunEvent = {
       type: 'model-loaded',
       model: 'DeepFloyd/IF-I-XL-v1.0',
@@ -37,7 +37,7 @@ describe('describeEvent', () => {
       num_layers: 24,
       device: 'cuda',
       dtype: 'fp16',
-      clean_caption: false,
+      family_options: { clean_caption: false },
       stage2: {
         model: 'DeepFloyd/IF-II-L-v1.0',
         pipeline_class: 'IFSuperResolutionPipeline',
@@ -45,10 +45,10 @@ describe('describeEvent', () => {
       },
     };
     expect(describeEvent(loaded)).toBe(
-      'loaded DeepFloyd/IF-I-XL-v1.0 (IFPipeline, family if, 24 encoder layers, cuda fp16, caption cleaning off); ' +
+      'loaded DeepFloyd/IF-I-XL-v1.0 (IFPipeline, family if, 24 encoder layers, cuda fp16, clean_caption false); ' +
         'stage II DeepFloyd/IF-II-L-v1.0 (IFSuperResolutionPipeline)',
     );
-    expect(describeEvent({ ...loaded, family: 'sd', clean_caption: null, stage2: null })).not.toMatch(
+    expect(describeEvent({ ...loaded, family: 'sd', family_options: {}, stage2: null })).not.toMatch(
       /caption|stage II/,
     );
   });

@@ -106,7 +106,7 @@ export class Connection {
 
   /**
    * Declares the worker hung after `timeoutMs` without any message while a request is outstanding.
-   * Heartbeats keep a healthy worker's silence short even during long jobs.
+   * Heartbeats keep a healthy worker's silence short even during long requests.
    */
   watchHeartbeat(timeoutMs: number, onSilence: (silentMs: number) => void): void {
     const tickMs = Math.max(50, Math.min(1000, timeoutMs / 4));

@@ -1,6 +1,6 @@
 // The bridge's public surface: the worker handle, its errors, and the protocol types.
 export { BRIDGE_ERROR_CODES, WORKER_ERROR_CODES, WorkerError, type WorkerErrorCode } from './errors.js';
-export type { GenerateHandlers } from './generate-job.js';
+export type { GenerateHandlers } from './generate-call.js';
 export type { ExitInfo } from './process.js';
 export {
   type DoneMessage,

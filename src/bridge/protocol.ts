@@ -302,7 +302,7 @@ export const errorMessageSchema = z.strictObject({
 
 /** The answer to `cancel`, naming the request it was for. */
 export const ackMessageSchema = z.strictObject({ ...envelope, type: z.literal('ack'), target: z.string() });
-/** `busy`: a load or generate job is running. */
+/** `busy`: a load or generate request is being served. */
 export const pongMessageSchema = z.strictObject({ ...envelope, type: z.literal('pong'), busy: z.boolean() });
 export const byeMessageSchema = z.strictObject({ ...envelope, type: z.literal('bye') });
 /** Unsolicited (id ""), every `ready.heartbeat_s` seconds; `busy` as in `pong`. */

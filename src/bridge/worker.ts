@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
 import { Connection } from './connection.js';
 import { WorkerError } from './errors.js';
-import { abortedError, type GenerateHandlers, GenerateJob } from './generate-job.js';
+import { abortedError, GenerateCall, type GenerateHandlers } from './generate-call.js';
 import { describeExit, type ExitInfo, spawnWorkerProcess, type WorkerProcess } from './process.js';
 import {
   type DoneMessage,
@@ -41,7 +41,7 @@ const TERM_GRACE_MS = 3_000;
 export class LensWorker {
   /** How the process ended; for an attached worker, resolves when close() is done. */
   readonly exited: Promise<ExitInfo>;
-  private readonly activeJobs = new Set<string>();
+  private readonly activeCalls = new Set<string>();
   private closing: Promise<void> | null = null;
   private resolveDetached: (info: ExitInfo) => void = () => {};
 
@@ -127,9 +127,9 @@ export class LensWorker {
   }
 
   /**
-   * Runs one generate job. Streams progress and images to `handlers`; resolves with `done` once every
-   * onImage call has settled. Aborting `signal` cancels the job: the promise rejects with 'cancelled'.
-   * If a handler throws, the job is cancelled and the promise rejects with that error.
+   * Runs one generate request. Streams progress and images to `handlers`; resolves with `done` once every
+   * onImage call has settled. Aborting `signal` cancels the request: the promise rejects with 'cancelled'.
+   * If a handler throws, the request is cancelled and the promise rejects with that error.
    */
   generate(
     req: GenerateRequest,
@@ -142,19 +142,19 @@ export class LensWorker {
     const refused = this.unlessClosing();
     if (refused) return refused;
     const id = this.connection.newId();
-    const job = new GenerateJob(
+    const call = new GenerateCall(
       handlers,
       () => {
         this.connection.call('cancel', { target: id }, 'ack').catch((error: unknown) => {
           this.onLog(`bridge: cancel of ${id} failed: ${(error as Error).message}`);
         });
       },
-      () => this.activeJobs.delete(id),
+      () => this.activeCalls.delete(id),
       signal,
     );
-    this.activeJobs.add(id);
-    this.connection.begin(id, 'generate', parsed.data, job);
-    return job.result;
+    this.activeCalls.add(id);
+    this.connection.begin(id, 'generate', parsed.data, call);
+    return call.result;
   }
 
   /** Round trip of a ping, in milliseconds. */
@@ -165,7 +165,7 @@ export class LensWorker {
   }
 
   /**
-   * Stops the worker: cancels running jobs, sends `shutdown`, waits for the exit, then SIGTERMs and
+   * Stops the worker: cancels running requests, sends `shutdown`, waits for the exit, then SIGTERMs and
    * finally SIGKILLs the process group. Idempotent. For an attached worker it only disconnects.
    */
   close(): Promise<void> {
@@ -182,8 +182,8 @@ export class LensWorker {
       return;
     }
     if (!workerProcess.hasExited && !this.connection.failed) {
-      // Cancel running jobs so the worker is free to exit, and end their calls now with 'closed'.
-      for (const id of this.activeJobs) {
+      // Cancel running requests so the worker is free to exit, and end their calls now with 'closed'.
+      for (const id of this.activeCalls) {
         this.connection.call('cancel', { target: id }, 'ack').catch(() => undefined);
       }
       this.connection.abandonPending(closed);

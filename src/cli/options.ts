@@ -19,7 +19,7 @@ import {
 } from './lens-options.js';
 
 /** The options of `lens`: the table's, and the output folder (`-o, --out`, not a config field). */
-export type LensOptions = LensOptionValues & { out: string };
+export type LensCommandOptions = LensOptionValues & { out: string };
 
 /** Field → option, so that errors say `--steps` rather than `sampler.steps`. */
 export const OPTION_LABELS: Record<string, string> = Object.fromEntries([
@@ -138,7 +138,10 @@ function buildLensInput(
 }
 
 /** The raw config object for `lens` (before validation); integer options that are not integers are left out. */
-export function lensConfigInput(prompt: string, options: Partial<LensOptions>): Record<string, unknown> {
+export function lensConfigInput(
+  prompt: string,
+  options: Partial<LensCommandOptions>,
+): Record<string, unknown> {
   return buildLensInput(prompt, options).input;
 }
 
@@ -153,7 +156,7 @@ const sectionOf = (issue: ConfigIssue): number => {
  * Validates `lens` options as a config (`out` is not part of it); throws ConfigError naming the option, e.g.
  * `--seeds: must be an integer in plain digits (got "1e3")`.
  */
-export function lensConfig(prompt: string, options: Partial<LensOptions>): ExperimentConfig {
+export function lensConfig(prompt: string, options: Partial<LensCommandOptions>): ExperimentConfig {
   const { input, issues } = buildLensInput(prompt, options);
   let config: ExperimentConfig | undefined;
   try {

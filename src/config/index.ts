@@ -8,6 +8,7 @@ export {
   type Locator,
   loadConfigFile,
   locateField,
+  nearest,
   type ParseConfigOptions,
   parseConfig,
 } from './load.js';

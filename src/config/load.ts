@@ -147,10 +147,18 @@ function editDistance(a: string, b: string): number {
   return row[b.length] ?? 0;
 }
 
+/** The candidate `word` is most likely a typo of, when one is near enough. */
+export function nearest(word: string, candidates: readonly string[]): string | undefined {
+  const best = candidates
+    .map((k) => ({ k, d: editDistance(word.toLowerCase(), k) }))
+    .sort((a, b) => a.d - b.d)[0];
+  return best && best.d <= Math.max(2, Math.floor(word.length / 3)) ? best.k : undefined;
+}
+
 function suggestion(key: string, path: FieldPath): string {
   const keys = knownKeys(path);
-  const best = keys.map((k) => ({ k, d: editDistance(key.toLowerCase(), k) })).sort((a, b) => a.d - b.d)[0];
-  if (best && best.d <= Math.max(2, Math.floor(key.length / 3))) return ` (did you mean "${best.k}"?)`;
+  const best = nearest(key, keys);
+  if (best) return ` (did you mean "${best}"?)`;
   return keys.length > 0 ? ` (allowed: ${keys.join(', ')})` : '';
 }
 

@@ -87,7 +87,7 @@ const ModelSchema = z
         "IF's caption cleaning as in the stock pipeline (needs beautifulsoup4 and ftfy): auto = on when " +
           'they are installed (the run says when it is off), true = required, false = off',
       ),
-    family_options: FamilyOptionsSchema.default({}).describe(
+    family_options: FamilyOptionsSchema.optional().describe(
       "the family's own load options by name, e.g. {clean_caption: false} for IF (`diffusion-lens doctor` lists them)",
     ),
     allow_pickle: z.boolean().default(false).describe('allow pickled (.bin/.ckpt) weights; unsafe'),
@@ -135,7 +135,7 @@ const SamplerSchema = z
           'SD also euler, euler-ancestral, ddim, pndm, heun, unipc, lms (`diffusion-lens doctor` lists them per family)',
       ),
     negative: z.string().default('').describe('negative prompt ("" = the stock unconditional)'),
-    family_options: FamilyOptionsSchema.default({}).describe(
+    family_options: FamilyOptionsSchema.optional().describe(
       "the family's own sampling options by name, as its stock pipeline's arguments",
     ),
   })
@@ -272,7 +272,7 @@ const Stage2Schema = z
         "IF: stage II noise: 'same' = go on with each image's stage I generator (its seed and noise mode), " +
           'or one integer seed for all',
       ),
-    family_options: FamilyOptionsSchema.default({}).describe(
+    family_options: FamilyOptionsSchema.optional().describe(
       "the family's own stage II options by name, e.g. {noise_level: 100} for IF",
     ),
   })
@@ -341,7 +341,7 @@ export const ExperimentConfigSchema = z
     // Which families have a stage II, caption cleaning or a scheduler, the worker says (capabilities).
     for (const shortcut of FAMILY_OPTION_SHORTCUTS) {
       const [section, name] = shortcut.path;
-      const options = (config[section] as { family_options: Record<string, unknown> }).family_options;
+      const options = (config[section] as { family_options?: Record<string, unknown> }).family_options ?? {};
       const value = (config[section] as Record<string, unknown>)[name];
       if (value !== shortcut.unset && value !== undefined && name in options) {
         ctx.addIssue({

@@ -11,8 +11,15 @@ import {
   FAMILY_OPTION_SHORTCUTS,
   type FieldPath,
   issueAt,
+  nearest,
   resolveStages,
 } from '../config/index.js';
+
+/** ` (did you mean "euler"?)` when `word` looks like a typo of one of `choices`. */
+function didYouMean(word: string, choices: readonly string[]): string {
+  const best = nearest(word, choices);
+  return best === undefined ? '' : ` (did you mean "${best}"?)`;
+}
 
 /** A family's options of each kind, defaults filled in (load: as the worker resolved them). */
 export type ResolvedFamilyOptions = Record<FamilyOptionsKind, FamilyOptions>;
@@ -33,7 +40,7 @@ export function configuredOptions(
   kind: FamilyOptionsKind,
 ): { values: FamilyOptions; fields: Map<string, FieldPath> } {
   const [section] = OPTIONS_FIELD[kind];
-  const values: Record<string, unknown> = { ...config[section].family_options };
+  const values: Record<string, unknown> = { ...(config[section].family_options ?? {}) };
   const fields = new Map<string, FieldPath>(
     Object.keys(values).map((name) => [name, [...OPTIONS_FIELD[kind], name]]),
   );
@@ -99,8 +106,8 @@ function schedulerIssue(
   return issueAt(
     config,
     path,
-    `${JSON.stringify(scheduler)} is not a scheduler of the ${capabilities.name} family; ` +
-      `choose one of ${capabilities.schedulers.join(', ')}`,
+    `${JSON.stringify(scheduler)} is not a scheduler of the ${capabilities.name} family` +
+      `${didYouMean(scheduler, capabilities.schedulers)}; choose one of ${capabilities.schedulers.join(', ')}`,
   );
 }
 

@@ -11,7 +11,7 @@ import {
   type UncondMode,
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_VERSION } from '../version.js';
-import { NO_FAMILY_OPTIONS, type ResolvedFamilyOptions } from './family.js';
+import { familyOptionsFor, NO_FAMILY_OPTIONS, type ResolvedFamilyOptions } from './family.js';
 import { imagePath } from './store.js';
 
 /**
@@ -80,7 +80,10 @@ export function resolveSize(
   return [size[0], size[1]];
 }
 
-export type LoadedForSettings = Pick<LoadedMessage, 'revision' | 'family' | 'dtype' | 'defaults' | 'stage2'>;
+export type LoadedForSettings = Pick<
+  LoadedMessage,
+  'revision' | 'family' | 'dtype' | 'defaults' | 'stage2' | 'capabilities' | 'family_options'
+>;
 
 /** `settings` with `options` beside them; an option may not shadow a setting. */
 function withOptions<T extends object>(
@@ -95,11 +98,12 @@ function withOptions<T extends object>(
 }
 
 /**
- * The settings that determine an image, from the config, what the worker loaded (resolved family, dtype,
- * revision, default steps/guidance, native size, scheduler class, stage II) and the family's options
- * (the load options as the worker resolved them). Unset steps and guidance become the model's defaults
- * here, once; the runner, keys and manifest all use these values. Not included: device, offload,
- * max_batch. `stage2ModelId` is the resolved stage II id, needed when the config's stages include 2.
+ * The settings that determine an image, from the config and what the worker loaded (resolved family,
+ * dtype, revision, default steps/guidance, native size, scheduler class, stage II, and the family's
+ * options, checked against its capabilities: see familyOptionsFor). Unset steps and guidance become the
+ * model's defaults here, once; the runner, keys and manifest all use these values. Not included: device,
+ * offload, max_batch. `stage2ModelId` is the resolved stage II id, needed when the config's stages
+ * include 2.
  */
 export function imageSettings(
   config: ExperimentConfig,
@@ -107,8 +111,8 @@ export function imageSettings(
   modelId: string,
   stage2ModelId?: string,
   fingerprints: { model: string | null; stage2: string | null } = { model: null, stage2: null },
-  options: ResolvedFamilyOptions = NO_FAMILY_OPTIONS,
 ): ImageSettings {
+  const options = familyOptionsFor(config, loaded);
   const files = (fingerprint: string | null) =>
     fingerprint?.startsWith('files:') ? { files: fingerprint } : {};
   const [height, width] = resolveSize(config.sampler.size, loaded);

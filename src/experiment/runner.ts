@@ -112,17 +112,13 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const truncated = new Map<number, Truncation>();
   let planned: Planned | null = null;
 
-  /** The settings on what the worker loaded, checked against its family's capabilities. */
-  const settingsFor = (loaded: LoadedMessage) => {
-    const familyOptions = familyOptionsFor(config, loaded);
-    const { modelId, stage2ModelId } = inputs;
-    const settings = imageSettings(config, loaded, modelId, stage2ModelId, fingerprints, familyOptions);
-    return { settings, familyOptions };
-  };
+  const settingsFor = (loaded: LoadedMessage) =>
+    imageSettings(config, loaded, inputs.modelId, inputs.stage2ModelId, fingerprints);
 
   /** Plans against what the worker resolved, and claims the folder (or its variant) for the plan. */
   const planFor = async (loaded: LoadedMessage, worker: WorkerInfo): Promise<Planned> => {
-    const { settings, familyOptions } = settingsFor(loaded);
+    const settings = settingsFor(loaded);
+    const familyOptions = familyOptionsFor(config, loaded);
     const numLayers = loaded.num_layers;
     const layers = inputs.layersFor(numLayers);
     const prompts = promptSet.prompts;
@@ -210,7 +206,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       const same =
         candidate !== null &&
         candidate.loaded.num_layers === loaded.num_layers &&
-        canonicalJson(candidate.plan.settings) === canonicalJson(settingsFor(loaded).settings);
+        canonicalJson(candidate.plan.settings) === canonicalJson(settingsFor(loaded));
       planned = same ? { ...candidate, loaded, worker: worker.info } : await planFor(loaded, worker.info);
     }
     const { plan, sink } = planned;

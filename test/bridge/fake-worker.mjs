@@ -52,8 +52,20 @@ if (mode === 'mute') {
         diffusers: '0',
         transformers: '0',
         device: 'cpu',
-        families: ['sd'],
-        schedulers: [],
+        families: [
+          {
+            name: 'sd',
+            pipeline_classes: ['StableDiffusionPipeline'],
+            stages: 1,
+            guidance: 'cfg',
+            schedulers: ['default'],
+            options: {
+              load: { type: 'object', properties: {}, additionalProperties: false },
+              sample: { type: 'object', properties: {}, additionalProperties: false },
+              stage2: { type: 'object', properties: {}, additionalProperties: false },
+            },
+          },
+        ],
         heartbeat_s: 0.2,
       });
     } else if (mode === 'silent') {

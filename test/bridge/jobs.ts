@@ -10,10 +10,10 @@ export function fixtureLoad(model: string): LoadRequest {
     device: 'cpu',
     revision: null,
     offload: 'none',
-    clean_caption: null,
     stage2: null,
     allow_pickle: false,
     variant: null,
+    family_options: {},
   };
 }
 
@@ -36,6 +36,7 @@ export function smallJob(overrides: Partial<GenerateRequest> = {}): GenerateRequ
     noise: 'shared',
     max_batch: 4,
     stage2: null,
+    family_options: {},
     ...overrides,
   };
 }

@@ -1,5 +1,5 @@
 // One generate request in flight: routes its streamed messages to the caller's handlers, in order,
-// and settles only once the worker has ended the job and every handler call has settled.
+// and settles only once the worker has ended the request and every handler call has settled.
 import { type Exchange, errorFromMessage, unexpectedReply } from './connection.js';
 import { WorkerError } from './errors.js';
 import type { DoneMessage, ImageMessage, IncomingMessage, ProgressMessage } from './protocol.js';
@@ -14,7 +14,7 @@ export function abortedError(): WorkerError {
   return new WorkerError('cancelled', 'the generate request was aborted');
 }
 
-export class GenerateJob implements Exchange {
+export class GenerateCall implements Exchange {
   readonly result: Promise<DoneMessage>;
   private resolve: (done: DoneMessage) => void = () => {};
   private reject: (error: unknown) => void = () => {};
@@ -24,7 +24,7 @@ export class GenerateJob implements Exchange {
   private readonly onAbort = (): void => this.cancel();
 
   /**
-   * `sendCancel` asks the worker to cancel the job; `onEnded` runs once the worker has ended it (or
+   * `sendCancel` asks the worker to cancel the request; `onEnded` runs once the worker has ended it (or
    * the connection failed).
    */
   constructor(
@@ -61,7 +61,7 @@ export class GenerateJob implements Exchange {
         this.end(errorFromMessage(message));
         return true;
       default:
-        // The job may still be running on the worker; stop it before reporting the bad reply.
+        // The request may still be running on the worker; stop it before reporting the bad reply.
         this.cancel();
         this.end(unexpectedReply(message.type, 'generate'));
         return true;
@@ -99,7 +99,7 @@ export class GenerateJob implements Exchange {
     void this.handlersSettled.then(() => {
       if (this.handlerFailure) this.reject(this.handlerFailure.error);
       else if (outcome instanceof WorkerError) this.reject(outcome);
-      // An aborted call always rejects, even if the job finished before the cancel landed.
+      // An aborted call always rejects, even if the request finished before the cancel landed.
       else if (this.signal?.aborted) this.reject(abortedError());
       else this.resolve(outcome);
     });

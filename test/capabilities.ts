@@ -1,0 +1,47 @@
+// What the worker reports of its families (python/diffusion_lens/families), for tests without a worker.
+// The runner and bridge tests check the real worker's report; these copies only need to be plausible.
+import type { FamilyCapabilities } from '../src/bridge/index.js';
+
+const none = { type: 'object', properties: {}, additionalProperties: false };
+
+export const sdCapabilities: FamilyCapabilities = {
+  name: 'sd',
+  pipeline_classes: ['StableDiffusionPipeline'],
+  stages: 1,
+  guidance: 'cfg',
+  schedulers: [
+    'default',
+    'dpm-multistep',
+    'dpm-singlestep',
+    'euler',
+    'euler-ancestral',
+    'ddim',
+    'ddpm',
+    'pndm',
+    'heun',
+    'unipc',
+    'lms',
+  ],
+  options: { load: none, sample: none, stage2: none },
+};
+
+export const ifCapabilities: FamilyCapabilities = {
+  name: 'if',
+  pipeline_classes: ['IFPipeline'],
+  stages: 2,
+  guidance: 'cfg',
+  schedulers: ['default', 'dpm-multistep', 'dpm-singlestep', 'ddpm'],
+  options: {
+    load: {
+      type: 'object',
+      properties: { clean_caption: { type: ['boolean', 'null'], default: null } },
+      additionalProperties: false,
+    },
+    sample: none,
+    stage2: {
+      type: 'object',
+      properties: { noise_level: { type: 'integer', minimum: 0, default: 250 } },
+      additionalProperties: false,
+    },
+  },
+};
