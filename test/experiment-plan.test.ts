@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { LoadedMessage } from '../src/bridge/index.js';
 import { type ExperimentConfigInput, parseConfig } from '../src/config/index.js';
+import { checkNamedFamily } from '../src/experiment/family.js';
 import {
   CODE_VERSION,
   canonicalJson,
@@ -380,6 +381,31 @@ describe('settings against the family the worker reports', () => {
     expect(() =>
       parseConfig({ ...ifBase, stage2: { model: 'x', noise_level: 5, family_options: { noise_level: 6 } } }),
     ).toThrow('stage2.family_options.noise_level: is set twice: here and as stage2.noise_level; keep one');
+  });
+
+  it('suggests the name a typo was meant to be', () => {
+    const typos = ifConfig({
+      sampler: { scheduler: 'dpm-multistp' },
+      stage2: { family_options: { noise_levl: 1 } },
+    });
+    expect(() => imageSettings(typos, ifLoaded, 'if-i', 'if-ii')).toThrow(
+      'sampler.scheduler: "dpm-multistp" is not a scheduler of the if family (did you mean "dpm-multistep"?); ' +
+        'choose one of default, dpm-multistep, dpm-singlestep, ddpm\n' +
+        'stage2.family_options.noise_levl: the if family has no such option (did you mean "noise_level"?) ' +
+        '(its options here: noise_level)',
+    );
+    const named = parseConfig({ model: { id: 'org/m', family: 'sdd' }, prompts: ['a cat'] });
+    expect(() => checkNamedFamily(named, [sdCapabilities, ifCapabilities])).toThrow(
+      'model.family: unknown family "sdd" (did you mean "sd"?); choose one of auto, sd, if',
+    );
+    const sd = parseConfig({
+      model: { id: 'org/m', family: 'sd' },
+      prompts: ['a cat'],
+      stage2: { model: 'x' },
+    });
+    expect(() => checkNamedFamily(sd, [sdCapabilities, ifCapabilities])).toThrow(
+      'stage2.model: family sd has no stage II (its pipeline runs one stage)',
+    );
   });
 
   it('refuses a negative prompt and same-layer uncond for a guidance-distilled family', () => {

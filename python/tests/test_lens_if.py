@@ -352,7 +352,7 @@ def test_schedulers_that_cannot_run_if_are_refused(if_family):
     with pytest.raises(BadRequest, match="scheduler: 'euler' is not a scheduler of the if family"):
         run_lens(if_family, PROMPTS[:1], [Item(0, 0, 0)], euler)
     stage2 = Stage2Settings(**{**STAGE2.__dict__, "scheduler": "unipc"})
-    with pytest.raises(BadRequest, match="stage2.scheduler: 'unipc' is not a scheduler of the if family"):
+    with pytest.raises(BadRequest, match=r"stage2\.scheduler: 'unipc' is not a scheduler of the if family"):
         run_lens(
             if_family,
             PROMPTS[:1],

@@ -81,9 +81,8 @@ function parseOptions(
       if (issue.code === 'unrecognized_keys') {
         const choices = known.length > 0 ? `its options here: ${known.join(', ')}` : 'it takes none here';
         for (const key of issue.keys) {
-          issues.push(
-            issueAt(config, fieldOf(key), `the ${capabilities.name} family has no such option (${choices})`),
-          );
+          const message = `the ${capabilities.name} family has no such option${didYouMean(key, known)} (${choices})`;
+          issues.push(issueAt(config, fieldOf(key), message));
         }
       } else {
         const [name, ...rest] = issue.path;
@@ -160,14 +159,11 @@ export function checkNamedFamily(config: ExperimentConfig, families: readonly Fa
   if (named === 'auto') return;
   const capabilities = families.find((family) => family.name === named);
   if (!capabilities) {
-    const known = families.map((family) => family.name).join(', ');
-    throw new ConfigError(
-      issueAt(
-        config,
-        ['model', 'family'],
-        `unknown family ${JSON.stringify(named)}; the worker has auto, ${known}`,
-      ),
-    );
+    const names = families.map((family) => family.name);
+    const message =
+      `unknown family ${JSON.stringify(named)}${didYouMean(named, names)}; ` +
+      `choose one of auto, ${names.join(', ')}`;
+    throw new ConfigError(issueAt(config, ['model', 'family'], message));
   }
   checkFamily(config, capabilities);
 }

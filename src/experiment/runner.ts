@@ -14,7 +14,7 @@ import type { LensWorker, LoadedMessage } from '../bridge/index.js';
 import { WorkerError } from '../bridge/index.js';
 import { ConfigError, type ExperimentConfig } from '../config/index.js';
 import type { RunEvent } from './events.js';
-import { checkFamily, checkNamedFamily, familyOptionsFor } from './family.js';
+import { checkNamedFamily, familyOptionsFor } from './family.js';
 import { claimFolder, FolderConflictError, plural } from './folder.js';
 import { writeGrids } from './grids.js';
 import { writeImagesCsv } from './images-csv.js';
@@ -105,9 +105,9 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     maxRestarts: options.maxRestarts ?? 2,
     emit,
     notice,
-    // The worker says what each family can do: a config is checked against that, not our constants.
+    // The worker says what each family can do: a config is checked against that, not our constants
+    // (here before loading a named family; settingsFor checks against what loaded).
     beforeLoad: (info) => checkNamedFamily(config, info.families),
-    afterLoad: (loaded) => void checkFamily(config, loaded.capabilities),
   });
   const truncated = new Map<number, Truncation>();
   let planned: Planned | null = null;

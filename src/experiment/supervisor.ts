@@ -59,8 +59,6 @@ export interface SupervisorOptions {
   notice: (message: string) => void;
   /** Checks before each load, against what the worker says it can do (throws to refuse). */
   beforeLoad?: (info: ReadyMessage) => void;
-  /** Checks what a worker loaded (throws to refuse). */
-  afterLoad?: (loaded: LoadedMessage) => void;
 }
 
 /** A load failure, with what was being loaded in front (the worker's message says why). */
@@ -190,7 +188,6 @@ export class WorkerSupervisor {
               revision: result.stage2.revision,
             },
     });
-    this.options.afterLoad?.(result);
     for (const message of result.notices) this.options.notice(message);
     return result;
   }
