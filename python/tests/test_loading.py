@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import shutil
 from pathlib import Path
 
+import diffusers
 import pytest
 import torch
+from jsonschema import Draft202012Validator
 
-from diffusion_lens.families import CheckpointError, CheckpointSource, detect_family, load_family
+from diffusion_lens.families import FAMILIES, CheckpointError, CheckpointSource, detect_family, load_family
 from diffusion_lens.fixtures import save_fixture, tiny_sd_pipeline
+from diffusion_lens.schedulers import SCHEDULER_NAMES
 
 from .conftest import load_options
 
@@ -23,6 +27,26 @@ def test_family_is_detected_from_model_index(sd_dir):
     assert family.num_layers == 5
     assert info["defaults"]["height"] == 32 and info["defaults"]["scheduler"] == "DDIMScheduler"
     assert info["revision"] is None
+
+
+# The settings of a request and its content key that a family's options sit beside (plan.ts).
+SETTINGS_NAMES = {"steps", "guidance", "height", "width", "scheduler", "negative", "seed", "model"}
+SETTINGS_NAMES |= {"id", "revision", "family", "dtype", "variant", "files"}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES.values()), ids=list(FAMILIES))
+def test_each_family_declares_valid_options(family):
+    """Every options schema is a JSON Schema whose defaults it accepts, of a closed map whose names do
+    not shadow a setting of the request; sampling options are arguments of the stock pipeline."""
+    for kind, schema in family.options.items():
+        Draft202012Validator.check_schema(schema)
+        assert schema["additionalProperties"] is False, kind
+        assert family.options_problem(kind, family.resolve_options(kind, {}), "family_options") is None
+        assert not set(schema["properties"]) & SETTINGS_NAMES, kind
+    stock_call = inspect.signature(getattr(diffusers, family.pipeline_classes[0]).__call__).parameters
+    assert set(family.options["sample"]["properties"]) <= set(stock_call)
+    assert set(family.schedulers) <= set(SCHEDULER_NAMES)
+    assert family.stages in (1, 2) and family.guidance in ("cfg", "distilled")
 
 
 def test_unsupported_pipeline_names_the_supported_ones(sd_dir, tmp_path):

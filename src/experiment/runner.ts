@@ -1,8 +1,10 @@
 // runExperiment: config → images, grids, a manifest and images.csv in an output folder, resumable. It
 // composes one-concern modules: inputs (resolved and checked before anything starts), outdir (checked,
 // locked folders), resolution (reruns without Python), supervisor (the worker: start, load, restart),
-// folder (one set of settings per folder: refuse, variant or overwrite; what is reused), request (what
-// to ask the worker for, pure), sink (images written and journaled), grids and manifest.
+// family (the config against what the worker reports of the model's family), folder (one set of
+// settings per folder: refuse, variant or overwrite; what is reused), generation (asking the worker for
+// what is missing; request: what to ask for, pure), sink (images written and journaled), grids and
+// manifest.
 //
 // A fully cached rerun finishes without a worker. Otherwise ONE generate asks for every (prompt, layer,
 // seed) with an image missing (its stage I image and, when stage II is asked for, its stage II image);
@@ -15,7 +17,8 @@ import { WorkerError } from '../bridge/index.js';
 import { ConfigError, type ExperimentConfig } from '../config/index.js';
 import type { RunEvent } from './events.js';
 import { checkNamedFamily, familyOptionsFor } from './family.js';
-import { claimFolder, FolderConflictError, plural } from './folder.js';
+import { claimFolder, FolderConflictError } from './folder.js';
+import { generateMissing } from './generation.js';
 import { writeGrids } from './grids.js';
 import { writeImagesCsv } from './images-csv.js';
 import { resolveInputs } from './inputs.js';
@@ -23,11 +26,10 @@ import { FolderBusyError } from './lock.js';
 import { buildManifest, type Manifest, type Truncation, writeManifest } from './manifest.js';
 import { type OutputFolder, OutputFolderError, openOutputFolder } from './outdir.js';
 import { canonicalJson, imageSettings, type Plan, planExperiment } from './plan.js';
-import { buildWork, jobOfImage, layersInFlight, RunProgress } from './request.js';
 import { readResolution, type WorkerInfo, writeResolution } from './resolution.js';
 import { recordSettings } from './settings.js';
 import { ImageSink } from './sink.js';
-import { Aborted, isLostWorker, WorkerSupervisor } from './supervisor.js';
+import { Aborted, WorkerSupervisor } from './supervisor.js';
 
 export interface RunOptions {
   /** The output folder (created when the first file is written). */
@@ -228,54 +230,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         : null,
     });
 
-    const progress = new RunProgress();
-    for (let work = buildWork(config, plan, sink.isDone); work; work = buildWork(config, plan, sink.isDone)) {
-      if (signal?.aborted) throw new Aborted('aborted');
-      const current = work;
-      const { worker } = await supervisor.ready();
-      try {
-        const reply = await worker.generate(
-          current.request,
-          {
-            onProgress: (p) => {
-              const units = progress.of(current, p.done_units);
-              emit({
-                type: 'progress',
-                images_done: sink.generated,
-                images_total: sink.todo,
-                units_done: units.done,
-                units_total: units.total,
-                layers: layersInFlight(current, p),
-              });
-            },
-            onImage: (image) => sink.write(jobOfImage(current, image), image.png, image.elapsed_ms),
-          },
-          signal,
-        );
-        for (const cut of reply.truncated) {
-          if (truncated.has(cut.prompt)) continue;
-          truncated.set(cut.prompt, { tokens: cut.tokens, max_tokens: cut.max_tokens });
-          notice(
-            `prompt ${cut.prompt + 1} has ${cut.tokens} tokens; the text encoder reads ${cut.max_tokens}, ` +
-              `so the rest is cut: "${plan.prompts[cut.prompt]}"`,
-          );
-        }
-        const notSent = current.missing.filter((job) => !sink.isDone(job)).length;
-        if (notSent > 0) {
-          throw new WorkerError(
-            'internal',
-            `the worker finished without sending ${plural(notSent, 'image')}`,
-          );
-        }
-      } catch (error) {
-        if (signal?.aborted) throw new Aborted('aborted');
-        if (!isLostWorker(error)) throw error;
-        await supervisor.replace(
-          error,
-          current.missing.filter((job) => !sink.isDone(job)),
-        );
-      }
-    }
+    await generateMissing({ config, plan, sink, supervisor, truncated, emit, notice, signal });
 
     const grids = await writeGrids({
       outDir,
