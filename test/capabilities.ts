@@ -45,3 +45,27 @@ export const ifCapabilities: FamilyCapabilities = {
     },
   },
 };
+
+export const pixartCapabilities: FamilyCapabilities = {
+  name: 'pixart',
+  pipeline_classes: ['PixArtAlphaPipeline', 'PixArtSigmaPipeline'],
+  stages: 1,
+  guidance: 'cfg',
+  schedulers: sdCapabilities.schedulers,
+  options: {
+    load: {
+      type: 'object',
+      properties: {
+        clean_caption: { type: ['boolean', 'null'], default: null },
+        max_sequence_length: { type: ['integer', 'null'], minimum: 1, default: null },
+      },
+      additionalProperties: false,
+    },
+    sample: {
+      type: 'object',
+      properties: { use_resolution_binning: { type: 'boolean', default: true } },
+      additionalProperties: false,
+    },
+    stage2: none,
+  },
+};

@@ -599,6 +599,61 @@ describe('DeepFloyd IF (tiny fixtures: stage I 16x16, stage II 32x32, T5 with 4 
   });
 });
 
+describe('PixArt (tiny fixture: T5 with 3 blocks, 256x256 native)', () => {
+  const pixartFixture = inject('pixartFixture');
+
+  it('runs from a YAML config with its family options, writing images, grids and the manifest', async () => {
+    const dir = tempDir();
+    writeFileSync(
+      join(dir, 'pixart.yaml'),
+      [
+        `model: { id: ${JSON.stringify(pixartFixture)}, family_options: { max_sequence_length: 32 } }`,
+        'sampler: { steps: 2, size: 64, family_options: { use_resolution_binning: false } }',
+        'lens: { layers: "0,-1" }',
+        'seeds: [0, 1]',
+        'prompts: [a red apple]',
+        '',
+      ].join('\n'),
+    );
+    const result = await dlens(['run', 'pixart.yaml', '--out', 'out'], { cwd: dir });
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    expect(result.stderr).toMatch(
+      /family pixart, 3 encoder layers.*clean_caption true, max_sequence_length 32/,
+    );
+    const out = join(dir, 'out');
+    const manifest = readManifest(out);
+    expect(manifest.model).toMatchObject({
+      family: 'pixart',
+      pipeline_class: 'PixArtAlphaPipeline',
+      num_layers: 3,
+      family_options: { clean_caption: true, max_sequence_length: 32 },
+    });
+    expect(manifest.config.sampler).toMatchObject({
+      steps: 2,
+      guidance: 4.5,
+      size: [64, 64],
+      family_options: { use_resolution_binning: false },
+    });
+    expect(manifest.images.map((image) => image.layer)).toEqual([0, 0, 3, 3]);
+    for (const image of manifest.images) {
+      expect((await sharp(join(out, image.path)).metadata()).width).toBe(64);
+    }
+    expect(manifest.grids).toHaveLength(1);
+    // A family option the family does not have is named by its field before anything loads.
+    writeFileSync(
+      join(dir, 'bad.yaml'),
+      `model: { id: ${JSON.stringify(pixartFixture)}, family: pixart, family_options: { clean_captions: true } }\nprompts: [x]\n`,
+    );
+    const bad = await dlens(['run', 'bad.yaml', '--out', 'bad'], { cwd: dir });
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toContain(
+      'error: bad.yaml:1: model.family_options.clean_captions: the pixart family has no such option ' +
+        '(did you mean "clean_caption"?) (its options here: clean_caption, max_sequence_length)',
+    );
+  });
+});
+
 describe('diffusion-lens schema, doctor, --help', () => {
   it('schema prints the JSON Schema', async () => {
     const result = await dlens(['schema']);

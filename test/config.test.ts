@@ -327,6 +327,17 @@ describe('lens options', () => {
 describe('configs/ presets', () => {
   const configs = join(import.meta.dirname, '..', 'configs');
 
+  it('pixart-alpha.yaml has the stock PixArt-alpha settings', async () => {
+    const config = await loadConfigFile(join(configs, 'pixart-alpha.yaml'));
+    expect(config.model).toMatchObject({
+      id: 'PixArt-alpha/PixArt-XL-2-1024-MS',
+      family: 'pixart',
+      dtype: 'fp16',
+    });
+    expect(config.sampler).toMatchObject({ steps: 20, guidance: 4.5, size: 1024, scheduler: 'default' });
+    expect(resolveLayers(config.lens.layers, 24)).toEqual([0, 4, 8, 12, 16, 20, 24]);
+  });
+
   it('if-paper.yaml has exactly the paper settings', async () => {
     const config = await loadConfigFile(join(configs, 'if-paper.yaml'));
     expect(config.model).toEqual({

@@ -1,5 +1,5 @@
 // Builds the tiny random-weight pipelines once per test run and hands their folders to the tests
-// (inject('sdFixture'), inject('ifFixture'), inject('ifSrFixture')). The tests load them by path,
+// (inject('sdFixture'), inject('ifFixture'), inject('ifSrFixture'), inject('pixartFixture')). The tests load them by path,
 // through the same code as a hub id.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,6 +17,8 @@ declare module 'vitest' {
     ifFixture: string;
     /** Tiny IFSuperResolutionPipeline, stage II (32x32). */
     ifSrFixture: string;
+    /** Tiny PixArtAlphaPipeline (T5 with 3 blocks, 256x256 native). */
+    pixartFixture: string;
   }
 }
 
@@ -37,13 +39,15 @@ async function buildFixture(kind: string, out: string): Promise<string> {
 export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'dlens-fixture-'));
   // In parallel: most of each build is importing torch and diffusers.
-  const [sd, tinyIf, tinyIfSr] = await Promise.all([
+  const [sd, tinyIf, tinyIfSr, pixart] = await Promise.all([
     buildFixture('sd', join(dir, 'tiny-sd')),
     buildFixture('if', join(dir, 'tiny-if')),
     buildFixture('if-sr', join(dir, 'tiny-if-sr')),
+    buildFixture('pixart', join(dir, 'tiny-pixart')),
   ]);
   project.provide('sdFixture', sd);
   project.provide('ifFixture', tinyIf);
   project.provide('ifSrFixture', tinyIfSr);
+  project.provide('pixartFixture', pixart);
   return () => rmSync(dir, { recursive: true, force: true });
 }

@@ -7,6 +7,8 @@ weights are not all ones) so that hard-coded assumptions fail in tests rather th
     python -m diffusion_lens.fixtures sd OUT_DIR      Stable Diffusion 2.x-shaped
     python -m diffusion_lens.fixtures if OUT_DIR      DeepFloyd IF stage I (16x16, T5 with 4 blocks)
     python -m diffusion_lens.fixtures if-sr OUT_DIR   DeepFloyd IF stage II (16 -> 32)
+    python -m diffusion_lens.fixtures pixart OUT_DIR  PixArt-alpha (T5 with 3 blocks, 256x256)
+    python -m diffusion_lens.fixtures pixart-sigma OUT_DIR   the same as PixArt-Sigma
 """
 
 from __future__ import annotations
@@ -24,14 +26,25 @@ from .clip_tokenizer import clip_tokenizer
 FIXTURE_SEED = 1234
 
 
+def tiny_vae(blocks: int, sample_size: int = 32):
+    """A 4-channel latent VAE that downsamples by 2^(blocks - 1)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8,) + (16,) * (blocks - 1),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=sample_size,
+    )
+
+
 def tiny_sd_pipeline(num_layers: int = 5, hidden_size: int = 40, seed: int = FIXTURE_SEED):
     """A Stable Diffusion 2.x-shaped pipeline with random weights (CPU, float32)."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -63,16 +76,7 @@ def tiny_sd_pipeline(num_layers: int = 5, hidden_size: int = 40, seed: int = FIX
         attention_head_dim=4,
         norm_num_groups=4,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
+    vae = tiny_vae(2)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -224,7 +228,53 @@ def tiny_if_sr_pipeline(seed: int = FIXTURE_SEED + 1):
     )
 
 
-BUILDERS = {"sd": tiny_sd_pipeline, "if": tiny_if_pipeline, "if-sr": tiny_if_sr_pipeline}
+def tiny_pixart_pipeline(sigma: bool = False, num_layers: int = 3, seed: int = FIXTURE_SEED + 2):
+    """A PixArt-alpha (or -Sigma)-shaped pipeline with random weights: T5 (3 blocks), a 2-block DiT with a
+    learned variance, a VAE that downsamples by 8. Its transformer's sample_size is 32, the smallest
+    that the stock resolution binning knows (256 px), so the stock default runs on it."""
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        PixArtAlphaPipeline,
+        PixArtSigmaPipeline,
+        PixArtTransformer2DModel,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = t5_tokenizer()
+    transformer = PixArtTransformer2DModel(
+        sample_size=32,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        caption_channels=T5_HIDDEN,
+        in_channels=4,
+        out_channels=8,  # noise and variance
+        cross_attention_dim=24,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+    )
+    pipeline = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
+    return pipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny_t5_encoder(len(tokenizer), num_layers),
+        vae=tiny_vae(4),
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(),
+    )
+
+
+BUILDERS = {
+    "sd": tiny_sd_pipeline,
+    "if": tiny_if_pipeline,
+    "if-sr": tiny_if_sr_pipeline,
+    "pixart": tiny_pixart_pipeline,
+    "pixart-sigma": lambda: tiny_pixart_pipeline(sigma=True),
+}
 
 
 def save_fixture(kind: str, out_dir: str | Path, safe_serialization: bool = True) -> Path:

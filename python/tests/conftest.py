@@ -80,3 +80,23 @@ def stock_if_sr(if_sr_dir: Path):
     pipe = IFSuperResolutionPipeline.from_pretrained(str(if_sr_dir), text_encoder=None)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def pixart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_fixture("pixart", tmp_path_factory.mktemp("fixtures") / "tiny-pixart")
+
+
+@pytest.fixture(scope="session")
+def pixart_family(pixart_dir: Path):
+    return load_family(load_options(pixart_dir), None)
+
+
+@pytest.fixture(scope="session")
+def stock_pixart(pixart_dir: Path):
+    """The unmodified diffusers PixArt-alpha pipeline, loaded independently of the project's loader."""
+    from diffusers import PixArtAlphaPipeline
+
+    pipe = PixArtAlphaPipeline.from_pretrained(str(pixart_dir))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -17,7 +17,7 @@ from diffusion_lens.families import (
     CheckpointSource,
     SamplerSettings,
     Stage2Settings,
-    deepfloyd_if,
+    captions,
     detect_family,
     load_family,
 )
@@ -284,7 +284,7 @@ def test_caption_cleaning_as_the_stock_pipeline(if_dir: Path, if_family, stock_i
 
 
 def test_caption_cleaning_off_without_its_packages_says_so(if_dir: Path, stock_if, monkeypatch):
-    monkeypatch.setattr(deepfloyd_if, "is_ftfy_available", lambda: False)
+    monkeypatch.setattr(captions, "is_ftfy_available", lambda: False)
     with pytest.raises(ValueError, match="clean_caption is on but ftfy not installed"):
         load_family(load_options(if_dir, family_options={"clean_caption": True}), None)
     family = load_family(load_options(if_dir), None)

@@ -64,7 +64,7 @@ const ModelSchema = z
       .string()
       .min(1)
       .default('auto')
-      .describe('pipeline family (sd, if; `diffusion-lens doctor` lists them); auto detects it'),
+      .describe('pipeline family (sd, if, pixart; `diffusion-lens doctor` lists them); auto detects it'),
     revision: z.string().min(1).optional().describe('hub revision: branch, tag or commit; default: main'),
     dtype: z.enum(DTYPES).default('auto').describe('weights dtype; auto = fp16 on GPU, fp32 on CPU'),
     device: z.enum(DEVICES).default('auto').describe('where to run; auto = best available'),
@@ -116,13 +116,13 @@ const SamplerSchema = z
       .int()
       .min(1)
       .optional()
-      .describe("denoising steps; default: the model's: SD 50, IF 100"),
+      .describe("denoising steps; default: the model's: SD 50, IF 100, PixArt 20"),
     guidance: z
       .number()
       .min(0)
       .max(MAX_GUIDANCE)
       .optional()
-      .describe("classifier-free guidance scale, 0..100; default: the model's: SD 7.5, IF 7.0"),
+      .describe("classifier-free guidance scale, 0..100; default: the model's: SD 7.5, IF 7.0, PixArt 4.5"),
     size: SizeSchema.optional().describe(
       "image size in pixels, multiples of 8: one side (a square), or height and width; default: the model's native size",
     ),
@@ -132,7 +132,8 @@ const SamplerSchema = z
       .default('default')
       .describe(
         "sampling scheduler: default (the checkpoint's own), dpm-multistep, dpm-singlestep, ddpm, and for " +
-          'SD also euler, euler-ancestral, ddim, pndm, heun, unipc, lms (`diffusion-lens doctor` lists them per family)',
+          'SD and PixArt also euler, euler-ancestral, ddim, pndm, heun, unipc, lms (`diffusion-lens doctor` lists ' +
+          'them per family)',
       ),
     negative: z.string().default('').describe('negative prompt ("" = the stock unconditional)'),
     family_options: FamilyOptionsSchema.optional().describe(

@@ -17,10 +17,11 @@ from .base import (
 )
 from .deepfloyd_if import DeepFloydIFFamily
 from .loading import CHECKPOINT_FOLDER, pipeline_class
+from .pixart import PixArtFamily
 from .sd import StableDiffusionFamily
 
 FAMILIES: dict[str, type[Family]] = {
-    family.name: family for family in (StableDiffusionFamily, DeepFloydIFFamily)
+    family.name: family for family in (StableDiffusionFamily, DeepFloydIFFamily, PixArtFamily)
 }
 
 # Pipeline classes that are not a family's first stage but belong to one, with what to do instead.

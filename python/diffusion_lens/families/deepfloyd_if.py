@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from diffusers import IFPipeline, IFSuperResolutionPipeline
-from diffusers.utils import is_bs4_available, is_ftfy_available
 
 from ..devices import dtype_name
 from ..images import to_uint8
@@ -29,6 +28,7 @@ from .base import (
     SamplerSettings,
     StepCallback,
 )
+from .captions import CLEAN_CAPTION_OPTION, preprocess, require_caption_cleaning, resolve_caption_cleaning
 from .encoders import t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place, resolved_revision
 from .options import NO_OPTIONS, OptionsSchema, options_schema
@@ -49,13 +49,6 @@ WITHOUT_CHECKERS = {
 }
 
 
-def caption_cleaning_missing() -> list[str]:
-    """The packages IF's caption cleaning needs that are not installed."""
-    return [
-        name for name, ok in (("beautifulsoup4", is_bs4_available()), ("ftfy", is_ftfy_available())) if not ok
-    ]
-
-
 class DeepFloydIFFamily(Family):
     name = "if"
     pipeline_classes = ("IFPipeline",)
@@ -63,14 +56,7 @@ class DeepFloydIFFamily(Family):
     # The schedulers that handle IF's learned variance (its UNets predict 6 channels); the others fail.
     schedulers = ("default", "dpm-multistep", "dpm-singlestep", "ddpm")
     options: ClassVar[dict[str, OptionsSchema]] = {
-        "load": options_schema(
-            clean_caption={
-                "type": ["boolean", "null"],
-                "default": None,
-                "description": "clean captions as IFPipeline does (needs beautifulsoup4 and ftfy); "
-                "null: on when those are installed",
-            }
-        ),
+        "load": options_schema(clean_caption=CLEAN_CAPTION_OPTION),
         "sample": NO_OPTIONS,
         "stage2": options_schema(
             noise_level={
@@ -97,26 +83,14 @@ class DeepFloydIFFamily(Family):
             self.stage2_revision = resolved_revision(stage2, options.stage2.revision)
         # HF T5 returns hidden states before the encoder's final RMS norm, except the last one.
         self.norm = pipe.text_encoder.encoder.final_layer_norm
-        missing = caption_cleaning_missing()
-        asked = self.family_options["clean_caption"]
-        self.clean_caption = asked is not False and not missing
+        self.clean_caption, self.notices = resolve_caption_cleaning(
+            self.family_options["clean_caption"], "IF"
+        )
         self.family_options["clean_caption"] = self.clean_caption
-        self.notices: list[str] = []
-        if asked is None and missing:
-            self.notices.append(
-                f"caption cleaning is off: {' and '.join(missing)} not installed, so prompts are only "
-                "lower-cased and stripped; the stock IF pipeline cleans captions by default "
-                f"(pip install {' '.join(missing)})"
-            )
 
     @classmethod
     def load(cls, options: LoadOptions) -> DeepFloydIFFamily:
-        missing = caption_cleaning_missing()
-        if options.family_options.get("clean_caption") and missing:
-            raise CheckpointError(
-                f"clean_caption is on but {' and '.join(missing)} not installed "
-                f"(pip install {' '.join(missing)})"
-            )
+        require_caption_cleaning(options.family_options.get("clean_caption"))
         pipe = from_pretrained(IFPipeline, options.model, options.revision, options, **WITHOUT_CHECKERS)
         stage2 = None
         if options.stage2 is not None:
@@ -200,7 +174,7 @@ class DeepFloydIFFamily(Family):
 
     def _text(self, prompt: str) -> str:
         """The prompt as IFPipeline tokenizes it: lower-cased and stripped, or cleaned."""
-        return self.pipe._text_preprocessing(prompt, clean_caption=self.clean_caption)[0]
+        return preprocess(self.pipe, prompt, self.clean_caption)
 
     def token_count(self, prompt: str) -> tuple[int, int]:
         return token_count(self.pipe.tokenizer, self._text(prompt)), MAX_TOKENS
@@ -208,7 +182,7 @@ class DeepFloydIFFamily(Family):
     def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
         pipe = self.pipe
         text = self._text(prompt)
-        states = t5_hidden_states(pipe.tokenizer, pipe.text_encoder, text, layers, self.device, MAX_TOKENS)
+        states, _ = t5_hidden_states(pipe.tokenizer, pipe.text_encoder, text, layers, self.device, MAX_TOKENS)
         return {layer: {"prompt_embeds": state} for layer, state in states.items()}
 
     def sample(

@@ -28,9 +28,10 @@ def token_count(tokenizer: Any, text: str) -> int:
 
 def _hidden_states(
     tokenizer: Any, encoder: torch.nn.Module, text: str, max_length: int, masked: bool, device: torch.device
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """Every hidden state of ``text`` tokenized as the stock pipelines do it (padded and truncated to
-    ``max_length``, special tokens added; batch of 1), encoded with its attention mask if ``masked``."""
+    ``max_length``, special tokens added; batch of 1), encoded with its attention mask if ``masked``;
+    and that mask."""
     tokens = tokenizer(
         [text],
         padding="max_length",
@@ -39,8 +40,11 @@ def _hidden_states(
         add_special_tokens=True,
         return_tensors="pt",
     )
-    mask = tokens.attention_mask.to(device) if masked else None
-    return encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True).hidden_states
+    mask = tokens.attention_mask.to(device)
+    output = encoder(
+        tokens.input_ids.to(device), attention_mask=mask if masked else None, output_hidden_states=True
+    )
+    return output.hidden_states, mask
 
 
 @torch.no_grad()
@@ -51,7 +55,7 @@ def clip_hidden_states(
     included (HF CLIP returns them before it); no attention mask unless the encoder's config asks for
     one, as in the stock SD pipeline."""
     masked = getattr(encoder.config, "use_attention_mask", False)
-    hidden = _hidden_states(tokenizer, encoder, text, tokenizer.model_max_length, masked, device)
+    hidden, _ = _hidden_states(tokenizer, encoder, text, tokenizer.model_max_length, masked, device)
     norm = final_layer_norm(encoder)
     return {layer: norm(hidden[layer]).to(dtype=encoder.dtype, device=device) for layer in layers}
 
@@ -64,10 +68,11 @@ def t5_hidden_states(
     layers: Sequence[int],
     device: torch.device,
     max_length: int,
-) -> dict[int, torch.Tensor]:
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """T5, encoded with its attention mask: ``hidden_states[l]`` through the final RMS norm for every
-    ``l`` but the last, which HF T5 returns already normed (a second norm would change it)."""
-    hidden = _hidden_states(tokenizer, encoder, text, max_length, True, device)
+    ``l`` but the last, which HF T5 returns already normed (a second norm would change it); and the
+    mask (batch of 1), which some pipelines take with the embeddings (PixArt)."""
+    hidden, mask = _hidden_states(tokenizer, encoder, text, max_length, True, device)
     norm, last = encoder.encoder.final_layer_norm, len(hidden) - 1
     normed = {layer: hidden[layer] if layer == last else norm(hidden[layer]) for layer in layers}
-    return {layer: state.to(dtype=encoder.dtype, device=device) for layer, state in normed.items()}
+    return {layer: state.to(dtype=encoder.dtype, device=device) for layer, state in normed.items()}, mask

@@ -47,6 +47,9 @@ def call_stock(
 
     Schedulers are stateful, so each run gets a fresh one (the checkpoint's own class, or the one
     named), put in the pipeline for the call only: the pipeline keeps the checkpoint's scheduler."""
+    if "negative_prompt_embeds" in arguments:
+        # Some pipelines default the negative prompt to "" (PixArt) and refuse it beside its embeddings.
+        arguments = {"negative_prompt": None, **arguments}
     checkpoint_scheduler = pipe.scheduler
     pipe.scheduler = make_scheduler(stage.scheduler, checkpoint_scheduler)
     try:
