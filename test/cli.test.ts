@@ -274,7 +274,7 @@ describe('diffusion-lens lens', () => {
     expect(cached.exitCode).toBe(0);
     expect(cached.stdout).toMatch(/done: 0 images made, 2 already on disk/);
     expect(readFileSync(join(out, 'images.csv'), 'utf8').split('\n')[0]).toBe(
-      'prompt,layer,stage,seed,path,key',
+      'prompt,layer,depth,stage,seed,path,key',
     );
 
     const refused = await dlens([...args, '--steps', '4', '--out', out], { env: noPython });
@@ -372,10 +372,10 @@ describe('diffusion-lens run', () => {
       truncated: null,
     });
     const csv = readFileSync(join(out, 'images.csv'), 'utf8').trimEnd().split('\n');
-    expect(csv[0]).toBe('prompt,id,category,layer,stage,seed,path,key');
+    expect(csv[0]).toBe('prompt,id,category,layer,depth,stage,seed,path,key');
     expect(csv).toHaveLength(1 + 12);
-    expect(csv[1]).toMatch(/^"a red, shiny apple",1,fruit,1,1,0,images\/[^,]+\/L1-s0\.png,[0-9a-f]{64}$/);
-    expect(csv[7]).toMatch(/^"a ""blue"" car",2,vehicle,1,1,0,/);
+    expect(csv[1]).toMatch(/^"a red, shiny apple",1,fruit,1,20,1,0,images\/[^,]+\/L1-s0\.png,[0-9a-f]{64}$/);
+    expect(csv[7]).toMatch(/^"a ""blue"" car",2,vehicle,1,20,1,0,/);
   });
 
   it('names the file, line and field of a bad config (exit 1)', async () => {
@@ -601,6 +601,25 @@ describe('DeepFloyd IF (tiny fixtures: stage I 16x16, stage II 32x32, T5 with 4 
 
 describe('PixArt (tiny fixture: T5 with 3 blocks, 256x256 native)', () => {
   const pixartFixture = inject('pixartFixture');
+
+  it('lens takes relative depths, and the manifest, images.csv and grids show layer and depth', async () => {
+    const out = join(tempDir(), 'relative');
+    const args = ['lens', 'a red apple', '--model', pixartFixture, '--layers', '0%:100%:25%'];
+    const result = await dlens([...args, '--seeds', '0', '--steps', '2', '--size', '64', '--out', out]);
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    const manifest = readManifest(out);
+    // T5 with 3 blocks: 0%, 25%, 50%, 75%, 100% of 3 are layers 0, 1, 2, 2, 3 (the nearest, halves up).
+    expect(manifest.config.lens).toMatchObject({ layers: [0, 1, 2, 3], layer_spec: '0%:100%:25%' });
+    expect(manifest.images.map((image) => [image.layer, image.depth])).toEqual([
+      [0, 0],
+      [1, 33.3],
+      [2, 66.7],
+      [3, 100],
+    ]);
+    expect(readFileSync(join(out, 'images.csv'), 'utf8').split('\n')[2]).toMatch(/^a red apple,1,33\.3,1,0,/);
+    expect(manifest.grids).toHaveLength(1);
+  });
 
   it('runs from a YAML config with its family options, writing images, grids and the manifest', async () => {
     const dir = tempDir();

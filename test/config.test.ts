@@ -550,6 +550,36 @@ describe('layer specs', () => {
     expect((await configError(() => resolveLayers('4:1', L))).message).toContain('empty');
   });
 
+  it.each([
+    // Relative depths: percent of L, the nearest layer (halves up); points on one layer count once.
+    ['0%:100%:25%', 24, [0, 6, 12, 18, 24]],
+    ['0%:100%:25%', 3, [0, 1, 2, 3]], // 25% of 3 = 0.75 -> 1, 50% -> 1.5 -> 2, 75% -> 2.25 -> 2
+    ['0%:100%:10%', 5, [0, 1, 2, 3, 4, 5]],
+    ['50%', 3, [2]],
+    ['50%', 24, [12]],
+    ['25%:75%', 8, [2, 3, 4, 5, 6]],
+    [':50%', 4, [0, 1, 2]],
+    ['0%:100%:33.3%', 12, [0, 4, 8, 12]],
+    ['0, 100%', 24, [0, 24]],
+  ])('relative "%s" on 0..%i', (spec, depth, expected) => {
+    expect(resolveLayers(spec, depth)).toEqual(expected);
+  });
+
+  it('refuses relative specs that mean nothing, and a layer listed twice across items', async () => {
+    for (const [spec, message] of [
+      ['0:50%', 'mixes layers and percentages'],
+      ['120%', 'beyond 100%'],
+      ['0%:100%:0%', 'must be above 0%'],
+      ['75%:25%', 'is empty'],
+      ['-10%', 'is not a percentage'],
+    ]) {
+      expect((await configError(() => parseLayerSpec(spec ?? ''))).message).toContain(message);
+    }
+    expect((await configError(() => resolveLayers('24, 100%', 24))).message).toContain(
+      'layer 24 is listed twice',
+    );
+  });
+
   it.each(['', 'x', '1:x', '1:2:3:4', '1,,2', '0:4:0', '0:4:-1', '1.5'])('rejects "%s"', async (spec) => {
     const error = await configError(() => parseLayerSpec(spec));
     expect(error.field).toBe('lens.layers');

@@ -149,11 +149,11 @@ describe('manifest with stages', () => {
       { prompt: 'a blue ball', columns: { category: 'ball' }, truncated: { tokens: 90, max_tokens: 77 } },
     ]);
     const csv = imagesCsv(manifest).trimEnd().split('\n');
-    expect(csv[0]).toBe('prompt,category,layer,stage,seed,path,key');
-    expect(csv.slice(1).map((line) => line.split(',').slice(0, 5).join(','))).toEqual([
-      'a red cube,cube,0,1,0',
-      'a red cube,cube,0,2,0',
-      'a red cube,cube,0,1,1',
+    expect(csv[0]).toBe('prompt,category,layer,depth,stage,seed,path,key');
+    expect(csv.slice(1).map((line) => line.split(',').slice(0, 6).join(','))).toEqual([
+      'a red cube,cube,0,0,1,0',
+      'a red cube,cube,0,0,2,0',
+      'a red cube,cube,0,0,1,1',
     ]);
   });
 
@@ -164,11 +164,20 @@ describe('manifest with stages', () => {
         { prompt: 'a "quoted", prompt', columns: { layer: 'x', note: 'two\nlines' }, truncated: null },
       ],
       images: [
-        { prompt: 'a "quoted", prompt', prompt_index: 0, layer: 3, seed: 1, stage: 1, path: 'p', key: 'k' },
+        {
+          prompt: 'a "quoted", prompt',
+          prompt_index: 0,
+          layer: 3,
+          depth: 75,
+          seed: 1,
+          stage: 1,
+          path: 'p',
+          key: 'k',
+        },
       ],
     });
     expect(csv).toBe(
-      'prompt,prompt_layer,note,layer,stage,seed,path,key\n"a ""quoted"", prompt",x,"two\nlines",3,1,1,p,k\n',
+      'prompt,prompt_layer,note,layer,depth,stage,seed,path,key\n"a ""quoted"", prompt",x,"two\nlines",3,75,1,1,p,k\n',
     );
   });
 
@@ -226,7 +235,7 @@ describe('grids with stages', () => {
       const layout = gridLayout({
         title: gridTitle(grid.prompt, grid.stage, plan.stages),
         legend: gridLegend(plan, grid.stage),
-        rowLabels: ['L0', 'L4 (final)'],
+        rowLabels: ['L0 · 0%', 'L4 (final)'],
         colLabels: ['s0', 's1'],
         cellWidth: side,
         cellHeight: side,

@@ -333,7 +333,7 @@ const settings: ImageSettings = {
 
 describe('grid legends and labels', () => {
   it('marks the final layer', () => {
-    expect(layerLabel(3, 8)).toBe('L3');
+    expect(layerLabel(3, 8)).toBe('L3 · 37.5%');
     expect(layerLabel(8, 8)).toBe('L8 (final)');
     expect(layerLabel(24, 24)).toBe('L24 (final)');
   });

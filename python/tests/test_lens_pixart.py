@@ -162,3 +162,10 @@ def test_a_named_scheduler_is_the_stock_pipeline_with_that_scheduler(pixart_fami
     finally:
         stock_pixart.scheduler = original
     np.testing.assert_array_equal(image, expected)
+
+
+def test_one_step_is_refused_without_an_lcm_scheduler(pixart_family):
+    """The stock pipeline takes a one-step run for a DMD checkpoint and fails with any other scheduler."""
+    one = SamplerSettings(**{**SETTINGS.__dict__, "num_inference_steps": 1})
+    with pytest.raises(BadRequest, match="steps = 1 needs the LCM scheduler"):
+        run_lens(pixart_family, PROMPTS[:1], [Item(0, 0, 0)], one)

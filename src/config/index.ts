@@ -1,6 +1,13 @@
 export { parseCsv } from './csv.js';
 export { ConfigError, type ConfigIssue, type FieldPath, formatIssue, formatPath } from './errors.js';
-export { type LayerRange, type LayerSpec, parseLayerSpec, resolveLayers } from './layers.js';
+export {
+  type LayerRange,
+  type LayerSpec,
+  layerAtDepth,
+  layerDepth,
+  parseLayerSpec,
+  resolveLayers,
+} from './layers.js';
 export {
   type ConfigSource,
   configSource,

@@ -1,12 +1,18 @@
 // Layer specs: "all", "start:end[:step]" (inclusive), comma lists, integers; negatives count from the
-// end (-1 = L). Parsed when the config is read, resolved against L once the model is loaded.
+// end (-1 = L); relative depths ("0%:100%:25%", "50%") map onto each encoder's own depth L. Parsed
+// when the config is read, resolved against L once the model is loaded.
 import { ConfigError, timesListed } from './errors.js';
 
-/** One inclusive range; a single layer is `{start: n, end: n, step: 1}`. Bounds may be negative. */
+/**
+ * One inclusive range; a single layer is `{start: n, end: n, step: 1}`. Bounds may be negative. A
+ * relative range (`relative: true`) is in percent of L: start and end 0..100, step a percentage, or 0
+ * for every layer between the two.
+ */
 export interface LayerRange {
   start: number;
   end: number;
   step: number;
+  relative?: boolean;
   /** The item as written (`"-3:-1"`), for error messages; derived from the bounds when absent. */
   text?: string;
 }
@@ -15,7 +21,10 @@ export type LayerSpec = { kind: 'all' } | { kind: 'ranges'; ranges: LayerRange[]
 
 const LAYERS_PATH = ['lens', 'layers'] as const;
 const INT = /^[+-]?\d+$/;
-const SYNTAX = 'use "all", "start:end[:step]", a comma list like "0,4,8", or integers (-1 = final layer)';
+const PERCENT = /^\d+(\.\d+)?%$/;
+const SYNTAX =
+  'use "all", "start:end[:step]", a comma list like "0,4,8", integers (-1 = final layer), ' +
+  'or relative depths like "0%:100%:25%"';
 
 function specError(message: string): ConfigError {
   return new ConfigError({ path: LAYERS_PATH, message });
@@ -27,8 +36,41 @@ function parseInt10(text: string, whole: string): number {
   return Number.parseInt(text, 10);
 }
 
+/** `25%` → 25; checks the range 0..100. */
+function parsePercent(text: string, whole: string): number {
+  if (!PERCENT.test(text)) {
+    throw specError(`"${whole}" is not a layer spec: "${text}" is not a percentage like 25%; ${SYNTAX}`);
+  }
+  const value = Number.parseFloat(text);
+  if (value > 100) throw specError(`"${whole}": ${text} is beyond 100% (the final layer)`);
+  return value;
+}
+
+/** `a%:b%[:c%]`, `a%`: every bound in percent (an omitted one is 0% or 100%; no step = every layer). */
+function parseRelative(pieces: string[], part: string, whole: string): LayerRange {
+  if (pieces.length === 1) {
+    const p = parsePercent(pieces[0] ?? '', whole);
+    return { start: p, end: p, step: 0, relative: true, text: part };
+  }
+  const [a = '', b = '', c = ''] = pieces;
+  const start = a === '' ? 0 : parsePercent(a, whole);
+  const end = b === '' ? 100 : parsePercent(b, whole);
+  const step = c === '' ? 0 : parsePercent(c, whole);
+  if (c !== '' && step <= 0) throw specError(`"${whole}": step ${c} must be above 0%`);
+  if (start > end) throw specError(`range ${part} is empty (${a} > ${b})`);
+  return { start, end, step, relative: true, text: part };
+}
+
 function parsePart(part: string, whole: string): LayerRange {
   const pieces = part.split(':').map((p) => p.trim());
+  if (pieces.length <= 3 && pieces.some((piece) => piece.endsWith('%'))) {
+    if (pieces.some((piece) => piece !== '' && !piece.endsWith('%'))) {
+      throw specError(
+        `"${whole}": "${part}" mixes layers and percentages; write every bound of a range one way`,
+      );
+    }
+    return parseRelative(pieces, part, whole);
+  }
   if (pieces.length === 1) {
     const n = parseInt10(pieces[0] ?? '', whole);
     return { start: n, end: n, step: 1, text: part };
@@ -76,6 +118,7 @@ function describeSpec(spec: string | number | readonly number[]): string {
 
 function rangeText(range: LayerRange): string {
   if (range.text !== undefined) return range.text;
+  if (range.relative) return `${range.start}%:${range.end}%${range.step === 0 ? '' : `:${range.step}%`}`;
   if (range.start === range.end && range.step === 1) return String(range.start);
   return `${range.start}:${range.end}${range.step === 1 ? '' : `:${range.step}`}`;
 }
@@ -136,6 +179,19 @@ export function resolveLayers(
   const out: number[] = [];
   const producers = new Map<number, { range: LayerRange; start: number; end: number }[]>();
   for (const range of parsed.ranges) {
+    if (range.relative) {
+      // Points that round to one layer are one layer: a relative axis is shared by deep and shallow models.
+      for (const layer of new Set(relativeLayers(range, L))) {
+        const by = producers.get(layer);
+        const entry = { range, start: layer, end: layer };
+        if (by) by.push(entry);
+        else {
+          producers.set(layer, [entry]);
+          out.push(layer);
+        }
+      }
+      continue;
+    }
     const start = resolve(range.start);
     const end = resolve(range.end);
     if (start > end) {
@@ -160,4 +216,28 @@ export function resolveLayers(
     );
   }
   return out;
+}
+
+/** The layer nearest a relative depth (percent of L), halves rounded up: 50% of 3 is layer 2. */
+export function layerAtDepth(percent: number, numLayers: number): number {
+  return Math.floor((percent * numLayers) / 100 + 0.5 + 1e-9);
+}
+
+/** A relative range's layers on 0..L, in order (a point that rounds to a layer already given repeats it). */
+function relativeLayers(range: LayerRange, L: number): number[] {
+  if (range.step === 0) {
+    const start = layerAtDepth(range.start, L);
+    return Array.from({ length: layerAtDepth(range.end, L) - start + 1 }, (_, i) => start + i);
+  }
+  const layers: number[] = [];
+  // Counted in steps, not summed, so that 0%:100%:10% reaches 100% exactly.
+  for (let i = 0; range.start + i * range.step <= range.end + 1e-9; i++) {
+    layers.push(layerAtDepth(range.start + i * range.step, L));
+  }
+  return layers;
+}
+
+/** How deep a layer is in 0..L, as a percentage rounded to one decimal: grids and the manifest show it. */
+export function layerDepth(layer: number, numLayers: number): number {
+  return numLayers === 0 ? 100 : Math.round((layer / numLayers) * 1000) / 10;
 }

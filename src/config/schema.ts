@@ -149,7 +149,7 @@ const SamplerSchema = z
 function checkLayerSpec(value: string | number[], ctx: z.core.$RefinementCtx<string | number[]>): void {
   try {
     const spec = parseLayerSpec(value);
-    if (spec.kind === 'ranges' && spec.ranges.every((r) => r.start >= 0 && r.end >= 0)) {
+    if (spec.kind === 'ranges' && spec.ranges.every((r) => !r.relative && r.start >= 0 && r.end >= 0)) {
       resolveLayers(value, Math.max(...spec.ranges.map((r) => r.end)));
     }
   } catch (error) {
@@ -170,7 +170,8 @@ export const LayerSpecSchema = z
   )
   .describe(
     'encoder layers (hidden-state indices 0..L): "all", "start:end[:step]" (inclusive), "0,4,8", ' +
-      'or a list of integers; negative counts from the end (-1 = L, the final layer)',
+      'or a list of integers; negative counts from the end (-1 = L, the final layer); relative depths ' +
+      'such as "0%:100%:25%" map onto the encoder\'s own depth (the nearest layer, halves up)',
   );
 
 const LensSchema = z

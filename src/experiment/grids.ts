@@ -1,7 +1,7 @@
 // One labelled layer × seed grid per prompt and stage, from the image files on disk: the prompt as title,
 // a legend with the model and settings, rows labelled by layer (the final one marked), columns by seed.
 import { join } from 'node:path';
-import { looksLikePath, type Stage } from '../config/index.js';
+import { layerDepth, looksLikePath, type Stage } from '../config/index.js';
 import { buildGrid } from '../render/grid.js';
 import { describeOptions } from './family.js';
 import type { ManifestGrid } from './manifest.js';
@@ -16,9 +16,9 @@ export function gridTitle(prompt: string, stage: Stage, stages: readonly Stage[]
   return `${prompt} (stage ${stage === 1 ? 'I' : 'II'})`;
 }
 
-/** A row label: `L3`, and for the final layer (index `numLayers`) `L24 (final)`. */
+/** A row label: `L3 · 12.5%` (the layer and its depth in percent of L); `L24 (final)` for the last. */
 export function layerLabel(layer: number, numLayers: number): string {
-  return layer === numLayers ? `L${layer} (final)` : `L${layer}`;
+  return layer === numLayers ? `L${layer} (final)` : `L${layer} · ${layerDepth(layer, numLayers)}%`;
 }
 
 /** A model id for display: a local path becomes its last folder name; hub ids (`owner/name`) stay. */

@@ -2,14 +2,15 @@
 // a run and when a run stops early (then `complete: false`).
 import { join } from 'node:path';
 import type { FamilyOptions, LoadedMessage } from '../bridge/index.js';
-import type {
-  ExperimentConfig,
-  ModelConfig,
-  NoiseMode,
-  PromptFileSpec,
-  PromptSet,
-  Stage,
-  UncondMode,
+import {
+  type ExperimentConfig,
+  layerDepth,
+  type ModelConfig,
+  type NoiseMode,
+  type PromptFileSpec,
+  type PromptSet,
+  type Stage,
+  type UncondMode,
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from '../version.js';
 import type { Job, Plan } from './plan.js';
@@ -69,6 +70,8 @@ export interface ManifestImage {
   prompt: string;
   prompt_index: number;
   layer: number;
+  /** How deep the layer is, in percent of L (0 = the embeddings, 100 = the final layer). */
+  depth: number;
   seed: number;
   /** 1 = the base image; 2 = its stage II upscale. */
   stage: Stage;
@@ -77,9 +80,19 @@ export interface ManifestImage {
   key: string;
 }
 
-export function manifestImage(job: Job): ManifestImage {
+/** A job's record; `numLayers` is L, which the depth is relative to. */
+export function manifestImage(job: Job, numLayers: number): ManifestImage {
   const { prompt, promptIndex, layer, seed, stage, path, key } = job;
-  return { prompt, prompt_index: promptIndex, layer, seed, stage, path, key };
+  return {
+    prompt,
+    prompt_index: promptIndex,
+    layer,
+    depth: layerDepth(layer, numLayers),
+    seed,
+    stage,
+    path,
+    key,
+  };
 }
 
 /** A prompt cut by the encoder's token limit: its token count and the limit. */
@@ -245,7 +258,9 @@ export function buildManifest(input: ManifestInput): Manifest {
       columns: { ...input.promptSet.rows[index] },
       truncated: input.truncated.get(index) ?? null,
     })),
-    images: plan.jobs.filter((job) => input.done.has(job.key)).map(manifestImage),
+    images: plan.jobs
+      .filter((job) => input.done.has(job.key))
+      .map((job) => manifestImage(job, plan.numLayers)),
     grids: input.grids,
     timings: {
       started: input.startedAt.toISOString(),

@@ -16,7 +16,7 @@ export class ImageSink {
   constructor(
     private readonly outDir: string,
     private readonly journal: Journal,
-    plan: Plan,
+    private readonly plan: Plan,
     /** Keys on disk with their recorded bytes: those found at the start, then each one written. */
     readonly done: Set<string>,
     private readonly emit: (event: RunEvent) => void,
@@ -45,7 +45,7 @@ export class ImageSink {
     this.generated++;
     this.emit({
       type: 'image',
-      ...manifestImage(job),
+      ...manifestImage(job, this.plan.numLayers),
       elapsed_ms: elapsedMs,
       images_done: this.generated,
       images_total: this.todo,

@@ -106,6 +106,13 @@ class PixArtFamily(Family):
         }
 
     def problem_with(self, settings: SamplerSettings) -> str | None:
+        own = settings.scheduler in (None, "default")
+        if settings.num_inference_steps == 1 and not (
+            own and type(self.pipe.scheduler).__name__ == "LCMScheduler"
+        ):
+            # The stock pipeline reads a one-step run as a distilled (DMD) one, whose LCM scheduler returns
+            # the denoised sample second: any other scheduler fails there.
+            return "steps = 1 needs the LCM scheduler of a one-step (DMD) PixArt checkpoint; use 2 or more"
         sample_size = int(self.pipe.transformer.config.sample_size)
         if settings.family_options["use_resolution_binning"] and sample_size not in BINNED_SAMPLE_SIZES:
             return (
