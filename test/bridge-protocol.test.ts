@@ -163,6 +163,7 @@ describe('protocol schemas', () => {
       capabilities: ifCapabilities,
       encoders: [{ name: 'text_encoder', class_name: 'T5EncoderModel', layers: 24 }],
       num_layers: 24,
+      stock_layer: 24,
       pipeline_class: 'IFPipeline',
       revision: null,
       device: 'cuda',

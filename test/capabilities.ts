@@ -69,3 +69,9 @@ export const pixartCapabilities: FamilyCapabilities = {
     stage2: none,
   },
 };
+
+export const sdxlCapabilities: FamilyCapabilities = {
+  ...sdCapabilities,
+  name: 'sdxl',
+  pipeline_classes: ['StableDiffusionXLPipeline'],
+};

@@ -148,7 +148,9 @@ describe('lens --help', () => {
   );
 
   it('says what the option texts mean', () => {
-    expect(helpOf('--steps <n>')).toBe("denoising steps (default: the model's: SD 50, IF 100, PixArt 20)");
+    expect(helpOf('--steps <n>')).toBe(
+      "denoising steps (default: the model's: SD 50, IF 100, PixArt 20, SDXL 50)",
+    );
     expect(helpOf('--dtype <dtype>')).toBe(
       'weights dtype; auto = fp16 on GPU, fp32 on CPU; auto|fp32|fp16|bf16 (default: auto)',
     );

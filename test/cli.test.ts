@@ -673,6 +673,26 @@ describe('PixArt (tiny fixture: T5 with 3 blocks, 256x256 native)', () => {
   });
 });
 
+describe('SDXL (tiny fixture: CLIPs with 3 and 5 layers, 32x32)', () => {
+  const sdxlFixture = inject('sdxlFixture');
+
+  it('lens sweeps relative depths with the stock layer, which the grid marks', async () => {
+    const out = join(tempDir(), 'sdxl');
+    const args = ['lens', 'a red apple', '--model', sdxlFixture, '--layers', '0%:100%:50%,stock'];
+    const result = await dlens([...args, '--seeds', '0,1', '--steps', '2', '--out', out]);
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    expect(result.stderr).toMatch(/family sdxl, 5 encoder layers/);
+    const manifest = readManifest(out);
+    expect(manifest.model).toMatchObject({ family: 'sdxl', pipeline_class: 'StableDiffusionXLPipeline' });
+    // 0, 50, 100% of 5 are layers 0, 3 (2.5, halves up), 5; the stock layer is 4, the penultimate.
+    expect(manifest.config.lens.layers).toEqual([0, 3, 5, 4]);
+    expect(manifest.lens).toMatchObject({ pooled: expect.stringContaining('text_encoder_2') });
+    expect(manifest.images).toHaveLength(8);
+    expect(manifest.grids).toHaveLength(1);
+  });
+});
+
 describe('diffusion-lens schema, doctor, --help', () => {
   it('schema prints the JSON Schema', async () => {
     const result = await dlens(['schema']);

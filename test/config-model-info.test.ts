@@ -94,9 +94,12 @@ describe('readModelDepth of local folders', () => {
     writeFileSync(join(badJson, 'text_encoder', 'config.json'), '{ not json');
     const noKey = checkpoint(join(dir, 'nokey'), CLIP_INDEX, { model_type: 'clip_text_model' });
     const float = checkpoint(join(dir, 'float'), CLIP_INDEX, { num_hidden_layers: 2.5 });
+    // Several encoders (SDXL): which depth the lens addresses is the family's to say.
+    const sdxl = { ...CLIP_INDEX, text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'] };
+    const two = checkpoint(join(dir, 'two'), sdxl, { num_hidden_layers: 3 });
     const file = join(dir, 'model.safetensors');
     writeFileSync(file, '');
-    for (const id of [noEncoder, noConfig, noIndex, badJson, noKey, float, file, join(dir, 'missing')]) {
+    for (const id of [noEncoder, noConfig, noIndex, badJson, noKey, float, two, file, join(dir, 'missing')]) {
       expect(await readModelDepth(id)).toBeNull();
     }
   });

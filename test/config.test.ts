@@ -327,6 +327,13 @@ describe('lens options', () => {
 describe('configs/ presets', () => {
   const configs = join(import.meta.dirname, '..', 'configs');
 
+  it('sdxl-base.yaml has the stock SDXL settings, the stock layer among relative depths', async () => {
+    const config = await loadConfigFile(join(configs, 'sdxl-base.yaml'));
+    expect(config.model).toMatchObject({ family: 'sdxl', dtype: 'fp16', variant: 'fp16' });
+    expect(config.sampler).toMatchObject({ steps: 50, guidance: 5, size: 1024, scheduler: 'default' });
+    expect(resolveLayers(config.lens.layers, 32, 31)).toEqual([0, 4, 8, 12, 16, 20, 24, 28, 32, 31]);
+  });
+
   it('pixart-alpha.yaml has the stock PixArt-alpha settings', async () => {
     const config = await loadConfigFile(join(configs, 'pixart-alpha.yaml'));
     expect(config.model).toMatchObject({
@@ -563,6 +570,16 @@ describe('layer specs', () => {
     ['0, 100%', 24, [0, 24]],
   ])('relative "%s" on 0..%i', (spec, depth, expected) => {
     expect(resolveLayers(spec, depth)).toEqual(expected);
+  });
+
+  it('takes "stock" for the layer the stock pipeline uses (L unless the model says otherwise)', async () => {
+    expect(resolveLayers('stock', 5)).toEqual([5]);
+    expect(resolveLayers('0, stock, -1', 32, 31)).toEqual([0, 31, 32]);
+    expect(resolveLayers('0%:100%:50%, stock', 32, 31)).toEqual([0, 16, 32, 31]);
+    expect((await configError(() => resolveLayers('stock, 5', 5))).message).toContain(
+      'layer 5 is listed twice',
+    );
+    expect(parseConfig({ prompts: ['x'], lens: { layers: 'stock' } }).lens.layers).toBe('stock');
   });
 
   it('refuses relative specs that mean nothing, and a layer listed twice across items', async () => {

@@ -31,6 +31,7 @@ const loaded: LoadedMessage = {
   capabilities: ifCapabilities,
   encoders: [{ name: 'text_encoder', class_name: 'T5EncoderModel', layers: 4 }],
   num_layers: 4,
+  stock_layer: 4,
   pipeline_class: 'IFPipeline',
   revision: null,
   device: 'cpu',

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { LensWorker } from '../src/bridge/index.js';
 import { ConfigError, type ExperimentConfig, parseConfig } from '../src/config/index.js';
 import { type Manifest, type RunEvent, runExperiment } from '../src/experiment/index.js';
-import { ifCapabilities, pixartCapabilities, sdCapabilities } from './capabilities.js';
+import { ifCapabilities, pixartCapabilities, sdCapabilities, sdxlCapabilities } from './capabilities.js';
 import { tempDirs } from './temp-dirs.js';
 
 const fixture = inject('sdFixture');
@@ -72,7 +72,12 @@ describe('runExperiment', () => {
   });
 
   it("the tests' copies of the families' capabilities match what the worker reports", () => {
-    expect(shared.info.families).toMatchObject([sdCapabilities, ifCapabilities, pixartCapabilities]);
+    expect(shared.info.families).toMatchObject([
+      sdCapabilities,
+      ifCapabilities,
+      pixartCapabilities,
+      sdxlCapabilities,
+    ]);
   });
 
   it('reuses a given worker and leaves it running', async () => {

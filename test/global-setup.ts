@@ -1,5 +1,5 @@
 // Builds the tiny random-weight pipelines once per test run and hands their folders to the tests
-// (inject('sdFixture'), inject('ifFixture'), inject('ifSrFixture'), inject('pixartFixture')). The tests load them by path,
+// (inject('sdFixture'), inject('ifFixture'), inject('ifSrFixture'), inject('pixartFixture'), inject('sdxlFixture')). The tests load them by path,
 // through the same code as a hub id.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,6 +19,8 @@ declare module 'vitest' {
     ifSrFixture: string;
     /** Tiny PixArtAlphaPipeline (T5 with 3 blocks, 256x256 native). */
     pixartFixture: string;
+    /** Tiny StableDiffusionXLPipeline (CLIPs with 3 and 5 layers, 32x32). */
+    sdxlFixture: string;
   }
 }
 
@@ -39,15 +41,17 @@ async function buildFixture(kind: string, out: string): Promise<string> {
 export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'dlens-fixture-'));
   // In parallel: most of each build is importing torch and diffusers.
-  const [sd, tinyIf, tinyIfSr, pixart] = await Promise.all([
+  const [sd, tinyIf, tinyIfSr, pixart, sdxl] = await Promise.all([
     buildFixture('sd', join(dir, 'tiny-sd')),
     buildFixture('if', join(dir, 'tiny-if')),
     buildFixture('if-sr', join(dir, 'tiny-if-sr')),
     buildFixture('pixart', join(dir, 'tiny-pixart')),
+    buildFixture('sdxl', join(dir, 'tiny-sdxl')),
   ]);
   project.provide('sdFixture', sd);
   project.provide('ifFixture', tinyIf);
   project.provide('ifSrFixture', tinyIfSr);
   project.provide('pixartFixture', pixart);
+  project.provide('sdxlFixture', sdxl);
   return () => rmSync(dir, { recursive: true, force: true });
 }

@@ -334,6 +334,8 @@ const settings: ImageSettings = {
 describe('grid legends and labels', () => {
   it('marks the final layer', () => {
     expect(layerLabel(3, 8)).toBe('L3 · 37.5%');
+    expect(layerLabel(7, 8, 7)).toBe('L7 · 87.5% (stock)');
+    expect(layerLabel(8, 8, 7)).toBe('L8 (final)');
     expect(layerLabel(8, 8)).toBe('L8 (final)');
     expect(layerLabel(24, 24)).toBe('L24 (final)');
   });

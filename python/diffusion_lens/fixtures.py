@@ -9,6 +9,7 @@ weights are not all ones) so that hard-coded assumptions fail in tests rather th
     python -m diffusion_lens.fixtures if-sr OUT_DIR   DeepFloyd IF stage II (16 -> 32)
     python -m diffusion_lens.fixtures pixart OUT_DIR  PixArt-alpha (T5 with 3 blocks, 256x256)
     python -m diffusion_lens.fixtures pixart-sigma OUT_DIR   the same as PixArt-Sigma
+    python -m diffusion_lens.fixtures sdxl OUT_DIR    SDXL (two CLIPs with 3 and 5 layers, 32x32)
 """
 
 from __future__ import annotations
@@ -268,12 +269,77 @@ def tiny_pixart_pipeline(sigma: bool = False, num_layers: int = 3, seed: int = F
     )
 
 
+def _tiny_clip(tokenizer, num_layers: int, hidden_size: int, projection: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        projection_dim=hidden_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def tiny_sdxl_pipeline(layers: tuple[int, int] = (3, 5), seed: int = FIXTURE_SEED + 3):
+    """An SDXL-shaped pipeline with random weights: two CLIP encoders of different depths (3 and 5
+    layers; the second with a projection, whose pooled output conditions the UNet with the time ids),
+    a UNet with SDXL's text-time embedding, a VAE that downsamples by 2 (32x32 images)."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+    hidden = 16
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + hidden,  # six time ids + the pooled vector
+        cross_attention_dim=2 * hidden,  # both encoders' hidden states, concatenated
+        norm_num_groups=4,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    return StableDiffusionXLPipeline(
+        vae=tiny_vae(2),
+        text_encoder=_tiny_clip(tokenizer, layers[0], hidden, projection=False),
+        text_encoder_2=_tiny_clip(tokenizer_2, layers[1], hidden, projection=True),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+    )
+
+
 BUILDERS = {
     "sd": tiny_sd_pipeline,
     "if": tiny_if_pipeline,
     "if-sr": tiny_if_sr_pipeline,
     "pixart": tiny_pixart_pipeline,
     "pixart-sigma": lambda: tiny_pixart_pipeline(sigma=True),
+    "sdxl": tiny_sdxl_pipeline,
 }
 
 

@@ -160,9 +160,10 @@ def encode_all(
             cond[(prompt, layer)] = embeds
     if options.uncond == "same-layer":
         uncond_layers = sorted({item.layer for item in items})
-        uncond = family.conditioning(options.negative_prompt, uncond_layers)
+        uncond = family.unconditional(options.negative_prompt, uncond_layers)
     else:
-        final = family.conditioning(options.negative_prompt, [family.num_layers])[family.num_layers]
+        stock = family.stock_layer
+        final = family.unconditional(options.negative_prompt, [stock])[stock]
         uncond = {item.layer: final for item in items}
     return cond, uncond
 

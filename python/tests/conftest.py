@@ -100,3 +100,23 @@ def stock_pixart(pixart_dir: Path):
     pipe = PixArtAlphaPipeline.from_pretrained(str(pixart_dir))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_fixture("sdxl", tmp_path_factory.mktemp("fixtures") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def sdxl_family(sdxl_dir: Path):
+    return load_family(load_options(sdxl_dir), None)
+
+
+@pytest.fixture(scope="session")
+def stock_sdxl(sdxl_dir: Path):
+    """The unmodified diffusers SDXL pipeline, loaded independently of the project's loader."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(sdxl_dir))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

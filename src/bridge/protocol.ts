@@ -216,6 +216,8 @@ export const loadedMessageSchema = z.strictObject({
   encoders: z.array(encoderSchema).min(1),
   /** L, the depth the lens's layer indices address (hidden states 0..L). */
   num_layers: z.int().nonnegative(),
+  /** The layer the stock pipeline conditions on: L, or L - 1 where it takes the penultimate (SDXL). */
+  stock_layer: z.int().nonnegative(),
   pipeline_class: z.string(),
   revision: z.string().nullable(),
   device: z.string(),

@@ -6,13 +6,14 @@ import { ConfigError, timesListed } from './errors.js';
 /**
  * One inclusive range; a single layer is `{start: n, end: n, step: 1}`. Bounds may be negative. A
  * relative range (`relative: true`) is in percent of L: start and end 0..100, step a percentage, or 0
- * for every layer between the two.
+ * for every layer between the two. `stock: true` is the layer the stock pipeline uses (`stock`).
  */
 export interface LayerRange {
   start: number;
   end: number;
   step: number;
   relative?: boolean;
+  stock?: boolean;
   /** The item as written (`"-3:-1"`), for error messages; derived from the bounds when absent. */
   text?: string;
 }
@@ -24,7 +25,7 @@ const INT = /^[+-]?\d+$/;
 const PERCENT = /^\d+(\.\d+)?%$/;
 const SYNTAX =
   'use "all", "start:end[:step]", a comma list like "0,4,8", integers (-1 = final layer), ' +
-  'or relative depths like "0%:100%:25%"';
+  'relative depths like "0%:100%:25%", or "stock" (the layer the stock pipeline uses)';
 
 function specError(message: string): ConfigError {
   return new ConfigError({ path: LAYERS_PATH, message });
@@ -62,6 +63,7 @@ function parseRelative(pieces: string[], part: string, whole: string): LayerRang
 }
 
 function parsePart(part: string, whole: string): LayerRange {
+  if (part.toLowerCase() === 'stock') return { start: -1, end: -1, step: 1, stock: true, text: part };
   const pieces = part.split(':').map((p) => p.trim());
   if (pieces.length <= 3 && pieces.some((piece) => piece.endsWith('%'))) {
     if (pieces.some((piece) => piece !== '' && !piece.endsWith('%'))) {
@@ -152,13 +154,15 @@ function duplicateMessage(
 }
 
 /**
- * Resolves a layer spec against L (the model's `num_layers`; hidden-state indices 0..L). Returns the
+ * Resolves a layer spec against L (the model's `num_layers`; hidden-state indices 0..L) and the stock
+ * layer (what `stock` means: L unless the model says otherwise, e.g. SDXL's L - 1). Returns the
  * layers in the order given. Throws ConfigError (field `lens.layers`) naming the bad value and the valid
  * range, or a layer that the spec lists more than once (overlapping ranges, `-1` next to L, ...).
  */
 export function resolveLayers(
   spec: string | number | readonly number[] | LayerSpec,
   numLayers: number,
+  stockLayer: number = numLayers,
 ): number[] {
   if (!Number.isInteger(numLayers) || numLayers < 0) throw new Error(`bad layer count ${numLayers}`);
   const parsed: LayerSpec =
@@ -178,32 +182,27 @@ export function resolveLayers(
   };
   const out: number[] = [];
   const producers = new Map<number, { range: LayerRange; start: number; end: number }[]>();
+  const add = (layer: number, producer: { range: LayerRange; start: number; end: number }): void => {
+    const by = producers.get(layer);
+    if (by) by.push(producer);
+    else {
+      producers.set(layer, [producer]);
+      out.push(layer);
+    }
+  };
   for (const range of parsed.ranges) {
-    if (range.relative) {
+    if (range.stock) {
+      add(stockLayer, { range, start: stockLayer, end: stockLayer });
+    } else if (range.relative) {
       // Points that round to one layer are one layer: a relative axis is shared by deep and shallow models.
-      for (const layer of new Set(relativeLayers(range, L))) {
-        const by = producers.get(layer);
-        const entry = { range, start: layer, end: layer };
-        if (by) by.push(entry);
-        else {
-          producers.set(layer, [entry]);
-          out.push(layer);
-        }
+      for (const layer of new Set(relativeLayers(range, L))) add(layer, { range, start: layer, end: layer });
+    } else {
+      const start = resolve(range.start);
+      const end = resolve(range.end);
+      if (start > end) {
+        throw specError(`range ${range.start}:${range.end} is empty (${start} > ${end})${suffix}`);
       }
-      continue;
-    }
-    const start = resolve(range.start);
-    const end = resolve(range.end);
-    if (start > end) {
-      throw specError(`range ${range.start}:${range.end} is empty (${start} > ${end})${suffix}`);
-    }
-    for (let layer = start; layer <= end; layer += range.step) {
-      const by = producers.get(layer);
-      if (by) by.push({ range, start, end });
-      else {
-        producers.set(layer, [{ range, start, end }]);
-        out.push(layer);
-      }
+      for (let layer = start; layer <= end; layer += range.step) add(layer, { range, start, end });
     }
   }
   const repeated = out.filter((layer) => (producers.get(layer)?.length ?? 0) > 1);

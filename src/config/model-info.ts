@@ -86,6 +86,8 @@ async function folderDepth(dir: string): Promise<number | null> {
   const entry = index?.text_encoder;
   // ["transformers", "CLIPTextModel"]; [null, null] or absent: no text encoder (IF stage II).
   if (!Array.isArray(entry) || typeof entry[1] !== 'string') return null;
+  // With several encoders, which depth the lens addresses (and its stock layer) is the family's to say.
+  if (index?.text_encoder_2 !== undefined) return null;
   const config = record(await readJson(join(dir, 'text_encoder', 'config.json')));
   if (!config) return null;
   const modelType = typeof config.model_type === 'string' ? config.model_type : '';
@@ -100,7 +102,7 @@ async function folderDepth(dir: string): Promise<number | null> {
  * L, the text encoder's depth (hidden-state indices 0..L: what the worker reports as `num_layers`), read
  * from the checkpoint's config files without Python: for a local diffusers folder, or for a hub id whose
  * revision (default `main`) is in the local Hugging Face cache. Null when it cannot be known that way
- * (not downloaded, a single-file checkpoint, no text encoder, an unknown config).
+ * (not downloaded, a single-file checkpoint, no text encoder, several text encoders, an unknown config).
  */
 export async function readModelDepth(
   modelId: string,

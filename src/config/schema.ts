@@ -3,7 +3,7 @@
 // (src/cli/lens-options.ts); where its default is not a `.default()` value, the text ends `; default: ...`.
 import { z } from 'zod';
 import { ConfigError, listIndexes, repeats, timesListed } from './errors.js';
-import { parseLayerSpec, resolveLayers } from './layers.js';
+import { type LayerRange, parseLayerSpec, resolveLayers } from './layers.js';
 
 /** Where weights wait while unused: see ModelSchema's `offload`. Same values as the protocol's. */
 export const OFFLOAD_MODES = ['none', 'encoder', 'model'] as const;
@@ -64,7 +64,9 @@ const ModelSchema = z
       .string()
       .min(1)
       .default('auto')
-      .describe('pipeline family (sd, if, pixart; `diffusion-lens doctor` lists them); auto detects it'),
+      .describe(
+        'pipeline family (sd, if, pixart, sdxl; `diffusion-lens doctor` lists them); auto detects it',
+      ),
     revision: z.string().min(1).optional().describe('hub revision: branch, tag or commit; default: main'),
     dtype: z.enum(DTYPES).default('auto').describe('weights dtype; auto = fp16 on GPU, fp32 on CPU'),
     device: z.enum(DEVICES).default('auto').describe('where to run; auto = best available'),
@@ -116,13 +118,15 @@ const SamplerSchema = z
       .int()
       .min(1)
       .optional()
-      .describe("denoising steps; default: the model's: SD 50, IF 100, PixArt 20"),
+      .describe("denoising steps; default: the model's: SD 50, IF 100, PixArt 20, SDXL 50"),
     guidance: z
       .number()
       .min(0)
       .max(MAX_GUIDANCE)
       .optional()
-      .describe("classifier-free guidance scale, 0..100; default: the model's: SD 7.5, IF 7.0, PixArt 4.5"),
+      .describe(
+        "classifier-free guidance scale, 0..100; default: the model's: SD 7.5, IF 7.0, PixArt 4.5, SDXL 5.0",
+      ),
     size: SizeSchema.optional().describe(
       "image size in pixels, multiples of 8: one side (a square), or height and width; default: the model's native size",
     ),
@@ -132,7 +136,7 @@ const SamplerSchema = z
       .default('default')
       .describe(
         "sampling scheduler: default (the checkpoint's own), dpm-multistep, dpm-singlestep, ddpm, and for " +
-          'SD and PixArt also euler, euler-ancestral, ddim, pndm, heun, unipc, lms (`diffusion-lens doctor` lists ' +
+          'SD, SDXL and PixArt also euler, euler-ancestral, ddim, pndm, heun, unipc, lms (`diffusion-lens doctor` lists ' +
           'them per family)',
       ),
     negative: z.string().default('').describe('negative prompt ("" = the stock unconditional)'),
@@ -149,7 +153,8 @@ const SamplerSchema = z
 function checkLayerSpec(value: string | number[], ctx: z.core.$RefinementCtx<string | number[]>): void {
   try {
     const spec = parseLayerSpec(value);
-    if (spec.kind === 'ranges' && spec.ranges.every((r) => !r.relative && r.start >= 0 && r.end >= 0)) {
+    const plain = (r: LayerRange) => !r.relative && !r.stock && r.start >= 0 && r.end >= 0;
+    if (spec.kind === 'ranges' && spec.ranges.every(plain)) {
       resolveLayers(value, Math.max(...spec.ranges.map((r) => r.end)));
     }
   } catch (error) {
@@ -171,7 +176,8 @@ export const LayerSpecSchema = z
   .describe(
     'encoder layers (hidden-state indices 0..L): "all", "start:end[:step]" (inclusive), "0,4,8", ' +
       'or a list of integers; negative counts from the end (-1 = L, the final layer); relative depths ' +
-      'such as "0%:100%:25%" map onto the encoder\'s own depth (the nearest layer, halves up)',
+      'such as "0%:100%:25%" map onto the encoder\'s own depth (the nearest layer, halves up); "stock" ' +
+      'is the layer the stock pipeline uses (L, or L - 1 for SDXL)',
   );
 
 const LensSchema = z

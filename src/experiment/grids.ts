@@ -16,9 +16,13 @@ export function gridTitle(prompt: string, stage: Stage, stages: readonly Stage[]
   return `${prompt} (stage ${stage === 1 ? 'I' : 'II'})`;
 }
 
-/** A row label: `L3 · 12.5%` (the layer and its depth in percent of L); `L24 (final)` for the last. */
-export function layerLabel(layer: number, numLayers: number): string {
-  return layer === numLayers ? `L${layer} (final)` : `L${layer} · ${layerDepth(layer, numLayers)}%`;
+/**
+ * A row label: `L3 · 12.5%` (the layer and its depth in percent of L); `L24 (final)` for the last, and
+ * `L31 · 96.9% (stock)` for the stock pipeline's layer where that is not the last (SDXL).
+ */
+export function layerLabel(layer: number, numLayers: number, stockLayer: number = numLayers): string {
+  if (layer === numLayers) return `L${layer} (final)`;
+  return `L${layer} · ${layerDepth(layer, numLayers)}%${layer === stockLayer ? ' (stock)' : ''}`;
 }
 
 /** A model id for display: a local path becomes its last folder name; hub ids (`owner/name`) stay. */
@@ -102,7 +106,7 @@ export async function writeGrids(input: {
       const png = await buildGrid({
         title: gridTitle(prompt, stage, plan.stages),
         legend: gridLegend(plan, stage),
-        rowLabels: layers.map((layer) => layerLabel(layer, plan.numLayers)),
+        rowLabels: layers.map((layer) => layerLabel(layer, plan.numLayers, plan.stockLayer)),
         colLabels: seeds.map((seed) => `s${seed}`),
         cells,
         minCell: input.minCell,

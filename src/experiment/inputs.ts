@@ -29,8 +29,9 @@ export interface RunInputs {
   /** What is being loaded, for messages. */
   loading: string;
   fingerprints: Fingerprints;
-  /** The layers of the config against a depth L; a ConfigError located at `lens.layers` if one is bad. */
-  layersFor: (numLayers: number) => number[];
+  /** The layers of the config against a depth L (and the stock layer, default L); a ConfigError located
+   *  at `lens.layers` if one is bad. */
+  layersFor: (numLayers: number, stockLayer?: number) => number[];
 }
 
 export async function resolveInputs(
@@ -58,9 +59,9 @@ export async function resolveInputs(
     const field = ['stage2', 'model'];
     stage2ModelId = resolveModelId(config.stage2.model, configDir, locate(field), field);
   }
-  const layersFor = (numLayers: number): number[] => {
+  const layersFor = (numLayers: number, stockLayer = numLayers): number[] => {
     try {
-      return resolveLayers(config.lens.layers, numLayers);
+      return resolveLayers(config.lens.layers, numLayers, stockLayer);
     } catch (error) {
       if (error instanceof ConfigError) {
         throw new ConfigError(error.issues.map((issue) => ({ ...issue, ...locate(['lens', 'layers']) })));

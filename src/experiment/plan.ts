@@ -181,6 +181,8 @@ export interface Plan {
   stages: Stage[];
   /** L: the model's encoder layer count (hidden-state indices 0..L). */
   numLayers: number;
+  /** The layer the stock pipeline conditions on (L, or L - 1 for SDXL). */
+  stockLayer: number;
   jobs: Job[];
 }
 
@@ -248,6 +250,8 @@ export function planExperiment(input: {
   /** Default [1]. */
   stages?: readonly Stage[];
   numLayers: number;
+  /** Default: numLayers. */
+  stockLayer?: number;
   code?: KeyVersion;
 }): Plan {
   const stages: Stage[] = [...(input.stages ?? [1])];
@@ -278,6 +282,7 @@ export function planExperiment(input: {
     seeds: [...input.seeds],
     stages,
     numLayers: input.numLayers,
+    stockLayer: input.stockLayer ?? input.numLayers,
     jobs,
   };
 }

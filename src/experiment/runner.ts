@@ -122,11 +122,21 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     const settings = settingsFor(loaded);
     const familyOptions = familyOptionsFor(config, loaded);
     const numLayers = loaded.num_layers;
-    const layers = inputs.layersFor(numLayers);
+    const layers = inputs.layersFor(numLayers, loaded.stock_layer);
     const prompts = promptSet.prompts;
     const { stages } = inputs;
     const seeds = config.seeds;
-    const plan = planExperiment({ settings, familyOptions, prompts, layers, seeds, stages, numLayers });
+    const stockLayer = loaded.stock_layer;
+    const plan = planExperiment({
+      settings,
+      familyOptions,
+      prompts,
+      layers,
+      seeds,
+      stages,
+      numLayers,
+      stockLayer,
+    });
     const claimed = await claimFolder({
       outDir,
       plan,
@@ -208,6 +218,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       const same =
         candidate !== null &&
         candidate.loaded.num_layers === loaded.num_layers &&
+        candidate.loaded.stock_layer === loaded.stock_layer &&
         canonicalJson(candidate.plan.settings) === canonicalJson(settingsFor(loaded));
       planned = same ? { ...candidate, loaded, worker: worker.info } : await planFor(loaded, worker.info);
     }

@@ -19,9 +19,11 @@ from .deepfloyd_if import DeepFloydIFFamily
 from .loading import CHECKPOINT_FOLDER, pipeline_class
 from .pixart import PixArtFamily
 from .sd import StableDiffusionFamily
+from .sdxl import StableDiffusionXLFamily
 
 FAMILIES: dict[str, type[Family]] = {
-    family.name: family for family in (StableDiffusionFamily, DeepFloydIFFamily, PixArtFamily)
+    family.name: family
+    for family in (StableDiffusionFamily, DeepFloydIFFamily, PixArtFamily, StableDiffusionXLFamily)
 }
 
 # Pipeline classes that are not a family's first stage but belong to one, with what to do instead.

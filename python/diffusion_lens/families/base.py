@@ -144,7 +144,7 @@ class Family(ABC):
         self._device = device
         self.revision = resolved_revision(pipe, options.revision)
         if options.offload == "encoder" and device.type != "cpu":
-            self.offloaded_encoder = pipe.text_encoder
+            self.offloaded_encoders = text_encoders(pipe)
 
     @property
     def device(self) -> torch.device:
@@ -155,6 +155,12 @@ class Family(ABC):
     @abstractmethod
     def num_layers(self) -> int:
         """L: the lens takes hidden-state indices 0..L (0 = embeddings, i = output of block i)."""
+
+    @property
+    def stock_layer(self) -> int:
+        """The layer the stock pipeline conditions on (L for most; SDXL's penultimate): the unconditional
+        branch's layer unless ``uncond: same-layer``."""
+        return self.num_layers
 
     @property
     def has_stage2(self) -> bool:
@@ -173,6 +179,7 @@ class Family(ABC):
             "capabilities": self.capabilities(),
             "encoders": self.encoders(),
             "num_layers": self.num_layers,
+            "stock_layer": self.stock_layer,
             "pipeline_class": type(self.pipe).__name__,
             "revision": self.revision,
             "device": str(self.device),
@@ -186,20 +193,25 @@ class Family(ABC):
         """Why this model cannot sample with ``settings`` (checked, defaults filled in), or None."""
         return None
 
-    # Set by a family loaded with ``offload: encoder`` on an accelerator: its text encoder, kept on the CPU.
-    offloaded_encoder: torch.nn.Module | None = None
+    # Set by a family loaded with ``offload: encoder`` on an accelerator: its text encoders, kept on the CPU.
+    offloaded_encoders: tuple[torch.nn.Module, ...] = ()
 
     def encoding(self) -> contextlib.AbstractContextManager[None]:
-        """The text encoder is on the execution device inside this context (see ``encoder_visit``)."""
-        if self.offloaded_encoder is None:
+        """The text encoders are on the execution device inside this context (see ``encoder_visit``)."""
+        if not self.offloaded_encoders:
             return contextlib.nullcontext()
-        return encoder_visit(self.offloaded_encoder, self.device)
+        return encoder_visit(self.offloaded_encoders, self.device)
 
     @abstractmethod
     def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
         """What each of ``layers`` gives for ``prompt``, as the lens defines it: the stock pipeline's
         ``__call__`` arguments by name (``prompt_embeds``, pooled embeddings, masks), batch dim 1. The
         unconditional branch is the same for the negative prompt, passed as ``negative_<name>``."""
+
+    def unconditional(self, negative_prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+        """The unconditional branch's arguments for ``negative_prompt`` at ``layers``: its conditioning,
+        unless the stock pipeline does otherwise (SDXL: zeros for no negative prompt)."""
+        return self.conditioning(negative_prompt, layers)
 
     def encode(self, prompt: str, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """Each of ``layers``' ``prompt_embeds`` for ``prompt`` (batch dim 1) alone: the one argument every
@@ -228,14 +240,22 @@ class Family(ABC):
         return {1: unit_to_uint8(images)}
 
 
+def text_encoders(pipe: Any) -> tuple[torch.nn.Module, ...]:
+    """A pipeline's text encoders (``text_encoder``, ``text_encoder_2``, ...), those it has."""
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    return tuple(encoder for name in names if (encoder := getattr(pipe, name, None)) is not None)
+
+
 @contextmanager
-def encoder_visit(encoder: torch.nn.Module, device: torch.device) -> Iterator[None]:
-    """``offload: encoder``: the text encoder lives on the CPU and visits the device only while a request's
-    prompts are encoded, so that the denoisers have its memory the rest of the time."""
-    encoder.to(device)
+def encoder_visit(encoders: Sequence[torch.nn.Module], device: torch.device) -> Iterator[None]:
+    """``offload: encoder``: the text encoders live on the CPU and visit the device only while a
+    request's prompts are encoded, so that the denoisers have their memory the rest of the time."""
+    for encoder in encoders:
+        encoder.to(device)
     try:
         yield
     finally:
-        encoder.to("cpu")
+        for encoder in encoders:
+            encoder.to("cpu")
         if device.type == "cuda":
             torch.cuda.empty_cache()

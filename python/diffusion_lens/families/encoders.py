@@ -76,3 +76,18 @@ def t5_hidden_states(
     norm, last = encoder.encoder.final_layer_norm, len(hidden) - 1
     normed = {layer: hidden[layer] if layer == last else norm(hidden[layer]) for layer in layers}
     return {layer: state.to(dtype=encoder.dtype, device=device) for layer, state in normed.items()}, mask
+
+
+@torch.no_grad()
+def clip_output(tokenizer: Any, encoder: torch.nn.Module, text: str, device: torch.device) -> Any:
+    """A CLIP encoder's whole output for ``text`` as SDXL's stock pipeline encodes it (padded and cut to
+    the tokenizer's length, no attention mask): every hidden state as it comes, none normed, and for
+    CLIPTextModelWithProjection its projected pooled vector (``text_embeds``)."""
+    tokens = tokenizer(
+        [text],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return encoder(tokens.input_ids.to(device), output_hidden_states=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .base import CheckpointError, LoadOptions
+from .base import CheckpointError, LoadOptions, text_encoders
 
 _SNAPSHOT = re.compile(r"snapshots[/\\]([0-9a-f]{40})")
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -158,7 +158,7 @@ def place(pipe: Any, options: LoadOptions) -> torch.device:
         pipe.enable_model_cpu_offload()
         return pipe._execution_device
     pipe.to(options.device)
-    encoder = getattr(pipe, "text_encoder", None)
-    if options.offload == "encoder" and encoder is not None:
-        encoder.to("cpu")
+    if options.offload == "encoder":
+        for encoder in text_encoders(pipe):
+            encoder.to("cpu")
     return torch.device(options.device)

@@ -1,0 +1,119 @@
+"""Stable Diffusion XL: two CLIP text encoders (CLIP ViT-L, 12 layers, and OpenCLIP bigG, 32 layers, with
+a projection), a UNet conditioned on both and on the pooled vector with size/crop time ids, a VAE.
+
+What the stock pipeline does, and so what the lens does: each encoder's hidden state is used as it
+comes out of its block, without the final norm, and the two are concatenated on the feature axis; the
+pooled vector is the second encoder's projection of its final output. The stock pipeline takes the
+penultimate hidden state of each (``hidden_states[-2]``).
+
+Layer ``l`` (0..L, L the second encoder's depth): the second encoder's ``hidden_states[l]`` beside the
+first encoder's ``hidden_states[l - (L - L1)]`` (the encoders aligned at their outputs; at least 0), no
+norm. So layer L - 1 is the stock pipeline's conditioning and gives its image for the same seed (the
+stock point of the sweep), and layer L is both final hidden states, before their norms. The pooled
+vector is always the stock one (the whole second encoder's, for the prompt). The unconditional branch is
+the stock one too: zeros for no negative prompt (the checkpoints' ``force_zeros_for_empty_prompt``),
+else the negative prompt at layer L - 1.
+
+Sampling is the stock ``StableDiffusionXLPipeline.__call__`` (``Family.sample``): it adds the time ids
+(original size, crop, target size) itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionXLPipeline
+
+from .base import Embeds, Family, LoadOptions
+from .encoders import clip_output, token_count
+from .loading import from_pretrained, place
+
+# The stock pipeline's own defaults (StableDiffusionXLPipeline.__call__).
+DEFAULTS = {"steps": 50, "guidance": 5.0}
+
+
+class StableDiffusionXLFamily(Family):
+    name = "sdxl"
+    pipeline_classes = ("StableDiffusionXLPipeline",)
+
+    @classmethod
+    def load(cls, options: LoadOptions) -> StableDiffusionXLFamily:
+        pipe = from_pretrained(StableDiffusionXLPipeline, options.model, options.revision, options)
+        return cls(pipe, options, place(pipe, options))
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.pipe.text_encoder_2.config.num_hidden_layers)
+
+    @property
+    def stock_layer(self) -> int:
+        return self.num_layers - 1
+
+    def _first_layer(self, layer: int) -> int:
+        """The first encoder's hidden-state index beside the second's ``layer`` (aligned at the outputs)."""
+        offset = self.num_layers - int(self.pipe.text_encoder.config.num_hidden_layers)
+        return max(0, layer - offset)
+
+    def encoders(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "class_name": type(encoder).__name__,
+                "layers": int(encoder.config.num_hidden_layers),
+            }
+            for name, encoder in (
+                ("text_encoder", self.pipe.text_encoder),
+                ("text_encoder_2", self.pipe.text_encoder_2),
+            )
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        native = int(self.pipe.unet.config.sample_size) * self.pipe.vae_scale_factor
+        first = int(self.pipe.text_encoder.config.num_hidden_layers)
+        return {
+            **super().describe(),
+            "defaults": {
+                **DEFAULTS,
+                "height": native,
+                "width": native,
+                "scheduler": type(self.pipe.scheduler).__name__,
+            },
+            "lens": {
+                "norm": "none, as the stock pipeline: hidden states as they come out of their blocks",
+                "layers": f"layer l = text_encoder_2 hidden_states[l] beside text_encoder "
+                f"hidden_states[max(0, l - {self.num_layers - first})], concatenated; "
+                f"layer {self.stock_layer} is the stock one",
+                "pooled": "text_encoder_2's projection of the whole prompt (the stock pooled vector), "
+                "at every layer",
+                "uncond": f"the stock one: zeros for no negative prompt, else the negative prompt at layer "
+                f"{self.stock_layer}, unless uncond=same-layer",
+            },
+        }
+
+    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+        pipe = self.pipe
+        first = clip_output(pipe.tokenizer, pipe.text_encoder, prompt, self.device).hidden_states
+        second = clip_output(pipe.tokenizer_2, pipe.text_encoder_2, prompt, self.device)
+        dtype = pipe.text_encoder_2.dtype
+        return {
+            layer: {
+                "prompt_embeds": torch.cat(
+                    [first[self._first_layer(layer)], second.hidden_states[layer]], dim=-1
+                ).to(dtype=dtype, device=self.device),
+                "pooled_prompt_embeds": second.text_embeds,
+            }
+            for layer in layers
+        }
+
+    def unconditional(self, negative_prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+        if negative_prompt or not self.pipe.config.force_zeros_for_empty_prompt:
+            return super().unconditional(negative_prompt, layers)
+        embeds = self.conditioning("", layers[:1])[layers[0]]
+        zeros = {name: torch.zeros_like(tensor) for name, tensor in embeds.items()}
+        return {layer: zeros for layer in layers}
+
+    def token_count(self, prompt: str) -> tuple[int, int]:
+        tokenizer = self.pipe.tokenizer_2
+        return token_count(tokenizer, prompt), int(tokenizer.model_max_length)

@@ -1,0 +1,109 @@
+"""The lens on SDXL: layer L - 1 is the stock pipeline (both encoders' penultimate hidden states, no
+norm, the stock pooled vector and unconditional branch); layer l is the stock pipeline fed embeddings
+built independently here; batches change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_lens.families import SamplerSettings, detect_family
+from diffusion_lens.lens import Item, LensOptions, generate
+
+PROMPTS = ["a red apple", "two blue cubes on a table"]
+SETTINGS = SamplerSettings(num_inference_steps=3, guidance_scale=5.0, height=32, width=32, scheduler=None)
+
+
+def run_lens(family, prompts, items, settings=SETTINGS, **options) -> list[np.ndarray]:
+    images: dict[int, np.ndarray] = {}
+    generate(
+        family,
+        prompts,
+        items,
+        settings,
+        LensOptions(**options),
+        on_image=lambda index, item, stage, image, ms: images.__setitem__(index, image),
+        on_progress=lambda progress: None,
+    )
+    return [images[i] for i in range(len(items))]
+
+
+def stock_image(pipe, prompt: str | None, seed: int, **kwargs) -> np.ndarray:
+    result = pipe(
+        prompt,
+        num_inference_steps=SETTINGS.num_inference_steps,
+        guidance_scale=SETTINGS.guidance_scale,
+        height=SETTINGS.height,
+        width=SETTINGS.width,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pil",
+        **kwargs,
+    )
+    return np.asarray(result.images[0])
+
+
+def hidden_states(tokenizer, encoder, prompt: str):
+    tokens = tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return encoder(tokens.input_ids, output_hidden_states=True)
+
+
+def test_detects_and_describes_the_family(sdxl_dir: Path, sdxl_family):
+    assert detect_family(str(sdxl_dir)) == "sdxl"
+    assert sdxl_family.num_layers == 5 and sdxl_family.stock_layer == 4
+    described = sdxl_family.describe()
+    assert described["encoders"] == [
+        {"name": "text_encoder", "class_name": "CLIPTextModel", "layers": 3},
+        {"name": "text_encoder_2", "class_name": "CLIPTextModelWithProjection", "layers": 5},
+    ]
+    assert described["defaults"] == {
+        "steps": 50,
+        "guidance": 5.0,
+        "height": 32,
+        "width": 32,
+        "scheduler": "EulerDiscreteScheduler",
+    }
+
+
+def test_the_stock_layer_is_the_stock_pipeline(sdxl_family, stock_sdxl):
+    for seed in (0, 6):
+        (image,) = run_lens(sdxl_family, PROMPTS[:1], [Item(0, sdxl_family.stock_layer, seed)])
+        np.testing.assert_array_equal(image, stock_image(stock_sdxl, PROMPTS[0], seed))
+
+
+def test_a_negative_prompt_is_encoded_as_stock(sdxl_family, stock_sdxl):
+    layer = sdxl_family.stock_layer
+    (image,) = run_lens(sdxl_family, PROMPTS[1:], [Item(0, layer, 2)], negative_prompt="blurry")
+    np.testing.assert_array_equal(image, stock_image(stock_sdxl, PROMPTS[1], 2, negative_prompt="blurry"))
+
+
+@pytest.mark.parametrize(("layer", "first"), [(0, 0), (1, 0), (3, 1), (5, 3)])
+def test_each_layer_is_the_stock_pipeline_fed_those_hidden_states(sdxl_family, stock_sdxl, layer, first):
+    """Built here from the encoders' raw hidden states: the second's index ``layer``, the first's
+    ``layer - 2`` (5 and 3 layers, aligned at the outputs), concatenated; pooled and negative as stock."""
+    one = hidden_states(stock_sdxl.tokenizer, stock_sdxl.text_encoder, PROMPTS[0]).hidden_states
+    two = hidden_states(stock_sdxl.tokenizer_2, stock_sdxl.text_encoder_2, PROMPTS[0])
+    embeds = torch.cat([one[first], two.hidden_states[layer]], dim=-1)
+    expected = stock_image(
+        stock_sdxl,
+        None,
+        1,
+        prompt_embeds=embeds,
+        pooled_prompt_embeds=two.text_embeds,
+        negative_prompt_embeds=torch.zeros_like(embeds),
+        negative_pooled_prompt_embeds=torch.zeros_like(two.text_embeds),
+    )
+    (image,) = run_lens(sdxl_family, PROMPTS[:1], [Item(0, layer, 1)])
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_layers_differ_and_batches_change_nothing(sdxl_family):
+    items = [Item(p, layer, seed) for p in (0, 1) for layer in (1, 4) for seed in (0, 3)]
+    one_by_one = run_lens(sdxl_family, PROMPTS, items, max_batch=1)
+    batched = run_lens(sdxl_family, PROMPTS, items, max_batch=8)
+    for single, together in zip(one_by_one, batched, strict=True):
+        assert np.abs(single.astype(int) - together.astype(int)).max() <= 1
+    assert not np.array_equal(one_by_one[0], one_by_one[2])
