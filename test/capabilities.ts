@@ -75,3 +75,20 @@ export const sdxlCapabilities: FamilyCapabilities = {
   name: 'sdxl',
   pipeline_classes: ['StableDiffusionXLPipeline'],
 };
+
+export const fluxCapabilities: FamilyCapabilities = {
+  name: 'flux',
+  pipeline_classes: ['FluxPipeline'],
+  stages: 1,
+  guidance: 'distilled',
+  schedulers: ['default'],
+  options: {
+    load: {
+      type: 'object',
+      properties: { max_sequence_length: { type: 'integer', minimum: 1, maximum: 512, default: 512 } },
+      additionalProperties: false,
+    },
+    sample: none,
+    stage2: none,
+  },
+};

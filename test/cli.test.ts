@@ -693,6 +693,39 @@ describe('SDXL (tiny fixture: CLIPs with 3 and 5 layers, 32x32)', () => {
   });
 });
 
+describe('Flux.1 (tiny fixture: CLIP pooled, T5 with 3 blocks, guidance-distilled)', () => {
+  const fluxFixture = inject('fluxFixture');
+
+  it('lens runs without an unconditional branch, and refuses a negative prompt by its option', async () => {
+    const out = join(tempDir(), 'flux');
+    const args = ['lens', 'a red apple', '--model', fluxFixture, '--layers', '0%:100%:50%', '--seeds', '0'];
+    const result = await dlens([...args, '--steps', '2', '--size', '32', '--out', out]);
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    const manifest = readManifest(out);
+    expect(manifest.model).toMatchObject({ family: 'flux', num_layers: 3 });
+    expect(manifest.config.lens.layers).toEqual([0, 2, 3]);
+    expect(manifest.config.sampler).toMatchObject({ steps: 2, guidance: 3.5 });
+    expect(manifest.lens).toMatchObject({ uncond: expect.stringContaining('guidance-distilled') });
+    expect(manifest.images).toHaveLength(3);
+
+    const negative = await dlens([
+      ...args,
+      '--family',
+      'flux',
+      '--negative',
+      'blurry',
+      '--out',
+      join(out, 'x'),
+    ]);
+    expect(negative.exitCode).toBe(1);
+    expect(negative.stderr).toContain(
+      'error: --negative: family flux is guidance-distilled: it has no unconditional branch, so no negative prompt',
+    );
+    expect(negative.stderr).not.toContain('loaded');
+  });
+});
+
 describe('diffusion-lens schema, doctor, --help', () => {
   it('schema prints the JSON Schema', async () => {
     const result = await dlens(['schema']);

@@ -334,6 +334,19 @@ describe('configs/ presets', () => {
     expect(resolveLayers(config.lens.layers, 32, 31)).toEqual([0, 4, 8, 12, 16, 20, 24, 28, 32, 31]);
   });
 
+  it('flux-dev.yaml has the stock Flux.1-dev settings', async () => {
+    const config = await loadConfigFile(join(configs, 'flux-dev.yaml'));
+    expect(config.model).toMatchObject({ family: 'flux', dtype: 'bf16', offload: 'encoder' });
+    expect(config.sampler).toMatchObject({
+      steps: 28,
+      guidance: 3.5,
+      size: 1024,
+      scheduler: 'default',
+      negative: '',
+    });
+    expect(resolveLayers(config.lens.layers, 24)).toEqual([0, 3, 6, 9, 12, 15, 18, 21, 24]);
+  });
+
   it('pixart-alpha.yaml has the stock PixArt-alpha settings', async () => {
     const config = await loadConfigFile(join(configs, 'pixart-alpha.yaml'));
     expect(config.model).toMatchObject({

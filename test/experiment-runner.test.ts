@@ -6,7 +6,13 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { LensWorker } from '../src/bridge/index.js';
 import { ConfigError, type ExperimentConfig, parseConfig } from '../src/config/index.js';
 import { type Manifest, type RunEvent, runExperiment } from '../src/experiment/index.js';
-import { ifCapabilities, pixartCapabilities, sdCapabilities, sdxlCapabilities } from './capabilities.js';
+import {
+  fluxCapabilities,
+  ifCapabilities,
+  pixartCapabilities,
+  sdCapabilities,
+  sdxlCapabilities,
+} from './capabilities.js';
 import { tempDirs } from './temp-dirs.js';
 
 const fixture = inject('sdFixture');
@@ -77,6 +83,7 @@ describe('runExperiment', () => {
       ifCapabilities,
       pixartCapabilities,
       sdxlCapabilities,
+      fluxCapabilities,
     ]);
   });
 

@@ -1,6 +1,6 @@
 // Builds the tiny random-weight pipelines once per test run and hands their folders to the tests
-// (inject('sdFixture'), inject('ifFixture'), inject('ifSrFixture'), inject('pixartFixture'), inject('sdxlFixture')). The tests load them by path,
-// through the same code as a hub id.
+// (inject('sdFixture'), inject('ifFixture'), ...: one per family, see ProvidedContext). The tests load
+// them by path, through the same code as a hub id.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,8 @@ declare module 'vitest' {
     pixartFixture: string;
     /** Tiny StableDiffusionXLPipeline (CLIPs with 3 and 5 layers, 32x32). */
     sdxlFixture: string;
+    /** Tiny FluxPipeline (CLIP pooled, T5 with 3 blocks, 256x256 native). */
+    fluxFixture: string;
   }
 }
 
@@ -41,17 +43,19 @@ async function buildFixture(kind: string, out: string): Promise<string> {
 export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'dlens-fixture-'));
   // In parallel: most of each build is importing torch and diffusers.
-  const [sd, tinyIf, tinyIfSr, pixart, sdxl] = await Promise.all([
+  const [sd, tinyIf, tinyIfSr, pixart, sdxl, flux] = await Promise.all([
     buildFixture('sd', join(dir, 'tiny-sd')),
     buildFixture('if', join(dir, 'tiny-if')),
     buildFixture('if-sr', join(dir, 'tiny-if-sr')),
     buildFixture('pixart', join(dir, 'tiny-pixart')),
     buildFixture('sdxl', join(dir, 'tiny-sdxl')),
+    buildFixture('flux', join(dir, 'tiny-flux')),
   ]);
   project.provide('sdFixture', sd);
   project.provide('ifFixture', tinyIf);
   project.provide('ifSrFixture', tinyIfSr);
   project.provide('pixartFixture', pixart);
   project.provide('sdxlFixture', sdxl);
+  project.provide('fluxFixture', flux);
   return () => rmSync(dir, { recursive: true, force: true });
 }

@@ -27,10 +27,11 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def resolve_dtype(requested: str, device: str) -> torch.dtype:
-    """fp16 on accelerators, fp32 on CPU (half precision is slow or unsupported there)."""
+def resolve_dtype(requested: str, device: str, accelerated: str = "fp16") -> torch.dtype:
+    """``auto``: ``accelerated`` (fp16, or a family's bf16) on accelerators, fp32 on CPU (half precision is
+    slow or unsupported there)."""
     if requested == "auto":
-        return torch.float16 if device in ("cuda", "mps") else torch.float32
+        return DTYPES[accelerated] if device in ("cuda", "mps") else torch.float32
     return DTYPES[requested]
 
 

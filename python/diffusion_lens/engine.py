@@ -108,6 +108,7 @@ class Engine:
             revision=request["revision"],
             device=device,
             dtype=resolve_dtype(request["dtype"], device),
+            auto_dtype=request["dtype"] == "auto",
             offload=request["offload"],
             allow_pickle=request["allow_pickle"],
             variant=request["variant"],

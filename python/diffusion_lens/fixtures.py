@@ -10,6 +10,7 @@ weights are not all ones) so that hard-coded assumptions fail in tests rather th
     python -m diffusion_lens.fixtures pixart OUT_DIR  PixArt-alpha (T5 with 3 blocks, 256x256)
     python -m diffusion_lens.fixtures pixart-sigma OUT_DIR   the same as PixArt-Sigma
     python -m diffusion_lens.fixtures sdxl OUT_DIR    SDXL (two CLIPs with 3 and 5 layers, 32x32)
+    python -m diffusion_lens.fixtures flux OUT_DIR    Flux.1-dev-shaped (CLIP pooled, T5 with 3 blocks, 32x32)
 """
 
 from __future__ import annotations
@@ -333,6 +334,52 @@ def tiny_sdxl_pipeline(layers: tuple[int, int] = (3, 5), seed: int = FIXTURE_SEE
     )
 
 
+def tiny_flux_pipeline(num_layers: int = 3, seed: int = FIXTURE_SEED + 4):
+    """A Flux.1-shaped pipeline with random weights: CLIP (pooled vector) and T5 (3 blocks) encoders, a
+    guidance-embedding (dev-style) transformer with one double and one single block, a one-block VAE
+    with 4 latent channels (32x32 images)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    clip_tokens, t5_tokens = clip_tokenizer(), t5_tokenizer()
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels packed in 2x2 patches
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=T5_HIDDEN,
+        pooled_projection_dim=16,
+        guidance_embeds=True,
+        axes_dims_rope=(2, 2, 4),
+    )
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=_tiny_clip(clip_tokens, 2, 16, projection=False),
+        tokenizer=clip_tokens,
+        text_encoder_2=tiny_t5_encoder(len(t5_tokens), num_layers),
+        tokenizer_2=t5_tokens,
+        transformer=transformer,
+    )
+
+
 BUILDERS = {
     "sd": tiny_sd_pipeline,
     "if": tiny_if_pipeline,
@@ -340,6 +387,7 @@ BUILDERS = {
     "pixart": tiny_pixart_pipeline,
     "pixart-sigma": lambda: tiny_pixart_pipeline(sigma=True),
     "sdxl": tiny_sdxl_pipeline,
+    "flux": tiny_flux_pipeline,
 }
 
 

@@ -158,6 +158,8 @@ def encode_all(
     for prompt, layers in layers_of.items():
         for layer, embeds in family.conditioning(prompts[prompt], sorted(layers)).items():
             cond[(prompt, layer)] = embeds
+    if family.guidance == "distilled":  # no unconditional branch
+        return cond, {}
     if options.uncond == "same-layer":
         uncond_layers = sorted({item.layer for item in items})
         uncond = family.unconditional(options.negative_prompt, uncond_layers)
@@ -187,6 +189,11 @@ def generate(
     """Make every item's images, calling ``on_image(index, item, stage, image, ms)`` as each batch
     finishes (stage I first, then stage II where there is one)."""
     settings = validate(family, prompts, items, settings)
+    if family.guidance == "distilled" and (options.negative_prompt or options.uncond != "final"):
+        raise BadRequest(
+            f"the {family.name} family is guidance-distilled: it has no unconditional branch, so no "
+            "negative prompt and no uncond=same-layer"
+        )
     started = time.perf_counter()
     truncated = truncations(family, prompts, items)
     # Every prompt of the request is encoded before any sampling, so that an offloaded encoder visits the
@@ -251,7 +258,8 @@ def _sample_chunk(
     started = time.perf_counter()
     generators = make_generators(chunk, settings, options.noise)
     embeds = batch_embeds([cond[(item.prompt, item.layer)] for item in chunk])
-    embeds |= batch_embeds([uncond[item.layer] for item in chunk], "negative_")
+    if uncond:
+        embeds |= batch_embeds([uncond[item.layer] for item in chunk], "negative_")
     base_units = progress.images_done * settings.steps_per_item
     progress.batch_items = len(chunk)
 

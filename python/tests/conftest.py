@@ -120,3 +120,23 @@ def stock_sdxl(sdxl_dir: Path):
     pipe = StableDiffusionXLPipeline.from_pretrained(str(sdxl_dir))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_fixture("flux", tmp_path_factory.mktemp("fixtures") / "tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def flux_family(flux_dir: Path):
+    return load_family(load_options(flux_dir, family_options={"max_sequence_length": 32}), None)
+
+
+@pytest.fixture(scope="session")
+def stock_flux(flux_dir: Path):
+    """The unmodified diffusers Flux pipeline, loaded independently of the project's loader."""
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(str(flux_dir))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

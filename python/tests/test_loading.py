@@ -231,3 +231,13 @@ def test_a_hub_checkpoint_without_safetensors_names_the_way_out(monkeypatch):
     monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", classmethod(from_pretrained))
     with pytest.raises(CheckpointError, match=r"^org/name has no safetensors weights \(fp16 variant\), and"):
         load_family(load_options("org/name", variant="fp16"), None)
+
+
+def test_auto_dtype_is_the_familys_on_an_accelerator():
+    """fp16 on a GPU, bf16 for families that overflow in fp16 (Flux); fp32 on the CPU always."""
+    from diffusion_lens.devices import resolve_dtype
+
+    assert resolve_dtype("auto", "cuda") == torch.float16
+    assert resolve_dtype("auto", "cuda", FAMILIES["flux"].accelerator_dtype) == torch.bfloat16
+    assert resolve_dtype("auto", "cpu", FAMILIES["flux"].accelerator_dtype) == torch.float32
+    assert resolve_dtype("fp16", "cuda", "bf16") == torch.float16

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..devices import resolve_dtype
 from .base import (
     OFFLOAD_MODES,
     CheckpointError,
@@ -16,6 +17,7 @@ from .base import (
     Stage2Settings,
 )
 from .deepfloyd_if import DeepFloydIFFamily
+from .flux import FluxFamily
 from .loading import CHECKPOINT_FOLDER, pipeline_class
 from .pixart import PixArtFamily
 from .sd import StableDiffusionFamily
@@ -23,7 +25,13 @@ from .sdxl import StableDiffusionXLFamily
 
 FAMILIES: dict[str, type[Family]] = {
     family.name: family
-    for family in (StableDiffusionFamily, DeepFloydIFFamily, PixArtFamily, StableDiffusionXLFamily)
+    for family in (
+        StableDiffusionFamily,
+        DeepFloydIFFamily,
+        PixArtFamily,
+        StableDiffusionXLFamily,
+        FluxFamily,
+    )
 }
 
 # Pipeline classes that are not a family's first stage but belong to one, with what to do instead.
@@ -129,6 +137,8 @@ def load_family(options: LoadOptions, family: str | None) -> Family:
     chosen = FAMILIES[name]
     if options.stage2 is not None and chosen.stages < 2:
         raise CheckpointError(f"the {name} family has no stage II; run stage 1 only (stages: [1])")
+    if options.auto_dtype:
+        options = replace(options, dtype=resolve_dtype("auto", options.device, chosen.accelerator_dtype))
     problem = chosen.options_problem("load", options.family_options, "family_options")
     if problem is not None:
         raise CheckpointError(problem)

@@ -73,6 +73,7 @@ class LoadOptions:
     allow_pickle: bool
     stage2: CheckpointSource | None = None  # the second stage's checkpoint, for a family of two stages
     variant: str | None = None  # weight files to load, e.g. "fp16" (*.fp16.safetensors); for every stage
+    auto_dtype: bool = False  # dtype was "auto": the family's accelerator dtype replaces it on a GPU
     # The family's load options (``Family.options["load"]``), as sent; the family checks them.
     family_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -99,6 +100,8 @@ class Family(ABC):
     # for sampling and for stage II (properties with their defaults; nothing else is accepted).
     stages: ClassVar[int] = 1
     guidance: ClassVar[str] = "cfg"
+    # What ``dtype: auto`` means on a GPU: fp16, or bf16 for models that overflow in fp16 (Flux).
+    accelerator_dtype: ClassVar[str] = "fp16"
     schedulers: ClassVar[tuple[str, ...]] = tuple(SCHEDULER_NAMES)
     options: ClassVar[dict[str, OptionsSchema]] = {
         "load": NO_OPTIONS,

@@ -68,11 +68,13 @@ def t5_hidden_states(
     layers: Sequence[int],
     device: torch.device,
     max_length: int,
+    masked: bool = True,
 ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-    """T5, encoded with its attention mask: ``hidden_states[l]`` through the final RMS norm for every
-    ``l`` but the last, which HF T5 returns already normed (a second norm would change it); and the
-    mask (batch of 1), which some pipelines take with the embeddings (PixArt)."""
-    hidden, mask = _hidden_states(tokenizer, encoder, text, max_length, True, device)
+    """T5, encoded with its attention mask (unless the stock pipeline encodes without: Flux):
+    ``hidden_states[l]`` through the final RMS norm for every ``l`` but the last, which HF T5 returns
+    already normed (a second norm would change it); and the mask (batch of 1), which some pipelines take
+    with the embeddings (PixArt)."""
+    hidden, mask = _hidden_states(tokenizer, encoder, text, max_length, masked, device)
     norm, last = encoder.encoder.final_layer_norm, len(hidden) - 1
     normed = {layer: hidden[layer] if layer == last else norm(hidden[layer]) for layer in layers}
     return {layer: state.to(dtype=encoder.dtype, device=device) for layer, state in normed.items()}, mask

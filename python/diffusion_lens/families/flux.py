@@ -1,0 +1,117 @@
+"""Flux.1: a CLIP text encoder for the pooled vector, T5 for the sequence, a guidance-distilled
+transformer (no classifier-free guidance: ``guidance`` is the guidance the transformer embeds), a VAE.
+
+The stock pipeline's ``prompt_embeds`` is T5's last hidden state (HF T5 returns it already normed),
+encoded without an attention mask, padded to ``max_sequence_length``; its ``pooled_prompt_embeds`` is
+CLIP's pooled output. Layer ``l`` (0..L, T5's depth) is T5's ``hidden_states[l]`` through the final RMS
+norm for ``l < L``, as for IF and PixArt, so layer L gives the stock image for the same seed; the pooled
+vector is always the stock one (CLIP is not the lensed encoder). There is no unconditional branch: the
+lens sends no negative embeddings, and the orchestrator refuses a negative prompt and
+``uncond: same-layer`` for this family.
+
+Sampling is the stock ``FluxPipeline.__call__`` (``Family.sample``) with its flow-matching scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from diffusers import FluxPipeline
+
+from .base import Embeds, Family, LoadOptions
+from .encoders import t5_hidden_states, token_count
+from .loading import from_pretrained, place
+from .options import NO_OPTIONS, OptionsSchema, options_schema
+
+# The stock pipeline's own defaults (FluxPipeline.__call__): steps, embedded guidance.
+DEFAULTS = {"steps": 28, "guidance": 3.5}
+
+
+class FluxFamily(Family):
+    name = "flux"
+    pipeline_classes = ("FluxPipeline",)
+    guidance = "distilled"
+    accelerator_dtype = "bf16"  # the transformer overflows in fp16
+    # Flow matching: the checkpoint's own scheduler; the named ones are for noise-prediction models.
+    schedulers = ("default",)
+    options: ClassVar[dict[str, OptionsSchema]] = {
+        "load": options_schema(
+            max_sequence_length={
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 512,
+                "default": 512,
+                "description": "T5 tokens a prompt is padded and cut to, as the stock pipeline's "
+                "max_sequence_length (Flux.1-schnell is usually run with 256)",
+            }
+        ),
+        "sample": NO_OPTIONS,
+        "stage2": NO_OPTIONS,
+    }
+
+    def __init__(self, pipe: Any, options: LoadOptions, device: torch.device) -> None:
+        super().__init__(pipe, options, device)
+        self.max_tokens = int(self.family_options["max_sequence_length"])
+
+    @classmethod
+    def load(cls, options: LoadOptions) -> FluxFamily:
+        pipe = from_pretrained(FluxPipeline, options.model, options.revision, options)
+        return cls(pipe, options, place(pipe, options))
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.pipe.text_encoder_2.config.num_layers)
+
+    def encoders(self) -> list[dict[str, Any]]:
+        t5 = self.pipe.text_encoder_2
+        return [{"name": "text_encoder_2", "class_name": type(t5).__name__, "layers": self.num_layers}]
+
+    def describe(self) -> dict[str, Any]:
+        native = int(self.pipe.default_sample_size) * self.pipe.vae_scale_factor
+        return {
+            **super().describe(),
+            "defaults": {
+                **DEFAULTS,
+                "height": native,
+                "width": native,
+                "scheduler": type(self.pipe.scheduler).__name__,
+            },
+            "lens": {
+                "norm": "T5 encoder final_layer_norm applied to hidden_states[l] for l < L; "
+                "hidden_states[L] is already normed",
+                "uncond": "none: guidance-distilled (guidance is the transformer's embedded guidance)",
+                "pooled": "CLIP's pooled output of the whole prompt (the stock pooled vector), "
+                "at every layer",
+                "tokenization": f"as FluxPipeline: T5 padded and cut to {self.max_tokens} tokens, "
+                "no attention mask; CLIP to 77",
+            },
+        }
+
+    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+        pipe = self.pipe
+        states, _ = t5_hidden_states(
+            pipe.tokenizer_2, pipe.text_encoder_2, prompt, layers, self.device, self.max_tokens, masked=False
+        )
+        pooled = self._pooled(prompt)
+        return {
+            layer: {"prompt_embeds": state, "pooled_prompt_embeds": pooled} for layer, state in states.items()
+        }
+
+    @torch.no_grad()
+    def _pooled(self, prompt: str) -> torch.Tensor:
+        """CLIP's pooled output, as ``FluxPipeline._get_clip_prompt_embeds`` takes it."""
+        tokenizer, encoder = self.pipe.tokenizer, self.pipe.text_encoder
+        tokens = tokenizer(
+            [prompt],
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        output = encoder(tokens.input_ids.to(self.device), output_hidden_states=False)
+        return output.pooler_output.to(dtype=encoder.dtype, device=self.device)
+
+    def token_count(self, prompt: str) -> tuple[int, int]:
+        return token_count(self.pipe.tokenizer_2, prompt), self.max_tokens

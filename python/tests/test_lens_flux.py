@@ -1,0 +1,102 @@
+"""The lens on Flux.1: layer L is the stock pipeline (T5's last hidden state, CLIP's pooled vector, the
+embedded guidance, no unconditional branch); layer l is the stock pipeline fed a T5 cut after block l;
+batches change nothing; what a distilled model has no use for is refused."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_lens.families import SamplerSettings, detect_family
+from diffusion_lens.lens import BadRequest, Item, LensOptions, generate
+
+PROMPTS = ["a red apple", "two blue cubes on a table"]
+TOKENS = 32  # the fixture family's max_sequence_length (the stock default is 512)
+SETTINGS = SamplerSettings(num_inference_steps=3, guidance_scale=3.5, height=32, width=32, scheduler=None)
+
+
+def run_lens(family, prompts, items, settings=SETTINGS, **options) -> list[np.ndarray]:
+    images: dict[int, np.ndarray] = {}
+    generate(
+        family,
+        prompts,
+        items,
+        settings,
+        LensOptions(**options),
+        on_image=lambda index, item, stage, image, ms: images.__setitem__(index, image),
+        on_progress=lambda progress: None,
+    )
+    return [images[i] for i in range(len(items))]
+
+
+def stock_image(pipe, prompt: str | None, seed: int, **kwargs) -> np.ndarray:
+    result = pipe(
+        prompt,
+        num_inference_steps=SETTINGS.num_inference_steps,
+        guidance_scale=SETTINGS.guidance_scale,
+        height=SETTINGS.height,
+        width=SETTINGS.width,
+        max_sequence_length=TOKENS,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pil",
+        **kwargs,
+    )
+    return np.asarray(result.images[0])
+
+
+def test_detects_and_describes_the_family(flux_dir: Path, flux_family):
+    assert detect_family(str(flux_dir)) == "flux"
+    assert flux_family.num_layers == 3 and flux_family.guidance == "distilled"
+    described = flux_family.describe()
+    assert described["defaults"] == {
+        "steps": 28,
+        "guidance": 3.5,
+        "height": 256,
+        "width": 256,
+        "scheduler": "FlowMatchEulerDiscreteScheduler",
+    }
+    assert described["family_options"] == {"max_sequence_length": TOKENS}
+
+
+def test_final_layer_is_the_stock_pipeline(flux_family, stock_flux):
+    for seed in (0, 4):
+        (image,) = run_lens(flux_family, PROMPTS[:1], [Item(0, flux_family.num_layers, seed)])
+        np.testing.assert_array_equal(image, stock_image(stock_flux, PROMPTS[0], seed))
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_each_layer_is_the_stock_pipeline_with_a_cut_t5(flux_family, stock_flux, layer):
+    """Built independently: the stock pipeline encodes with a T5 cut after ``layer`` blocks."""
+    encoder = copy.deepcopy(stock_flux.text_encoder_2)
+    encoder.encoder.block = encoder.encoder.block[:layer]
+    cut = type(stock_flux)(**{**stock_flux.components, "text_encoder_2": encoder})
+    cut.set_progress_bar_config(disable=True)
+    embeds, pooled, _ = cut.encode_prompt(PROMPTS[1], prompt_2=None, max_sequence_length=TOKENS)
+    expected = stock_image(stock_flux, None, 2, prompt_embeds=embeds, pooled_prompt_embeds=pooled)
+    (image,) = run_lens(flux_family, PROMPTS[1:], [Item(0, layer, 2)])
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_layers_differ_and_batches_change_nothing(flux_family):
+    items = [Item(p, layer, seed) for p in (0, 1) for layer in (0, 3) for seed in (0, 1)]
+    one_by_one = run_lens(flux_family, PROMPTS, items, max_batch=1)
+    batched = run_lens(flux_family, PROMPTS, items, max_batch=8)
+    for single, together in zip(one_by_one, batched, strict=True):
+        assert np.abs(single.astype(int) - together.astype(int)).max() <= 1
+    assert not np.array_equal(one_by_one[0], one_by_one[2])
+
+
+def test_what_a_distilled_model_has_no_use_for_is_refused(flux_family):
+    with pytest.raises(BadRequest, match="guidance-distilled"):
+        run_lens(flux_family, PROMPTS[:1], [Item(0, 0, 0)], negative_prompt="blurry")
+    with pytest.raises(BadRequest, match="guidance-distilled"):
+        run_lens(flux_family, PROMPTS[:1], [Item(0, 0, 0)], uncond="same-layer")
+    euler = SamplerSettings(**{**SETTINGS.__dict__, "scheduler": "euler"})
+    with pytest.raises(
+        BadRequest, match="'euler' is not a scheduler of the flux family; choose one of default"
+    ):
+        run_lens(flux_family, PROMPTS[:1], [Item(0, 0, 0)], euler)
