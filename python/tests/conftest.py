@@ -19,6 +19,15 @@ def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_fixture("sd", tmp_path_factory.mktemp("fixtures") / "tiny-sd")
 
 
+def stock_pipeline(class_name: str, path: Path, **components: object):
+    """The unmodified diffusers pipeline saved at ``path``, loaded independently of the project's loader."""
+    import diffusers
+
+    pipe = getattr(diffusers, class_name).from_pretrained(str(path), **components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def load_options(path: Path | str, **overrides: object) -> LoadOptions:
     fields = {
         "model": str(path),
@@ -40,11 +49,7 @@ def sd_family(sd_dir: Path):
 @pytest.fixture(scope="session")
 def stock_sd(sd_dir: Path):
     """The unmodified diffusers pipeline, loaded independently of the project's loader."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(sd_dir), safety_checker=None)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return stock_pipeline("StableDiffusionPipeline", sd_dir, safety_checker=None)
 
 
 @pytest.fixture(scope="session")
@@ -66,20 +71,12 @@ def if_family(if_dir: Path, if_sr_dir: Path):
 @pytest.fixture(scope="session")
 def stock_if(if_dir: Path):
     """The unmodified diffusers IF stage I, loaded independently of the project's loader."""
-    from diffusers import IFPipeline
-
-    pipe = IFPipeline.from_pretrained(str(if_dir))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return stock_pipeline("IFPipeline", if_dir)
 
 
 @pytest.fixture(scope="session")
 def stock_if_sr(if_sr_dir: Path):
-    from diffusers import IFSuperResolutionPipeline
-
-    pipe = IFSuperResolutionPipeline.from_pretrained(str(if_sr_dir), text_encoder=None)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return stock_pipeline("IFSuperResolutionPipeline", if_sr_dir, text_encoder=None)
 
 
 @pytest.fixture(scope="session")
@@ -95,11 +92,7 @@ def pixart_family(pixart_dir: Path):
 @pytest.fixture(scope="session")
 def stock_pixart(pixart_dir: Path):
     """The unmodified diffusers PixArt-alpha pipeline, loaded independently of the project's loader."""
-    from diffusers import PixArtAlphaPipeline
-
-    pipe = PixArtAlphaPipeline.from_pretrained(str(pixart_dir))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return stock_pipeline("PixArtAlphaPipeline", pixart_dir)
 
 
 @pytest.fixture(scope="session")
@@ -115,11 +108,7 @@ def sdxl_family(sdxl_dir: Path):
 @pytest.fixture(scope="session")
 def stock_sdxl(sdxl_dir: Path):
     """The unmodified diffusers SDXL pipeline, loaded independently of the project's loader."""
-    from diffusers import StableDiffusionXLPipeline
-
-    pipe = StableDiffusionXLPipeline.from_pretrained(str(sdxl_dir))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return stock_pipeline("StableDiffusionXLPipeline", sdxl_dir)
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +124,21 @@ def flux_family(flux_dir: Path):
 @pytest.fixture(scope="session")
 def stock_flux(flux_dir: Path):
     """The unmodified diffusers Flux pipeline, loaded independently of the project's loader."""
-    from diffusers import FluxPipeline
+    return stock_pipeline("FluxPipeline", flux_dir)
 
-    pipe = FluxPipeline.from_pretrained(str(flux_dir))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+
+def lens_images(family, prompts, items, settings, **options) -> list:
+    """The images of a single-stage family's lens run, in item order (``options``: LensOptions fields)."""
+    from diffusion_lens.lens import LensOptions, generate
+
+    images: dict = {}
+    generate(
+        family,
+        prompts,
+        items,
+        settings,
+        LensOptions(**options),
+        on_image=lambda index, item, stage, image, ms: images.__setitem__(index, image),
+        on_progress=lambda progress: None,
+    )
+    return [images[i] for i in range(len(items))]

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from diffusion_lens.families import SamplerSettings, detect_family
-from diffusion_lens.lens import BadRequest, Item, LensOptions, generate
+from diffusion_lens.lens import BadRequest, Item
+
+from .conftest import lens_images
 
 PROMPTS = ["a red apple", "two blue cubes on a table"]
 TOKENS = 32  # the fixture family's max_sequence_length (the stock default is 512)
@@ -20,17 +22,7 @@ SETTINGS = SamplerSettings(num_inference_steps=3, guidance_scale=3.5, height=32,
 
 
 def run_lens(family, prompts, items, settings=SETTINGS, **options) -> list[np.ndarray]:
-    images: dict[int, np.ndarray] = {}
-    generate(
-        family,
-        prompts,
-        items,
-        settings,
-        LensOptions(**options),
-        on_image=lambda index, item, stage, image, ms: images.__setitem__(index, image),
-        on_progress=lambda progress: None,
-    )
-    return [images[i] for i in range(len(items))]
+    return lens_images(family, prompts, items, settings, **options)
 
 
 def stock_image(pipe, prompt: str | None, seed: int, **kwargs) -> np.ndarray:

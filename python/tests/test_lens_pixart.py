@@ -13,9 +13,9 @@ from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
 
 from diffusion_lens.families import SamplerSettings, detect_family, load_family
 from diffusion_lens.fixtures import save_fixture
-from diffusion_lens.lens import BadRequest, Item, LensOptions, generate
+from diffusion_lens.lens import BadRequest, Item
 
-from .conftest import load_options
+from .conftest import lens_images, load_options
 
 PROMPTS = ["a red apple", "Two blue cubes on a table <b>http://example.com</b>"]
 # Small images without binning, for speed; one test runs the stock default (binning, 256 px).
@@ -26,17 +26,7 @@ SETTINGS = SamplerSettings(
 
 
 def run_lens(family, prompts, items, settings=SETTINGS, **options) -> list[np.ndarray]:
-    images: dict[int, np.ndarray] = {}
-    generate(
-        family,
-        prompts,
-        items,
-        settings,
-        LensOptions(**options),
-        on_image=lambda index, item, stage, image, ms: images.__setitem__(index, image),
-        on_progress=lambda progress: None,
-    )
-    return [images[i] for i in range(len(items))]
+    return lens_images(family, prompts, items, settings, **options)
 
 
 def stock_image(pipe, prompt: str, seed: int, settings: SamplerSettings = SETTINGS, **kwargs) -> np.ndarray:

@@ -11,24 +11,16 @@ import pytest
 import torch
 
 from diffusion_lens.families import SamplerSettings, detect_family
-from diffusion_lens.lens import Item, LensOptions, generate
+from diffusion_lens.lens import Item
+
+from .conftest import lens_images
 
 PROMPTS = ["a red apple", "two blue cubes on a table"]
 SETTINGS = SamplerSettings(num_inference_steps=3, guidance_scale=5.0, height=32, width=32, scheduler=None)
 
 
 def run_lens(family, prompts, items, settings=SETTINGS, **options) -> list[np.ndarray]:
-    images: dict[int, np.ndarray] = {}
-    generate(
-        family,
-        prompts,
-        items,
-        settings,
-        LensOptions(**options),
-        on_image=lambda index, item, stage, image, ms: images.__setitem__(index, image),
-        on_progress=lambda progress: None,
-    )
-    return [images[i] for i in range(len(items))]
+    return lens_images(family, prompts, items, settings, **options)
 
 
 def stock_image(pipe, prompt: str | None, seed: int, **kwargs) -> np.ndarray:

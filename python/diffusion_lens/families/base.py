@@ -243,6 +243,13 @@ class Family(ABC):
         return {1: unit_to_uint8(images)}
 
 
+def stock_defaults(pipe: Any, steps: int, guidance: float, side: int) -> dict[str, Any]:
+    """``loaded.defaults``: the stock ``__call__``'s steps and guidance, the native size (a square of
+    ``side`` pixels) and the class of the pipeline's own scheduler."""
+    scheduler = type(pipe.scheduler).__name__
+    return {"steps": steps, "guidance": guidance, "height": side, "width": side, "scheduler": scheduler}
+
+
 def text_encoders(pipe: Any) -> tuple[torch.nn.Module, ...]:
     """A pipeline's text encoders (``text_encoder``, ``text_encoder_2``, ...), those it has."""
     names = ("text_encoder", "text_encoder_2", "text_encoder_3")

@@ -27,9 +27,10 @@ from .base import (
     LoadOptions,
     SamplerSettings,
     StepCallback,
+    stock_defaults,
 )
 from .captions import CLEAN_CAPTION_OPTION, preprocess, require_caption_cleaning, resolve_caption_cleaning
-from .encoders import t5_hidden_states, token_count
+from .encoders import T5_NORM_RULE, t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place, resolved_revision
 from .options import NO_OPTIONS, OptionsSchema, options_schema
 from .sampling import call_stock
@@ -37,9 +38,6 @@ from .sampling import call_stock
 # IF's T5 was trained on 77 tokens; the stock pipeline pads and truncates to that.
 MAX_TOKENS = 77
 STAGE2_CLASS = "IFSuperResolutionPipeline"
-# The stock pipelines' own defaults (IFPipeline.__call__, IFSuperResolutionPipeline.__call__).
-STAGE1_DEFAULTS = {"steps": 100, "guidance": 7.0}
-STAGE2_DEFAULTS = {"steps": 50, "guidance": 4.0}
 # The stock pipelines never run these on tensors; the lens never runs them at all.
 WITHOUT_CHECKERS = {
     "safety_checker": None,
@@ -132,24 +130,13 @@ class DeepFloydIFFamily(Family):
                 "pipeline_class": type(self.stage2).__name__,
                 "revision": self.stage2_revision,
                 "dtype": dtype_name(self.stage2.unet.dtype),
-                "defaults": {
-                    **STAGE2_DEFAULTS,
-                    "height": size2,
-                    "width": size2,
-                    "scheduler": type(self.stage2.scheduler).__name__,
-                },
+                "defaults": stock_defaults(self.stage2, 50, 4.0, size2),
             }
         return {
             **super().describe(),
-            "defaults": {
-                **STAGE1_DEFAULTS,
-                "height": size,
-                "width": size,
-                "scheduler": type(self.pipe.scheduler).__name__,
-            },
+            "defaults": stock_defaults(self.pipe, 100, 7.0, size),
             "lens": {
-                "norm": "T5 encoder final_layer_norm applied to hidden_states[l] for l < L; "
-                "hidden_states[L] is already normed",
+                "norm": T5_NORM_RULE,
                 "uncond": "final layer of the negative prompt ('' by default), unless uncond=same-layer",
                 "tokenization": f"as IFPipeline: padded and truncated to {MAX_TOKENS} tokens, </s> appended, "
                 "attention mask; captions cleaned (beautifulsoup4, ftfy)"

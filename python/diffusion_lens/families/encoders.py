@@ -9,6 +9,11 @@ from typing import Any
 
 import torch
 
+# The lens's rule for T5 (IF, PixArt, Flux), as the manifest says it.
+T5_NORM_RULE = (
+    "T5 encoder final_layer_norm applied to hidden_states[l] for l < L; hidden_states[L] is already normed"
+)
+
 
 def final_layer_norm(text_encoder: torch.nn.Module) -> torch.nn.Module:
     """CLIP's final LayerNorm: on ``text_model`` before transformers 5.6 and for
@@ -82,9 +87,9 @@ def t5_hidden_states(
 
 @torch.no_grad()
 def clip_output(tokenizer: Any, encoder: torch.nn.Module, text: str, device: torch.device) -> Any:
-    """A CLIP encoder's whole output for ``text`` as SDXL's stock pipeline encodes it (padded and cut to
-    the tokenizer's length, no attention mask): every hidden state as it comes, none normed, and for
-    CLIPTextModelWithProjection its projected pooled vector (``text_embeds``)."""
+    """A CLIP encoder's whole output for ``text`` as SDXL's and Flux's stock pipelines encode it (padded
+    and cut to the tokenizer's length, no attention mask): every hidden state as it comes, none normed,
+    the pooled output, and for CLIPTextModelWithProjection its projected pooled vector (``text_embeds``)."""
     tokens = tokenizer(
         [text],
         padding="max_length",

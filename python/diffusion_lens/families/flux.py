@@ -20,13 +20,10 @@ from typing import Any, ClassVar
 import torch
 from diffusers import FluxPipeline
 
-from .base import Embeds, Family, LoadOptions
-from .encoders import t5_hidden_states, token_count
+from .base import Embeds, Family, LoadOptions, stock_defaults
+from .encoders import T5_NORM_RULE, clip_output, t5_hidden_states, token_count
 from .loading import from_pretrained, place
 from .options import NO_OPTIONS, OptionsSchema, options_schema
-
-# The stock pipeline's own defaults (FluxPipeline.__call__): steps, embedded guidance.
-DEFAULTS = {"steps": 28, "guidance": 3.5}
 
 
 class FluxFamily(Family):
@@ -72,15 +69,9 @@ class FluxFamily(Family):
         native = int(self.pipe.default_sample_size) * self.pipe.vae_scale_factor
         return {
             **super().describe(),
-            "defaults": {
-                **DEFAULTS,
-                "height": native,
-                "width": native,
-                "scheduler": type(self.pipe.scheduler).__name__,
-            },
+            "defaults": stock_defaults(self.pipe, 28, 3.5, native),
             "lens": {
-                "norm": "T5 encoder final_layer_norm applied to hidden_states[l] for l < L; "
-                "hidden_states[L] is already normed",
+                "norm": T5_NORM_RULE,
                 "uncond": "none: guidance-distilled (guidance is the transformer's embedded guidance)",
                 "pooled": "CLIP's pooled output of the whole prompt (the stock pooled vector), "
                 "at every layer",
@@ -99,18 +90,10 @@ class FluxFamily(Family):
             layer: {"prompt_embeds": state, "pooled_prompt_embeds": pooled} for layer, state in states.items()
         }
 
-    @torch.no_grad()
     def _pooled(self, prompt: str) -> torch.Tensor:
         """CLIP's pooled output, as ``FluxPipeline._get_clip_prompt_embeds`` takes it."""
-        tokenizer, encoder = self.pipe.tokenizer, self.pipe.text_encoder
-        tokens = tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        output = encoder(tokens.input_ids.to(self.device), output_hidden_states=False)
+        encoder = self.pipe.text_encoder
+        output = clip_output(self.pipe.tokenizer, encoder, prompt, self.device)
         return output.pooler_output.to(dtype=encoder.dtype, device=self.device)
 
     def token_count(self, prompt: str) -> tuple[int, int]:

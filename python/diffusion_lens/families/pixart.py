@@ -17,14 +17,13 @@ from typing import Any, ClassVar
 import torch
 from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
 
-from .base import Embeds, Family, LoadOptions, SamplerSettings
+from .base import Embeds, Family, LoadOptions, SamplerSettings, stock_defaults
 from .captions import CLEAN_CAPTION_OPTION, preprocess, require_caption_cleaning, resolve_caption_cleaning
-from .encoders import t5_hidden_states, token_count
+from .encoders import T5_NORM_RULE, t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place
 from .options import NO_OPTIONS, OptionsSchema, options_schema
 
-# The stock pipelines' own defaults (__call__): steps, guidance, T5 tokens.
-DEFAULTS = {"steps": 20, "guidance": 4.5}
+# The stock pipelines' own T5 token counts (__call__'s max_sequence_length).
 MAX_SEQUENCE_LENGTH = {"PixArtAlphaPipeline": 120, "PixArtSigmaPipeline": 300}
 # Transformer sample sizes the stock resolution binning has aspect-ratio tables for (1024, 512, 256 px).
 BINNED_SAMPLE_SIZES = (128, 64, 32)
@@ -83,15 +82,9 @@ class PixArtFamily(Family):
         native = int(self.pipe.transformer.config.sample_size) * self.pipe.vae_scale_factor
         return {
             **super().describe(),
-            "defaults": {
-                **DEFAULTS,
-                "height": native,
-                "width": native,
-                "scheduler": type(self.pipe.scheduler).__name__,
-            },
+            "defaults": stock_defaults(self.pipe, 20, 4.5, native),
             "lens": {
-                "norm": "T5 encoder final_layer_norm applied to hidden_states[l] for l < L; "
-                "hidden_states[L] is already normed",
+                "norm": T5_NORM_RULE,
                 "uncond": "final layer of the negative prompt ('' by default), unless uncond=same-layer",
                 "mask": "T5's attention mask is passed with every layer (prompt_attention_mask)",
                 "tokenization": f"as {type(self.pipe).__name__}: padded and truncated to {self.max_tokens} "

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionPipeline
 
-from .base import Embeds, Family, LoadOptions
+from .base import Embeds, Family, LoadOptions, stock_defaults
 from .encoders import clip_hidden_states, final_layer_norm, token_count
 from .loading import from_pretrained, place
 
@@ -49,13 +49,7 @@ class StableDiffusionFamily(Family):
         native = int(unet.config.sample_size) * scale
         return {
             **super().describe(),
-            "defaults": {
-                "steps": 50,
-                "guidance": 7.5,
-                "height": native,
-                "width": native,
-                "scheduler": type(self.pipe.scheduler).__name__,
-            },
+            "defaults": stock_defaults(self.pipe, 50, 7.5, native),
             "lens": {
                 "norm": "text encoder final_layer_norm applied to hidden_states[l] for every l, L included",
                 "uncond": "final layer of the negative prompt ('' by default), unless uncond=same-layer",

@@ -26,12 +26,9 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from .base import Embeds, Family, LoadOptions
+from .base import Embeds, Family, LoadOptions, stock_defaults
 from .encoders import clip_output, token_count
 from .loading import from_pretrained, place
-
-# The stock pipeline's own defaults (StableDiffusionXLPipeline.__call__).
-DEFAULTS = {"steps": 50, "guidance": 5.0}
 
 
 class StableDiffusionXLFamily(Family):
@@ -74,12 +71,7 @@ class StableDiffusionXLFamily(Family):
         first = int(self.pipe.text_encoder.config.num_hidden_layers)
         return {
             **super().describe(),
-            "defaults": {
-                **DEFAULTS,
-                "height": native,
-                "width": native,
-                "scheduler": type(self.pipe.scheduler).__name__,
-            },
+            "defaults": stock_defaults(self.pipe, 50, 5.0, native),
             "lens": {
                 "norm": "none, as the stock pipeline: hidden states as they come out of their blocks",
                 "layers": f"layer l = text_encoder_2 hidden_states[l] beside text_encoder "
