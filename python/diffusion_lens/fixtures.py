@@ -47,25 +47,10 @@ def tiny_vae(blocks: int, sample_size: int = 32):
 def tiny_sd_pipeline(num_layers: int = 5, hidden_size: int = 40, seed: int = FIXTURE_SEED):
     """A Stable Diffusion 2.x-shaped pipeline with random weights (CPU, float32)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     tokenizer = clip_tokenizer(pad_token="!")
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=4,
-            max_position_embeddings=tokenizer.model_max_length,
-            layer_norm_eps=1e-5,
-            hidden_act="gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = _tiny_clip(tokenizer, num_layers, hidden_size, projection=False)
     unet = UNet2DConditionModel(
         block_out_channels=(8, 16),
         layers_per_block=1,
