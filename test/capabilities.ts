@@ -92,3 +92,18 @@ export const fluxCapabilities: FamilyCapabilities = {
     stage2: none,
   },
 };
+
+export const sd3Capabilities: FamilyCapabilities = {
+  ...fluxCapabilities,
+  name: 'sd3',
+  pipeline_classes: ['StableDiffusion3Pipeline'],
+  guidance: 'cfg',
+  options: {
+    ...fluxCapabilities.options,
+    load: {
+      type: 'object',
+      properties: { max_sequence_length: { type: 'integer', minimum: 1, maximum: 512, default: 256 } },
+      additionalProperties: false,
+    },
+  },
+};

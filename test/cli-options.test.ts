@@ -149,10 +149,10 @@ describe('lens --help', () => {
 
   it('says what the option texts mean', () => {
     expect(helpOf('--steps <n>')).toBe(
-      "denoising steps (default: the model's: SD 50, IF 100, PixArt 20, SDXL 50, Flux 28)",
+      "denoising steps (default: the model's: SD 50, IF 100, PixArt 20, SDXL 50, Flux 28, SD3 28)",
     );
     expect(helpOf('--dtype <dtype>')).toBe(
-      'weights dtype; auto = fp16 on GPU (bf16 for Flux), fp32 on CPU; auto|fp32|fp16|bf16 (default: auto)',
+      'weights dtype; auto = fp16 on GPU (bf16 for Flux and SD3), fp32 on CPU; auto|fp32|fp16|bf16 (default: auto)',
     );
     expect(helpOf('--seeds <list>')).toMatch(/; comma-separated \(default: 0,1,2,3\)$/);
     expect(helpOf('--size <s>')).toMatch(/; S or HxW \(default: the model's native size\)$/);

@@ -726,6 +726,25 @@ describe('Flux.1 (tiny fixture: CLIP pooled, T5 with 3 blocks, guidance-distille
   });
 });
 
+describe('SD3 (tiny fixture: CLIPs with 3 and 4 layers, T5 with 3 blocks)', () => {
+  const sd3Fixture = inject('sd3Fixture');
+
+  it('lens sweeps T5 depth with the CLIPs stepped back alongside, and records the rule', async () => {
+    const out = join(tempDir(), 'sd3');
+    const args = ['lens', 'a red apple', '--model', sd3Fixture, '--layers', '0%:100%:50%', '--seeds', '0'];
+    const result = await dlens([...args, '--steps', '2', '--out', out]);
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    const manifest = readManifest(out);
+    expect(manifest.model).toMatchObject({ family: 'sd3', num_layers: 3 });
+    expect(manifest.config.lens.layers).toEqual([0, 2, 3]);
+    expect(manifest.lens).toMatchObject({
+      layers: expect.stringContaining('steps back from its stock layer'),
+    });
+    expect(manifest.images).toHaveLength(3);
+  });
+});
+
 describe('diffusion-lens schema, doctor, --help', () => {
   it('schema prints the JSON Schema', async () => {
     const result = await dlens(['schema']);

@@ -347,6 +347,12 @@ describe('configs/ presets', () => {
     expect(resolveLayers(config.lens.layers, 24)).toEqual([0, 3, 6, 9, 12, 15, 18, 21, 24]);
   });
 
+  it('sd3-medium.yaml has the stock SD3 settings', async () => {
+    const config = await loadConfigFile(join(configs, 'sd3-medium.yaml'));
+    expect(config.model).toMatchObject({ family: 'sd3', dtype: 'bf16', offload: 'encoder' });
+    expect(config.sampler).toMatchObject({ steps: 28, guidance: 7, size: 1024, scheduler: 'default' });
+  });
+
   it('pixart-alpha.yaml has the stock PixArt-alpha settings', async () => {
     const config = await loadConfigFile(join(configs, 'pixart-alpha.yaml'));
     expect(config.model).toMatchObject({

@@ -10,6 +10,7 @@ import {
   fluxCapabilities,
   ifCapabilities,
   pixartCapabilities,
+  sd3Capabilities,
   sdCapabilities,
   sdxlCapabilities,
 } from './capabilities.js';
@@ -84,6 +85,7 @@ describe('runExperiment', () => {
       pixartCapabilities,
       sdxlCapabilities,
       fluxCapabilities,
+      sd3Capabilities,
     ]);
   });
 

@@ -23,6 +23,8 @@ declare module 'vitest' {
     sdxlFixture: string;
     /** Tiny FluxPipeline (CLIP pooled, T5 with 3 blocks, 256x256 native). */
     fluxFixture: string;
+    /** Tiny StableDiffusion3Pipeline (CLIPs with 3 and 4 layers, T5 with 3 blocks, 32x32). */
+    sd3Fixture: string;
   }
 }
 
@@ -43,13 +45,14 @@ async function buildFixture(kind: string, out: string): Promise<string> {
 export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'dlens-fixture-'));
   // In parallel: most of each build is importing torch and diffusers.
-  const [sd, tinyIf, tinyIfSr, pixart, sdxl, flux] = await Promise.all([
+  const [sd, tinyIf, tinyIfSr, pixart, sdxl, flux, sd3] = await Promise.all([
     buildFixture('sd', join(dir, 'tiny-sd')),
     buildFixture('if', join(dir, 'tiny-if')),
     buildFixture('if-sr', join(dir, 'tiny-if-sr')),
     buildFixture('pixart', join(dir, 'tiny-pixart')),
     buildFixture('sdxl', join(dir, 'tiny-sdxl')),
     buildFixture('flux', join(dir, 'tiny-flux')),
+    buildFixture('sd3', join(dir, 'tiny-sd3')),
   ]);
   project.provide('sdFixture', sd);
   project.provide('ifFixture', tinyIf);
@@ -57,5 +60,6 @@ export default async function setup(project: TestProject): Promise<() => void> {
   project.provide('pixartFixture', pixart);
   project.provide('sdxlFixture', sdxl);
   project.provide('fluxFixture', flux);
+  project.provide('sd3Fixture', sd3);
   return () => rmSync(dir, { recursive: true, force: true });
 }

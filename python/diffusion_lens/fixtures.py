@@ -11,6 +11,7 @@ weights are not all ones) so that hard-coded assumptions fail in tests rather th
     python -m diffusion_lens.fixtures pixart-sigma OUT_DIR   the same as PixArt-Sigma
     python -m diffusion_lens.fixtures sdxl OUT_DIR    SDXL (two CLIPs with 3 and 5 layers, 32x32)
     python -m diffusion_lens.fixtures flux OUT_DIR    Flux.1-dev-shaped (CLIP pooled, T5 with 3 blocks, 32x32)
+    python -m diffusion_lens.fixtures sd3 OUT_DIR     SD3-shaped (CLIPs with 3 and 4 layers, T5 with 3, 32x32)
 """
 
 from __future__ import annotations
@@ -365,6 +366,60 @@ def tiny_flux_pipeline(num_layers: int = 3, seed: int = FIXTURE_SEED + 4):
     )
 
 
+def tiny_sd3_pipeline(seed: int = FIXTURE_SEED + 5):
+    """An SD3-shaped pipeline with random weights: two CLIPs with projections (3 and 4 layers, hidden 8
+    and 16: their penultimate states concatenated fill T5's width) and T5 (3 blocks), an MMDiT with one
+    block, a VAE with a shift factor (32x32 images)."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+
+    torch.manual_seed(seed)
+    clip_1, clip_2, t5_tokens = clip_tokenizer(), clip_tokenizer(pad_token="!"), t5_tokenizer()
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=T5_HIDDEN,
+        pooled_projection_dim=8 + 16,  # both CLIPs' projections
+        pos_embed_max_size=32,
+    )
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    return StableDiffusion3Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=_tiny_clip(clip_1, 3, 8, projection=True),
+        tokenizer=clip_1,
+        text_encoder_2=_tiny_clip(clip_2, 4, 16, projection=True),
+        tokenizer_2=clip_2,
+        text_encoder_3=tiny_t5_encoder(len(t5_tokens), 3),
+        tokenizer_3=t5_tokens,
+        transformer=transformer,
+    )
+
+
 BUILDERS = {
     "sd": tiny_sd_pipeline,
     "if": tiny_if_pipeline,
@@ -373,6 +428,7 @@ BUILDERS = {
     "pixart-sigma": lambda: tiny_pixart_pipeline(sigma=True),
     "sdxl": tiny_sdxl_pipeline,
     "flux": tiny_flux_pipeline,
+    "sd3": tiny_sd3_pipeline,
 }
 
 

@@ -142,3 +142,18 @@ def lens_images(family, prompts, items, settings, **options) -> list:
         on_progress=lambda progress: None,
     )
     return [images[i] for i in range(len(items))]
+
+
+@pytest.fixture(scope="session")
+def sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_fixture("sd3", tmp_path_factory.mktemp("fixtures") / "tiny-sd3")
+
+
+@pytest.fixture(scope="session")
+def sd3_family(sd3_dir: Path):
+    return load_family(load_options(sd3_dir, family_options={"max_sequence_length": 32}), None)
+
+
+@pytest.fixture(scope="session")
+def stock_sd3(sd3_dir: Path):
+    return stock_pipeline("StableDiffusion3Pipeline", sd3_dir)

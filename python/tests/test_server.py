@@ -110,7 +110,7 @@ def test_announcement_and_handshake():
         c.send(id="h2", type="hello", protocol=1, client="pytest")
         ready = c.receive()
         families = {family["name"]: family for family in ready["families"]}
-        assert ready["type"] == "ready" and list(families) == ["sd", "if", "pixart", "sdxl", "flux"]
+        assert ready["type"] == "ready" and list(families) == ["sd", "if", "pixart", "sdxl", "flux", "sd3"]
         assert "euler" in families["sd"]["schedulers"] and "euler" not in families["if"]["schedulers"]
         assert families["if"]["stages"] == 2 and families["sd"]["stages"] == 1
         assert families["if"]["options"]["stage2"]["properties"]["noise_level"]["default"] == 250

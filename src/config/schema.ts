@@ -65,13 +65,13 @@ const ModelSchema = z
       .min(1)
       .default('auto')
       .describe(
-        'pipeline family (sd, if, pixart, sdxl, flux; `diffusion-lens doctor` lists them); auto detects it',
+        'pipeline family (sd, if, pixart, sdxl, flux, sd3; `diffusion-lens doctor` lists them); auto detects it',
       ),
     revision: z.string().min(1).optional().describe('hub revision: branch, tag or commit; default: main'),
     dtype: z
       .enum(DTYPES)
       .default('auto')
-      .describe('weights dtype; auto = fp16 on GPU (bf16 for Flux), fp32 on CPU'),
+      .describe('weights dtype; auto = fp16 on GPU (bf16 for Flux and SD3), fp32 on CPU'),
     device: z.enum(DEVICES).default('auto').describe('where to run; auto = best available'),
     offload: z
       .union([
@@ -121,14 +121,14 @@ const SamplerSchema = z
       .int()
       .min(1)
       .optional()
-      .describe("denoising steps; default: the model's: SD 50, IF 100, PixArt 20, SDXL 50, Flux 28"),
+      .describe("denoising steps; default: the model's: SD 50, IF 100, PixArt 20, SDXL 50, Flux 28, SD3 28"),
     guidance: z
       .number()
       .min(0)
       .max(MAX_GUIDANCE)
       .optional()
       .describe(
-        "classifier-free guidance scale, 0..100; default: the model's: SD 7.5, IF 7.0, PixArt 4.5, SDXL 5.0, Flux 3.5 embedded",
+        "classifier-free guidance scale, 0..100; default: the model's: SD 7.5, IF 7.0, PixArt 4.5, SDXL 5.0, Flux 3.5 embedded, SD3 7.0",
       ),
     size: SizeSchema.optional().describe(
       "image size in pixels, multiples of 8: one side (a square), or height and width; default: the model's native size",
@@ -140,7 +140,7 @@ const SamplerSchema = z
       .describe(
         "sampling scheduler: default (the checkpoint's own); SD, SDXL, PixArt: also dpm-multistep, " +
           'dpm-singlestep, euler, euler-ancestral, ddim, ddpm, pndm, heun, unipc, lms; IF: also dpm-multistep, ' +
-          'dpm-singlestep, ddpm; Flux: only default (`diffusion-lens doctor` lists them per family)',
+          'dpm-singlestep, ddpm; Flux and SD3: only default (`diffusion-lens doctor` lists them per family)',
       ),
     negative: z.string().default('').describe('negative prompt ("" = the stock unconditional)'),
     family_options: FamilyOptionsSchema.optional().describe(

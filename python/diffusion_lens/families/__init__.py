@@ -21,6 +21,7 @@ from .flux import FluxFamily
 from .loading import CHECKPOINT_FOLDER, pipeline_class
 from .pixart import PixArtFamily
 from .sd import StableDiffusionFamily
+from .sd3 import StableDiffusion3Family
 from .sdxl import StableDiffusionXLFamily
 
 FAMILIES: dict[str, type[Family]] = {
@@ -31,6 +32,7 @@ FAMILIES: dict[str, type[Family]] = {
         PixArtFamily,
         StableDiffusionXLFamily,
         FluxFamily,
+        StableDiffusion3Family,
     )
 }
 

@@ -1,0 +1,152 @@
+"""Stable Diffusion 3 / 3.5: two CLIP encoders with projections (CLIP-L, OpenCLIP bigG) and T5 (optional),
+an MMDiT transformer, a VAE.
+
+What the stock pipeline does, and so what the lens does: each CLIP's penultimate hidden state, as it
+comes (no final norm), concatenated on the feature axis and zero-padded to T5's width, then followed on
+the sequence axis by T5's last hidden state (encoded without a mask; zeros when the checkpoint has no
+T5); the pooled vector is both CLIPs' projections, concatenated.
+
+Layer ``l`` runs over T5's depth L (or, without T5, the second CLIP's, whose stock layer is L - 1): every
+encoder steps back from its own stock layer by ``stock - l`` (at least to 0). So T5 gives
+``hidden_states[l]`` (through its final RMS norm for l < L, as for IF), each CLIP ``hidden_states[its
+penultimate - (stock - l)]``, raw; the stock layer is the stock conditioning and gives the stock image
+for the same seed. The pooled vector is always the stock one; the unconditional branch is the negative
+prompt (stock: ``""``) at the stock layer.
+
+Sampling is the stock ``StableDiffusion3Pipeline.__call__`` (``Family.sample``) with its flow-matching
+scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from diffusers import StableDiffusion3Pipeline
+
+from .base import Embeds, Family, LoadOptions, stock_defaults
+from .encoders import T5_NORM_RULE, clip_output, t5_hidden_states, token_count
+from .loading import from_pretrained, place
+from .options import NO_OPTIONS, OptionsSchema, options_schema
+
+
+class StableDiffusion3Family(Family):
+    name = "sd3"
+    pipeline_classes = ("StableDiffusion3Pipeline",)
+    accelerator_dtype = "bf16"
+    schedulers = ("default",)  # flow matching: the checkpoint's own
+    options: ClassVar[dict[str, OptionsSchema]] = {
+        "load": options_schema(
+            max_sequence_length={
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 512,
+                "default": 256,
+                "description": "T5 tokens a prompt is padded and cut to, as the stock pipeline's "
+                "max_sequence_length",
+            }
+        ),
+        "sample": NO_OPTIONS,
+        "stage2": NO_OPTIONS,
+    }
+
+    def __init__(self, pipe: Any, options: LoadOptions, device: torch.device) -> None:
+        super().__init__(pipe, options, device)
+        self.max_tokens = int(self.family_options["max_sequence_length"])
+
+    @classmethod
+    def load(cls, options: LoadOptions) -> StableDiffusion3Family:
+        pipe = from_pretrained(StableDiffusion3Pipeline, options.model, options.revision, options)
+        return cls(pipe, options, place(pipe, options))
+
+    @property
+    def num_layers(self) -> int:
+        if self.pipe.text_encoder_3 is not None:
+            return int(self.pipe.text_encoder_3.config.num_layers)
+        return int(self.pipe.text_encoder_2.config.num_hidden_layers)
+
+    @property
+    def stock_layer(self) -> int:
+        return self.num_layers if self.pipe.text_encoder_3 is not None else self.num_layers - 1
+
+    def _clip_index(self, encoder: Any, layer: int) -> int:
+        """A CLIP's hidden-state index at lens layer ``layer``: back from its penultimate as far as
+        ``layer`` is back from the stock layer."""
+        return max(0, int(encoder.config.num_hidden_layers) - 1 - (self.stock_layer - layer))
+
+    def encoders(self) -> list[dict[str, Any]]:
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        pipe = self.pipe
+        return [
+            {
+                "name": name,
+                "class_name": type(encoder).__name__,
+                "layers": int(getattr(encoder.config, "num_layers", None) or encoder.config.num_hidden_layers)
+                if name == "text_encoder_3"
+                else int(encoder.config.num_hidden_layers),
+            }
+            for name in names
+            if (encoder := getattr(pipe, name)) is not None
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        native = int(self.pipe.default_sample_size) * self.pipe.vae_scale_factor
+        return {
+            **super().describe(),
+            "defaults": stock_defaults(self.pipe, 28, 7.0, native),
+            "lens": {
+                "norm": f"T5: {T5_NORM_RULE}; CLIPs: none, as the stock pipeline",
+                "layers": f"every encoder steps back from its stock layer by {self.stock_layer} - l: T5 "
+                "hidden_states[l], each CLIP hidden_states[penultimate - (stock - l)]; "
+                f"layer {self.stock_layer} is the stock one",
+                "pooled": "both CLIPs' projections of the whole prompt (the stock pooled vector), "
+                "at every layer",
+                "uncond": "the negative prompt ('' by default) at the stock layer, unless uncond=same-layer",
+                "t5": "present"
+                if self.pipe.text_encoder_3 is not None
+                else "absent: zeros, as the stock pipeline",
+            },
+        }
+
+    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+        pipe = self.pipe
+        one = clip_output(pipe.tokenizer, pipe.text_encoder, prompt, self.device)
+        two = clip_output(pipe.tokenizer_2, pipe.text_encoder_2, prompt, self.device)
+        pooled = torch.cat([one.text_embeds, two.text_embeds], dim=-1)
+        width = int(pipe.transformer.config.joint_attention_dim)
+        if pipe.text_encoder_3 is not None:
+            t5, _ = t5_hidden_states(
+                pipe.tokenizer_3,
+                pipe.text_encoder_3,
+                prompt,
+                layers,
+                self.device,
+                self.max_tokens,
+                masked=False,
+            )
+        conditioning: dict[int, Embeds] = {}
+        for layer in layers:
+            clip = torch.cat(
+                [
+                    one.hidden_states[self._clip_index(pipe.text_encoder, layer)],
+                    two.hidden_states[self._clip_index(pipe.text_encoder_2, layer)],
+                ],
+                dim=-1,
+            ).to(dtype=pipe.text_encoder.dtype)
+            clip = torch.nn.functional.pad(clip, (0, width - clip.shape[-1]))
+            if pipe.text_encoder_3 is not None:
+                sequence = t5[layer]
+            else:
+                sequence = torch.zeros((1, self.max_tokens, width), dtype=clip.dtype, device=self.device)
+            conditioning[layer] = {
+                "prompt_embeds": torch.cat([clip, sequence], dim=-2),
+                "pooled_prompt_embeds": pooled,
+            }
+        return conditioning
+
+    def token_count(self, prompt: str) -> tuple[int, int]:
+        if self.pipe.text_encoder_3 is not None:
+            return token_count(self.pipe.tokenizer_3, prompt), self.max_tokens
+        tokenizer = self.pipe.tokenizer_2
+        return token_count(tokenizer, prompt), int(tokenizer.model_max_length)
