@@ -108,6 +108,9 @@ class Family(ABC):
         "sample": NO_OPTIONS,
         "stage2": NO_OPTIONS,
     }
+    # The stock diffusers pipeline class that ``load`` loads, with components to set instead of load.
+    stock_class: ClassVar[Any]
+    stock_components: ClassVar[dict[str, Any]] = {}
     # The stock diffusers pipeline the family loaded (stage I where there are two).
     pipe: Any
 
@@ -134,8 +137,15 @@ class Family(ABC):
         return with_defaults(cls.options[kind], given)
 
     @classmethod
-    @abstractmethod
-    def load(cls, options: LoadOptions) -> Family: ...
+    def load(cls, options: LoadOptions) -> Family:
+        """The checkpoint as ``stock_class``, placed as ``options`` say (a family with more to load, such
+        as a second stage, overrides this)."""
+        from .loading import from_pretrained, place  # loading.py imports this module
+
+        pipe = from_pretrained(
+            cls.stock_class, options.model, options.revision, options, **cls.stock_components
+        )
+        return cls(pipe, options, place(pipe, options))
 
     def __init__(self, pipe: Any, options: LoadOptions, device: torch.device) -> None:
         from .loading import resolved_revision  # loading.py imports this module

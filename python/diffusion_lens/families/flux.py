@@ -20,46 +20,34 @@ from typing import Any, ClassVar
 import torch
 from diffusers import FluxPipeline
 
-from .base import Embeds, Family, LoadOptions, stock_defaults
+from .base import Embeds, Family, stock_defaults
 from .encoders import T5_NORM_RULE, clip_output, t5_hidden_states, token_count
-from .loading import from_pretrained, place
-from .options import NO_OPTIONS, OptionsSchema, options_schema
+from .options import NO_OPTIONS, OptionsSchema, max_sequence_length_option, options_schema
 
 
 class FluxFamily(Family):
     name = "flux"
     pipeline_classes = ("FluxPipeline",)
+    stock_class = FluxPipeline
     guidance = "distilled"
     accelerator_dtype = "bf16"  # the transformer overflows in fp16
     # Flow matching: the checkpoint's own scheduler; the named ones are for noise-prediction models.
     schedulers = ("default",)
     options: ClassVar[dict[str, OptionsSchema]] = {
         "load": options_schema(
-            max_sequence_length={
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 512,
-                "default": 512,
-                "description": "T5 tokens a prompt is padded and cut to, as the stock pipeline's "
-                "max_sequence_length (Flux.1-schnell is usually run with 256)",
-            }
+            max_sequence_length=max_sequence_length_option(512, " (Flux.1-schnell is usually run with 256)")
         ),
         "sample": NO_OPTIONS,
         "stage2": NO_OPTIONS,
     }
 
-    def __init__(self, pipe: Any, options: LoadOptions, device: torch.device) -> None:
-        super().__init__(pipe, options, device)
-        self.max_tokens = int(self.family_options["max_sequence_length"])
-
-    @classmethod
-    def load(cls, options: LoadOptions) -> FluxFamily:
-        pipe = from_pretrained(FluxPipeline, options.model, options.revision, options)
-        return cls(pipe, options, place(pipe, options))
-
     @property
     def num_layers(self) -> int:
         return int(self.pipe.text_encoder_2.config.num_layers)
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.family_options["max_sequence_length"])
 
     def encoders(self) -> list[dict[str, Any]]:
         t5 = self.pipe.text_encoder_2

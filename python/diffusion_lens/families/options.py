@@ -19,6 +19,18 @@ def options_schema(**properties: Mapping[str, Any]) -> dict[str, Any]:
 NO_OPTIONS = options_schema()
 
 
+def max_sequence_length_option(default: int, note: str = "") -> dict[str, Any]:
+    """The T5 token count of the pipelines whose ``__call__`` takes ``max_sequence_length`` (Flux, SD3)."""
+    return {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 512,
+        "default": default,
+        "description": "T5 tokens a prompt is padded and cut to, as the stock pipeline's "
+        f"max_sequence_length{note}",
+    }
+
+
 def options_problem(schema: OptionsSchema, given: Any, where: str, owner: str) -> str | None:
     """Why ``given`` is not a valid options map for ``schema``, naming ``where`` (a dotted field path,
     e.g. ``stage2.family_options``) and the option at fault; None when it is valid."""

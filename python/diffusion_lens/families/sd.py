@@ -8,14 +8,13 @@ layer gives the stock pipeline's image for the same seed by construction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import StableDiffusionPipeline
 
 from .base import Embeds, Family, LoadOptions, stock_defaults
 from .encoders import clip_hidden_states, final_layer_norm, token_count
-from .loading import from_pretrained, place
 
 __all__ = ["StableDiffusionFamily", "final_layer_norm"]
 
@@ -23,22 +22,12 @@ __all__ = ["StableDiffusionFamily", "final_layer_norm"]
 class StableDiffusionFamily(Family):
     name = "sd"
     pipeline_classes = ("StableDiffusionPipeline",)
+    stock_class = StableDiffusionPipeline
+    stock_components: ClassVar[dict[str, Any]] = {"safety_checker": None, "requires_safety_checker": False}
 
     def __init__(self, pipe: StableDiffusionPipeline, options: LoadOptions, device: torch.device) -> None:
         super().__init__(pipe, options, device)
         self.norm = final_layer_norm(pipe.text_encoder)  # not a CLIP encoder: refused here
-
-    @classmethod
-    def load(cls, options: LoadOptions) -> StableDiffusionFamily:
-        pipe = from_pretrained(
-            StableDiffusionPipeline,
-            options.model,
-            options.revision,
-            options,
-            safety_checker=None,
-            requires_safety_checker=False,
-        )
-        return cls(pipe, options, place(pipe, options))
 
     @property
     def num_layers(self) -> int:

@@ -25,46 +25,32 @@ from typing import Any, ClassVar
 import torch
 from diffusers import StableDiffusion3Pipeline
 
-from .base import Embeds, Family, LoadOptions, stock_defaults
+from .base import Embeds, Family, stock_defaults
 from .encoders import T5_NORM_RULE, clip_output, t5_hidden_states, token_count
-from .loading import from_pretrained, place
-from .options import NO_OPTIONS, OptionsSchema, options_schema
+from .options import NO_OPTIONS, OptionsSchema, max_sequence_length_option, options_schema
 
 
 class StableDiffusion3Family(Family):
     name = "sd3"
     pipeline_classes = ("StableDiffusion3Pipeline",)
+    stock_class = StableDiffusion3Pipeline
     accelerator_dtype = "bf16"
     schedulers = ("default",)  # flow matching: the checkpoint's own
     options: ClassVar[dict[str, OptionsSchema]] = {
-        "load": options_schema(
-            max_sequence_length={
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 512,
-                "default": 256,
-                "description": "T5 tokens a prompt is padded and cut to, as the stock pipeline's "
-                "max_sequence_length",
-            }
-        ),
+        "load": options_schema(max_sequence_length=max_sequence_length_option(256)),
         "sample": NO_OPTIONS,
         "stage2": NO_OPTIONS,
     }
-
-    def __init__(self, pipe: Any, options: LoadOptions, device: torch.device) -> None:
-        super().__init__(pipe, options, device)
-        self.max_tokens = int(self.family_options["max_sequence_length"])
-
-    @classmethod
-    def load(cls, options: LoadOptions) -> StableDiffusion3Family:
-        pipe = from_pretrained(StableDiffusion3Pipeline, options.model, options.revision, options)
-        return cls(pipe, options, place(pipe, options))
 
     @property
     def num_layers(self) -> int:
         if self.pipe.text_encoder_3 is not None:
             return int(self.pipe.text_encoder_3.config.num_layers)
         return int(self.pipe.text_encoder_2.config.num_hidden_layers)
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.family_options["max_sequence_length"])
 
     @property
     def stock_layer(self) -> int:

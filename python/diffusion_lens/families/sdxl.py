@@ -26,19 +26,14 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from .base import Embeds, Family, LoadOptions, stock_defaults
+from .base import Embeds, Family, stock_defaults
 from .encoders import clip_output, token_count
-from .loading import from_pretrained, place
 
 
 class StableDiffusionXLFamily(Family):
     name = "sdxl"
     pipeline_classes = ("StableDiffusionXLPipeline",)
-
-    @classmethod
-    def load(cls, options: LoadOptions) -> StableDiffusionXLFamily:
-        pipe = from_pretrained(StableDiffusionXLPipeline, options.model, options.revision, options)
-        return cls(pipe, options, place(pipe, options))
+    stock_class = StableDiffusionXLPipeline
 
     @property
     def num_layers(self) -> int:
