@@ -29,6 +29,18 @@ from .clip_tokenizer import clip_tokenizer
 FIXTURE_SEED = 1234
 
 
+# The 16x16-latent UNet shape of the SD and SDXL fixtures (each adds its own conditioning).
+TINY_LATENT_UNET = {
+    "block_out_channels": (8, 16),
+    "layers_per_block": 1,
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
+
+
 def tiny_vae(blocks: int, sample_size: int = 32):
     """A 4-channel latent VAE that downsamples by 2^(blocks - 1)."""
     from diffusers import AutoencoderKL
@@ -53,13 +65,7 @@ def tiny_sd_pipeline(num_layers: int = 5, hidden_size: int = 40, seed: int = FIX
     tokenizer = clip_tokenizer(pad_token="!")
     text_encoder = _tiny_clip(tokenizer, num_layers, hidden_size, projection=False)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_LATENT_UNET,
         cross_attention_dim=hidden_size,
         attention_head_dim=4,
         norm_num_groups=4,
@@ -286,13 +292,7 @@ def tiny_sdxl_pipeline(layers: tuple[int, int] = (3, 5), seed: int = FIXTURE_SEE
     tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
     hidden = 16
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **TINY_LATENT_UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -320,11 +320,32 @@ def tiny_sdxl_pipeline(layers: tuple[int, int] = (3, 5), seed: int = FIXTURE_SEE
     )
 
 
+def _tiny_flow_vae():
+    """The VAE of the flow-matching pipelines (Flux, SD3): no quant convs, a shift factor, scale 2."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
 def tiny_flux_pipeline(num_layers: int = 3, seed: int = FIXTURE_SEED + 4):
     """A Flux.1-shaped pipeline with random weights: CLIP (pooled vector) and T5 (3 blocks) encoders, a
     guidance-embedding (dev-style) transformer with one double and one single block, a one-block VAE
     with 4 latent channels (32x32 images)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(seed)
     clip_tokens, t5_tokens = clip_tokenizer(), t5_tokenizer()
@@ -340,21 +361,7 @@ def tiny_flux_pipeline(num_layers: int = 3, seed: int = FIXTURE_SEED + 4):
         guidance_embeds=True,
         axes_dims_rope=(2, 2, 4),
     )
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = _tiny_flow_vae()
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
@@ -370,12 +377,7 @@ def tiny_sd3_pipeline(seed: int = FIXTURE_SEED + 5):
     """An SD3-shaped pipeline with random weights: two CLIPs with projections (3 and 4 layers, hidden 8
     and 16: their penultimate states concatenated fill T5's width) and T5 (3 blocks), an MMDiT with one
     block, a VAE with a shift factor (32x32 images)."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
     clip_1, clip_2, t5_tokens = clip_tokenizer(), clip_tokenizer(pad_token="!"), t5_tokenizer()
@@ -392,21 +394,7 @@ def tiny_sd3_pipeline(seed: int = FIXTURE_SEED + 5):
         pooled_projection_dim=8 + 16,  # both CLIPs' projections
         pos_embed_max_size=32,
     )
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = _tiny_flow_vae()
     return StableDiffusion3Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

@@ -127,6 +127,24 @@ def stock_flux(flux_dir: Path):
     return stock_pipeline("FluxPipeline", flux_dir)
 
 
+def stock_settings_image(pipe, prompt: str | None, seed: int, settings, **kwargs):
+    """The stock pipeline's image (uint8 HxWx3) for ``seed`` with ``settings`` (its family options passed
+    as the pipeline's arguments); ``prompt`` is left out when ``kwargs`` give ``prompt_embeds``."""
+    import numpy as np
+
+    result = pipe(
+        prompt if "prompt_embeds" not in kwargs else None,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        height=settings.height,
+        width=settings.width,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pil",
+        **{**settings.family_options, **kwargs},
+    )
+    return np.asarray(result.images[0])
+
+
 def lens_images(family, prompts, items, settings, **options) -> list:
     """The images of a single-stage family's lens run, in item order (``options``: LensOptions fields)."""
     from diffusion_lens.lens import LensOptions, generate

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from diffusion_lens.families import SamplerSettings, detect_family
 from diffusion_lens.lens import BadRequest, Item
 
-from .conftest import lens_images
+from .conftest import lens_images, stock_settings_image
 
 PROMPTS = ["a red apple", "two blue cubes on a table"]
 TOKENS = 32  # the fixture family's max_sequence_length (the stock default is 512)
@@ -26,18 +25,7 @@ def run_lens(family, prompts, items, settings=SETTINGS, **options) -> list[np.nd
 
 
 def stock_image(pipe, prompt: str | None, seed: int, **kwargs) -> np.ndarray:
-    result = pipe(
-        prompt,
-        num_inference_steps=SETTINGS.num_inference_steps,
-        guidance_scale=SETTINGS.guidance_scale,
-        height=SETTINGS.height,
-        width=SETTINGS.width,
-        max_sequence_length=TOKENS,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pil",
-        **kwargs,
-    )
-    return np.asarray(result.images[0])
+    return stock_settings_image(pipe, prompt, seed, SETTINGS, max_sequence_length=TOKENS, **kwargs)
 
 
 def test_detects_and_describes_the_family(flux_dir: Path, flux_family):

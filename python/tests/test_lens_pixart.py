@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
 
 from diffusion_lens.families import SamplerSettings, detect_family, load_family
 from diffusion_lens.fixtures import save_fixture
 from diffusion_lens.lens import BadRequest, Item
 
-from .conftest import lens_images, load_options
+from .conftest import lens_images, load_options, stock_settings_image
 
 PROMPTS = ["a red apple", "Two blue cubes on a table <b>http://example.com</b>"]
 # Small images without binning, for speed; one test runs the stock default (binning, 256 px).
@@ -30,17 +29,7 @@ def run_lens(family, prompts, items, settings=SETTINGS, **options) -> list[np.nd
 
 
 def stock_image(pipe, prompt: str, seed: int, settings: SamplerSettings = SETTINGS, **kwargs) -> np.ndarray:
-    result = pipe(
-        prompt if "prompt_embeds" not in kwargs else None,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        height=settings.height,
-        width=settings.width,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pil",
-        **{**settings.family_options, **kwargs},
-    )
-    return np.asarray(result.images[0])
+    return stock_settings_image(pipe, prompt, seed, settings, **kwargs)
 
 
 def truncated(pipe: PixArtAlphaPipeline, blocks: int) -> PixArtAlphaPipeline:

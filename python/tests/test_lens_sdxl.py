@@ -13,7 +13,7 @@ import torch
 from diffusion_lens.families import SamplerSettings, detect_family
 from diffusion_lens.lens import Item
 
-from .conftest import lens_images
+from .conftest import lens_images, stock_settings_image
 
 PROMPTS = ["a red apple", "two blue cubes on a table"]
 SETTINGS = SamplerSettings(num_inference_steps=3, guidance_scale=5.0, height=32, width=32, scheduler=None)
@@ -24,17 +24,7 @@ def run_lens(family, prompts, items, settings=SETTINGS, **options) -> list[np.nd
 
 
 def stock_image(pipe, prompt: str | None, seed: int, **kwargs) -> np.ndarray:
-    result = pipe(
-        prompt,
-        num_inference_steps=SETTINGS.num_inference_steps,
-        guidance_scale=SETTINGS.guidance_scale,
-        height=SETTINGS.height,
-        width=SETTINGS.width,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pil",
-        **kwargs,
-    )
-    return np.asarray(result.images[0])
+    return stock_settings_image(pipe, prompt, seed, SETTINGS, **kwargs)
 
 
 def hidden_states(tokenizer, encoder, prompt: str):
