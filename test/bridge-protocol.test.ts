@@ -11,7 +11,7 @@ import {
 } from '../src/bridge/protocol.js';
 import { fixtureLoad, smallJob } from './bridge/jobs.js';
 import { RawClient } from './bridge/raw-client.js';
-import { ifCapabilities } from './capabilities.js';
+import { ifCapabilities, oneEncoder } from './capabilities.js';
 
 describe('protocol schemas', () => {
   it('decodes an image message with its PNG as a Buffer', () => {
@@ -161,7 +161,7 @@ describe('protocol schemas', () => {
       model: 'm',
       family: 'if',
       capabilities: ifCapabilities,
-      encoders: [{ name: 'text_encoder', class_name: 'T5EncoderModel', layers: 24 }],
+      encoders: oneEncoder('T5EncoderModel', 24, 'encoder.final_layer_norm'),
       num_layers: 24,
       stock_layer: 24,
       pipeline_class: 'IFPipeline',

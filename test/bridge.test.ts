@@ -32,7 +32,7 @@ describe('LensWorker with the Python worker', () => {
     expect(info.torch).toMatch(/\d/);
     expect(info.device).toBe('cpu');
     const families = Object.fromEntries(info.families.map((family) => [family.name, family]));
-    expect(Object.keys(families)).toEqual(['sd', 'if', 'pixart', 'sdxl', 'flux', 'sd3']);
+    expect(Object.keys(families)).toEqual(['sd', 'if', 'pixart', 'sdxl', 'flux', 'sd3', 'sana']);
     expect(families.sd).toMatchObject({
       stages: 1,
       guidance: 'cfg',

@@ -1,6 +1,6 @@
 // What the worker reports of its families (python/diffusion_lens/families), for tests without a worker.
 // The runner and bridge tests check the real worker's report; these copies only need to be plausible.
-import type { FamilyCapabilities } from '../src/bridge/index.js';
+import type { EncoderInfo, FamilyCapabilities } from '../src/bridge/index.js';
 
 const none = { type: 'object', properties: {}, additionalProperties: false };
 
@@ -107,3 +107,44 @@ export const sd3Capabilities: FamilyCapabilities = {
     },
   },
 };
+
+export const sanaCapabilities: FamilyCapabilities = {
+  name: 'sana',
+  pipeline_classes: ['SanaPipeline'],
+  stages: 1,
+  guidance: 'cfg',
+  // Flow matching: the schedulers that run the checkpoints' flow-prediction config.
+  schedulers: ['default', 'dpm-multistep', 'dpm-singlestep', 'unipc'],
+  options: {
+    load: {
+      type: 'object',
+      properties: {
+        clean_caption: { type: ['boolean', 'null'], default: false },
+        max_sequence_length: { type: 'integer', minimum: 1, default: 300 },
+        // default: the stock SanaPipeline's instruction (8 lines), not copied here
+        complex_human_instruction: { type: ['array', 'null'], items: { type: 'string' } },
+      },
+      additionalProperties: false,
+    },
+    sample: pixartCapabilities.options.sample,
+    stage2: none,
+  },
+};
+
+/** A one-encoder model's `loaded.encoders` (SD, IF, PixArt): layer l takes hidden state l, through `norm`. */
+export function oneEncoder(class_name: string, layers: number, norm: string | null): EncoderInfo[] {
+  const indices = Array.from({ length: layers + 1 }, (_, layer) => layer);
+  return [
+    {
+      name: 'text_encoder',
+      class_name,
+      layers,
+      stock_index: layers,
+      indices,
+      norm,
+      sequence: true,
+      pooled: false,
+      pooled_indices: null,
+    },
+  ];
+}

@@ -690,6 +690,42 @@ describe('SDXL (tiny fixture: CLIPs with 3 and 5 layers, 32x32)', () => {
     expect(manifest.lens).toMatchObject({ pooled: expect.stringContaining('text_encoder_2') });
     expect(manifest.images).toHaveLength(8);
     expect(manifest.grids).toHaveLength(1);
+    // Per image: which hidden state of which encoder, and which pooled vector.
+    const layer3 = manifest.images.find((image: { layer: number }) => image.layer === 3);
+    expect(layer3?.readout).toEqual({
+      encoders: [
+        { name: 'text_encoder', hidden_state: 1, norm: null, follows_layer: true },
+        { name: 'text_encoder_2', hidden_state: 3, norm: null, follows_layer: true },
+      ],
+      pooled: { mode: 'final', encoders: [{ name: 'text_encoder_2', hidden_state: 5 }] },
+    });
+  });
+
+  it('lens takes one encoder through the layers and the pooled vector from the same depth', async () => {
+    const out = join(tempDir(), 'sdxl-readout');
+    const args = ['lens', 'a red apple', '--model', sdxlFixture, '--layers', '3', '--seeds', '0'];
+    const readout = ['--encoders', 'text_encoder', '--pooled', 'same-layer'];
+    const result = await dlens([...args, ...readout, '--steps', '2', '--out', out]);
+    expect(result.stderr).not.toMatch(/error/i);
+    const manifest = readManifest(out);
+    expect(manifest.config.lens).toMatchObject({ encoders: ['text_encoder'], pooled: 'same-layer' });
+    expect(manifest.images[0]?.readout).toEqual({
+      encoders: [
+        { name: 'text_encoder', hidden_state: 1, norm: null, follows_layer: true },
+        { name: 'text_encoder_2', hidden_state: 4, norm: null, follows_layer: false },
+      ],
+      pooled: { mode: 'same-layer', encoders: [{ name: 'text_encoder_2', hidden_state: 4 }] },
+    });
+    // Another reading is other settings: not served from the folder's images.
+    const stock = await dlens([...args, '--steps', '2', '--out', out]);
+    expect(stock.exitCode).toBe(1);
+    expect(stock.stderr).toMatch(/made with other settings \(lens\.encoders/);
+
+    const typo = await dlens([...args, '--encoders', 'text_encoder_3', '--out', join(out, 'typo')]);
+    expect(typo.exitCode).toBe(1);
+    expect(typo.stderr).toContain(
+      'error: --encoders: "text_encoder_3" is not a text encoder of this model whose hidden states the lens can take (did you mean "text_encoder_2"?); choose from text_encoder, text_encoder_2',
+    );
   });
 });
 
@@ -742,6 +778,40 @@ describe('SD3 (tiny fixture: CLIPs with 3 and 4 layers, T5 with 3 blocks)', () =
       layers: expect.stringContaining('steps back from its stock layer'),
     });
     expect(manifest.images).toHaveLength(3);
+  });
+});
+
+describe('Sana (tiny fixture: Gemma-2 with 3 layers, 512x512 native)', () => {
+  const sanaFixture = inject('sanaFixture');
+
+  it('lens sweeps the Gemma decoder with the stock instruction, writing images, grids and the manifest', async () => {
+    const out = join(tempDir(), 'sana');
+    const args = ['lens', 'a red apple', '--model', sanaFixture, '--layers', '0%:100%:25%', '--seeds', '0'];
+    const result = await dlens([...args, '--steps', '2', '--size', '64', '--out', out]);
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    expect(result.stderr).toMatch(/family sana, 3 encoder layers/);
+    const manifest = readManifest(out);
+    expect(manifest.model).toMatchObject({
+      family: 'sana',
+      pipeline_class: 'SanaPipeline',
+      num_layers: 3,
+      family_options: { clean_caption: false, max_sequence_length: 300 },
+    });
+    expect(manifest.model.family_options.complex_human_instruction).toHaveLength(8);
+    // Gemma with 3 layers: 0%, 25%, 50%, 75%, 100% of 3 are layers 0, 1, 2, 2, 3.
+    expect(manifest.config.lens).toMatchObject({ layers: [0, 1, 2, 3], layer_spec: '0%:100%:25%' });
+    expect(manifest.config.sampler).toMatchObject({ steps: 2, guidance: 4.5, size: [64, 64] });
+    expect(manifest.lens).toMatchObject({
+      norm: expect.stringContaining('text_encoder.norm'),
+      tokenization: expect.stringContaining('complex human instruction'),
+    });
+    expect(manifest.images.map((image) => image.layer)).toEqual([0, 1, 2, 3]);
+    for (const image of manifest.images) {
+      // Generated at the nearest trained size (stock resolution binning) and resized to the asked one.
+      expect((await sharp(join(out, image.path)).metadata()).width).toBe(64);
+    }
+    expect(manifest.grids).toHaveLength(1);
   });
 });
 

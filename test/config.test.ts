@@ -36,7 +36,7 @@ describe('parseConfig', () => {
       },
       // steps and guidance: unset = the model's own defaults, filled in from the worker's `loaded`.
       sampler: { scheduler: 'default', negative: '' },
-      lens: { layers: 'all', uncond: 'final', noise: 'shared' },
+      lens: { layers: 'all', uncond: 'final', noise: 'shared', encoders: 'all', pooled: 'final' },
       seeds: [0, 1, 2, 3],
       prompts: ['a cat'],
       runtime: { max_batch: 8 },
@@ -364,6 +364,21 @@ describe('configs/ presets', () => {
     expect(resolveLayers(config.lens.layers, 24)).toEqual([0, 4, 8, 12, 16, 20, 24]);
   });
 
+  it('sana-1600m.yaml has the stock Sana settings', async () => {
+    const config = await loadConfigFile(join(configs, 'sana-1600m.yaml'));
+    expect(config.model).toMatchObject({
+      id: 'Efficient-Large-Model/Sana_1600M_1024px_BF16_diffusers',
+      family: 'sana',
+      dtype: 'bf16',
+      variant: 'bf16',
+      offload: 'encoder',
+    });
+    expect(config.model.family_options).toBeUndefined(); // the stock instruction, 300 positions, no cleaning
+    expect(config.sampler).toMatchObject({ steps: 20, guidance: 4.5, size: 1024, scheduler: 'default' });
+    // Gemma-2-2B: 26 decoder layers.
+    expect(resolveLayers(config.lens.layers, 26)).toEqual([0, 3, 7, 10, 13, 16, 20, 23, 26]);
+  });
+
   it('if-paper.yaml has exactly the paper settings', async () => {
     const config = await loadConfigFile(join(configs, 'if-paper.yaml'));
     expect(config.model).toEqual({
@@ -383,7 +398,13 @@ describe('configs/ presets', () => {
       scheduler: 'dpm-multistep',
       negative: '',
     });
-    expect(config.lens).toEqual({ layers: '0:24:4', uncond: 'final', noise: 'shared' });
+    expect(config.lens).toEqual({
+      layers: '0:24:4',
+      uncond: 'final',
+      noise: 'shared',
+      encoders: 'all',
+      pooled: 'final',
+    });
     expect(resolveLayers(config.lens.layers, 24)).toEqual([0, 4, 8, 12, 16, 20, 24]);
     expect(config.stages).toEqual([1, 2]);
     expect(config.stage2).toEqual({

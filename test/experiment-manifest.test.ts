@@ -17,7 +17,7 @@ import {
   planExperiment,
 } from '../src/experiment/index.js';
 import { gridLayout } from '../src/render/index.js';
-import { ifCapabilities } from './capabilities.js';
+import { ifCapabilities, oneEncoder } from './capabilities.js';
 import { tempDirs } from './temp-dirs.js';
 
 const tempDir = tempDirs('dlens-manifest-');
@@ -29,7 +29,7 @@ const loaded: LoadedMessage = {
   model: '/models/tiny-if',
   family: 'if',
   capabilities: ifCapabilities,
-  encoders: [{ name: 'text_encoder', class_name: 'T5EncoderModel', layers: 4 }],
+  encoders: oneEncoder('T5EncoderModel', 4, 'encoder.final_layer_norm'),
   num_layers: 4,
   stock_layer: 4,
   pipeline_class: 'IFPipeline',
@@ -174,6 +174,7 @@ describe('manifest with stages', () => {
           stage: 1,
           path: 'p',
           key: 'k',
+          readout: { encoders: [], pooled: null },
         },
       ],
     });

@@ -10,7 +10,7 @@ import {
   type LoadedForSettings,
   planExperiment,
 } from '../src/experiment/index.js';
-import { ifCapabilities, sdCapabilities } from './capabilities.js';
+import { ifCapabilities, oneEncoder, sdCapabilities } from './capabilities.js';
 
 const loaded: LoadedForSettings = {
   revision: 'abc123',
@@ -19,6 +19,7 @@ const loaded: LoadedForSettings = {
   defaults: { steps: 50, guidance: 7.5, height: 64, width: 64, scheduler: 'PNDMScheduler' },
   capabilities: sdCapabilities,
   family_options: {},
+  encoders: oneEncoder('CLIPTextModel', 4, 'text_model.final_layer_norm'),
   stage2: null,
 };
 
@@ -43,6 +44,7 @@ const ifLoaded: LoadedForSettings = {
   defaults: { steps: 100, guidance: 7, height: 64, width: 64, scheduler: 'DDPMScheduler' },
   capabilities: ifCapabilities,
   family_options: { clean_caption: true },
+  encoders: oneEncoder('T5EncoderModel', 4, 'encoder.final_layer_norm'),
   stage2: stage2Loaded,
 };
 

@@ -8,7 +8,7 @@ import { parseConfig } from '../src/config/index.js';
 import { familyOptionsFor } from '../src/experiment/family.js';
 import { buildWork, imageSettings, type Job, jobOfImage, planExperiment } from '../src/experiment/index.js';
 import { layersInFlight, RunProgress } from '../src/experiment/request.js';
-import { ifCapabilities } from './capabilities.js';
+import { ifCapabilities, oneEncoder } from './capabilities.js';
 
 const stage2: NonNullable<LoadedMessage['stage2']> = {
   model: '/m/if-ii',
@@ -24,6 +24,7 @@ const loaded = {
   defaults: { steps: 100, guidance: 7, height: 16, width: 16, scheduler: 'DDPMScheduler' },
   capabilities: ifCapabilities,
   family_options: { clean_caption: false },
+  encoders: oneEncoder('T5EncoderModel', 4, 'encoder.final_layer_norm'),
   stage2,
 };
 

@@ -10,6 +10,7 @@ import {
   fluxCapabilities,
   ifCapabilities,
   pixartCapabilities,
+  sanaCapabilities,
   sd3Capabilities,
   sdCapabilities,
   sdxlCapabilities,
@@ -86,6 +87,7 @@ describe('runExperiment', () => {
       sdxlCapabilities,
       fluxCapabilities,
       sd3Capabilities,
+      sanaCapabilities,
     ]);
   });
 

@@ -25,6 +25,8 @@ declare module 'vitest' {
     fluxFixture: string;
     /** Tiny StableDiffusion3Pipeline (CLIPs with 3 and 4 layers, T5 with 3 blocks, 32x32). */
     sd3Fixture: string;
+    /** Tiny SanaPipeline (Gemma-2 with 3 layers, 32x DC-AE, 512x512 native). */
+    sanaFixture: string;
   }
 }
 
@@ -45,7 +47,7 @@ async function buildFixture(kind: string, out: string): Promise<string> {
 export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'dlens-fixture-'));
   // In parallel: most of each build is importing torch and diffusers.
-  const [sd, tinyIf, tinyIfSr, pixart, sdxl, flux, sd3] = await Promise.all([
+  const [sd, tinyIf, tinyIfSr, pixart, sdxl, flux, sd3, sana] = await Promise.all([
     buildFixture('sd', join(dir, 'tiny-sd')),
     buildFixture('if', join(dir, 'tiny-if')),
     buildFixture('if-sr', join(dir, 'tiny-if-sr')),
@@ -53,6 +55,7 @@ export default async function setup(project: TestProject): Promise<() => void> {
     buildFixture('sdxl', join(dir, 'tiny-sdxl')),
     buildFixture('flux', join(dir, 'tiny-flux')),
     buildFixture('sd3', join(dir, 'tiny-sd3')),
+    buildFixture('sana', join(dir, 'tiny-sana')),
   ]);
   project.provide('sdFixture', sd);
   project.provide('ifFixture', tinyIf);
@@ -61,5 +64,6 @@ export default async function setup(project: TestProject): Promise<() => void> {
   project.provide('sdxlFixture', sdxl);
   project.provide('fluxFixture', flux);
   project.provide('sd3Fixture', sd3);
+  project.provide('sanaFixture', sana);
   return () => rmSync(dir, { recursive: true, force: true });
 }

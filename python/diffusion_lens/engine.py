@@ -15,6 +15,7 @@ from .families import (
     CheckpointSource,
     Family,
     LoadOptions,
+    Readout,
     SamplerSettings,
     Stage2Settings,
     load_family,
@@ -140,6 +141,10 @@ class Engine:
             uncond=request["uncond"],
             noise=request["noise"],
             max_batch=request["max_batch"],
+            readout=Readout(
+                encoders=None if request["encoders"] is None else frozenset(request["encoders"]),
+                pooled=request["pooled"],
+            ),
         )
         items = [Item(**item) for item in request["items"]]
 

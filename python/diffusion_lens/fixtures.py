@@ -12,6 +12,7 @@ weights are not all ones) so that hard-coded assumptions fail in tests rather th
     python -m diffusion_lens.fixtures sdxl OUT_DIR    SDXL (two CLIPs with 3 and 5 layers, 32x32)
     python -m diffusion_lens.fixtures flux OUT_DIR    Flux.1-dev-shaped (CLIP pooled, T5 with 3 blocks, 32x32)
     python -m diffusion_lens.fixtures sd3 OUT_DIR     SD3-shaped (CLIPs with 3 and 4 layers, T5 with 3, 32x32)
+    python -m diffusion_lens.fixtures sana OUT_DIR    Sana-shaped (Gemma-2 with 3 layers, 32x DC-AE, 512 px)
 """
 
 from __future__ import annotations
@@ -408,6 +409,122 @@ def tiny_sd3_pipeline(seed: int = FIXTURE_SEED + 5):
     )
 
 
+def _sana_instruction() -> list[str]:
+    """The stock ``SanaPipeline.__call__``'s default complex human instruction."""
+    import inspect
+
+    from diffusers import SanaPipeline
+
+    return list(inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default)
+
+
+def gemma_tokenizer():
+    """A Gemma tokenizer built in memory, shaped as the real one: a BPE with byte fallback (the 256
+    ``<0xNN>`` tokens), spaces normalised to the word-start mark with no prefix space, Gemma's special
+    tokens (<pad> = 0, <eos> = 1, <bos> = 2, <unk> = 3, <mask> = 4), <bos> prepended and no <eos>, padded
+    on the right (as the stock Sana pipeline pads). Trained so that every word of the prompt sets and of
+    Sana's stock complex human instruction is one token; other text falls back to characters and bytes."""
+    import json
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import GemmaTokenizer
+
+    mark = "\u2581"
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + [f"<0x{b:02X}>" for b in range(256)]
+    alphabet = [*sorted(set(string.ascii_letters + string.digits + string.punctuation + "\n")), mark]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    bpe.normalizer = normalizers.Replace(" ", mark)
+    bpe.pre_tokenizer = pre_tokenizers.Split(mark, behavior="merged_with_next")
+    trainer = trainers.BpeTrainer(
+        vocab_size=100_000, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+    )
+    text = " " + " ".join(_prompt_words()) + " " + "\n".join(_sana_instruction())
+    bpe.train_from_iterator([text], trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return GemmaTokenizer(
+        vocab=model["vocab"], merges=merges, add_bos_token=True, add_eos_token=False, padding_side="right"
+    )
+
+
+def tiny_sana_pipeline(num_layers: int = 3, seed: int = FIXTURE_SEED + 6):
+    """A Sana-shaped pipeline with random weights: a Gemma-2 decoder (3 layers, hidden 24, its final RMS
+    norm's weights not zero, so that a second norm would show), a one-block linear-attention DiT, a DC-AE
+    that downsamples by 32 as the real one does, and the stock flow-matching DPM-Solver scheduler. The
+    transformer's sample_size is 16 (512 px), the smallest the stock resolution binning knows."""
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    torch.manual_seed(seed)
+    tokenizer = gemma_tokenizer()
+    hidden = 24
+    text_encoder = Gemma2Model(
+        Gemma2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=40,
+            num_hidden_layers=num_layers,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            query_pre_attn_scalar=8,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    # Gemma's RMS norm scales by (1 + weight), weight initialised to zero: idempotent, so a lens that
+    # re-normalised the last hidden state would go unnoticed.
+    with torch.no_grad():
+        text_encoder.norm.weight.uniform_(-0.5, 0.5)
+    transformer = SanaTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=4,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=4,
+        cross_attention_dim=8,
+        caption_channels=hidden,
+        sample_size=16,
+    )
+    blocks = 6  # 2^(6 - 1) = 32, the real DC-AE's factor
+    vae = AutoencoderDC(
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=2,
+        encoder_block_types=("ResBlock",) * (blocks - 1) + ("EfficientViTBlock",),
+        decoder_block_types=("ResBlock",) * (blocks - 1) + ("EfficientViTBlock",),
+        encoder_block_out_channels=(4,) * (blocks - 1) + (8,),
+        decoder_block_out_channels=(4,) * (blocks - 1) + (8,),
+        encoder_layers_per_block=(1,) * blocks,
+        decoder_layers_per_block=(1,) * blocks,
+        encoder_qkv_multiscales=((),) * (blocks - 1) + ((5,),),
+        decoder_qkv_multiscales=((),) * (blocks - 1) + ((5,),),
+        downsample_block_type="conv",
+        upsample_block_type="interpolate",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
+    # The scheduler of the Sana checkpoints: DPM-Solver++ on flow-matching sigmas.
+    scheduler = DPMSolverMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=3.0,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        beta_schedule="linear",
+        beta_start=0.0001,
+        beta_end=0.02,
+    )
+    return SanaPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+
+
 BUILDERS = {
     "sd": tiny_sd_pipeline,
     "if": tiny_if_pipeline,
@@ -417,6 +534,7 @@ BUILDERS = {
     "sdxl": tiny_sdxl_pipeline,
     "flux": tiny_flux_pipeline,
     "sd3": tiny_sd3_pipeline,
+    "sana": tiny_sana_pipeline,
 }
 
 

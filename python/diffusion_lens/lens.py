@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .devices import empty_cache, is_out_of_memory
-from .families import Embeds, Family, SamplerSettings
+from .families import STOCK_READOUT, Embeds, Family, Readout, SamplerSettings
 from .protocol import GUIDANCE_RANGE, range_problem
 
 
@@ -46,6 +46,8 @@ class LensOptions:
     uncond: str = "final"  # or "same-layer"
     noise: str = "shared"  # the initial noise of a (prompt, seed) at every layer, or "per-layer"
     max_batch: int = 8
+    # Which hidden states besides the layer: the sequence encoders that follow it, the pooled vector.
+    readout: Readout = STOCK_READOUT
 
 
 @dataclass
@@ -156,16 +158,16 @@ def encode_all(
         layers_of.setdefault(item.prompt, set()).add(item.layer)
     cond: dict[tuple[int, int], Embeds] = {}
     for prompt, layers in layers_of.items():
-        for layer, embeds in family.conditioning(prompts[prompt], sorted(layers)).items():
+        for layer, embeds in family.conditioning(prompts[prompt], sorted(layers), options.readout).items():
             cond[(prompt, layer)] = embeds
     if family.guidance == "distilled":  # no unconditional branch
         return cond, {}
     if options.uncond == "same-layer":
         uncond_layers = sorted({item.layer for item in items})
-        uncond = family.unconditional(options.negative_prompt, uncond_layers)
+        uncond = family.unconditional(options.negative_prompt, uncond_layers, options.readout)
     else:
         stock = family.stock_layer
-        final = family.unconditional(options.negative_prompt, [stock])[stock]
+        final = family.unconditional(options.negative_prompt, [stock], options.readout)[stock]
         uncond = {item.layer: final for item in items}
     return cond, uncond
 
@@ -189,6 +191,9 @@ def generate(
     """Make every item's images, calling ``on_image(index, item, stage, image, ms)`` as each batch
     finishes (stage I first, then stage II where there is one)."""
     settings = validate(family, prompts, items, settings)
+    problem = family.readout_problem(options.readout)
+    if problem is not None:
+        raise BadRequest(problem)
     if family.guidance == "distilled" and (options.negative_prompt or options.uncond != "final"):
         raise BadRequest(
             f"the {family.name} family is guidance-distilled: it has no unconditional branch, so no "

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffusion_lens.families import SamplerSettings, detect_family
+from diffusion_lens.families import Readout, SamplerSettings, detect_family
 from diffusion_lens.lens import BadRequest, Item
 
 from .conftest import lens_images, stock_settings_image
@@ -80,3 +80,29 @@ def test_what_a_distilled_model_has_no_use_for_is_refused(flux_family):
         BadRequest, match="'euler' is not a scheduler of the flux family; choose one of default"
     ):
         run_lens(flux_family, PROMPTS[:1], [Item(0, 0, 0)], euler)
+
+
+@pytest.mark.parametrize(("layer", "clip_blocks"), [(2, 1), (0, 0)])
+def test_pooled_vector_from_the_same_depth(flux_family, stock_flux, layer, clip_blocks):
+    """pooled: same-layer takes CLIP (2 layers) as far back from its last state as the layer is from T5's
+    (3): built here as the stock pipeline with a CLIP cut after that many blocks."""
+    clip = copy.deepcopy(stock_flux.text_encoder)
+    blocks = getattr(clip, "text_model", clip).encoder  # CLIPTextModel is flat from transformers 5.6 on
+    blocks.layers = blocks.layers[:clip_blocks]
+    t5 = copy.deepcopy(stock_flux.text_encoder_2)
+    t5.encoder.block = t5.encoder.block[:layer]
+    cut = type(stock_flux)(**{**stock_flux.components, "text_encoder": clip, "text_encoder_2": t5})
+    embeds, pooled, _ = cut.encode_prompt(PROMPTS[0], prompt_2=None, max_sequence_length=TOKENS)
+    expected = stock_image(stock_flux, None, 1, prompt_embeds=embeds, pooled_prompt_embeds=pooled)
+    (image,) = run_lens(flux_family, PROMPTS[:1], [Item(0, layer, 1)], readout=Readout(pooled="same-layer"))
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_pooled_vector_of_the_empty_prompt(flux_family, stock_flux):
+    """pooled: empty, as the authors' Flux notebook: the sequence of the prompt, the pooled vector of ""."""
+    embeds, _, _ = stock_flux.encode_prompt(PROMPTS[1], prompt_2=None, max_sequence_length=TOKENS)
+    _, empty, _ = stock_flux.encode_prompt("", prompt_2=None, max_sequence_length=TOKENS)
+    expected = stock_image(stock_flux, None, 0, prompt_embeds=embeds, pooled_prompt_embeds=empty)
+    last = flux_family.num_layers
+    (image,) = run_lens(flux_family, PROMPTS[1:], [Item(0, last, 0)], readout=Readout(pooled="empty"))
+    np.testing.assert_array_equal(image, expected)

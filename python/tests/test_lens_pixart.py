@@ -55,7 +55,19 @@ def test_detects_and_describes_the_family(pixart_dir: Path, pixart_family):
         "scheduler": "DPMSolverMultistepScheduler",
     }
     assert described["family_options"] == {"clean_caption": True, "max_sequence_length": 120}
-    assert described["encoders"] == [{"name": "text_encoder", "class_name": "T5EncoderModel", "layers": 3}]
+    assert described["encoders"] == [
+        {
+            "name": "text_encoder",
+            "class_name": "T5EncoderModel",
+            "layers": 3,
+            "stock_index": 3,
+            "indices": [0, 1, 2, 3],
+            "norm": "encoder.final_layer_norm",
+            "sequence": True,
+            "pooled": False,
+            "pooled_indices": None,
+        }
+    ]
 
 
 def test_final_layer_is_the_stock_pipeline(pixart_family, stock_pixart):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_lens.families import SamplerSettings, detect_family, load_family
+from diffusion_lens.families import Readout, SamplerSettings, detect_family, load_family
 from diffusion_lens.lens import Item
 
 from .conftest import lens_images, stock_settings_image
@@ -76,6 +76,32 @@ def test_each_layer_is_the_stock_pipeline_fed_those_states(sd3_family, stock_sd3
         negative_pooled_prompt_embeds=negative_pooled,
     )
     (image,) = run_lens(sd3_family, PROMPTS[:1], [Item(0, layer, 2)])
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_only_the_chosen_encoders_follow_the_layer(sd3_family, stock_sd3):
+    """lens.encoders = [text_encoder_3]: T5 cut after block 1, both CLIPs at their stock (penultimate)
+    states: the stock prompt embedding but for T5's part."""
+    t5 = copy.deepcopy(stock_sd3.text_encoder_3)
+    t5.encoder.block = t5.encoder.block[:1]
+    cut = type(stock_sd3)(**{**stock_sd3.components, "text_encoder_3": t5})
+    embeds, _, pooled, negative_pooled = cut.encode_prompt(
+        PROMPTS[1], PROMPTS[1], PROMPTS[1], negative_prompt="", max_sequence_length=TOKENS
+    )
+    _, stock_negative, _, _ = stock_sd3.encode_prompt(
+        PROMPTS[1], PROMPTS[1], PROMPTS[1], negative_prompt="", max_sequence_length=TOKENS
+    )
+    expected = stock_image(
+        stock_sd3,
+        None,
+        4,
+        prompt_embeds=embeds,
+        pooled_prompt_embeds=pooled,
+        negative_prompt_embeds=stock_negative,
+        negative_pooled_prompt_embeds=negative_pooled,
+    )
+    readout = Readout(encoders=frozenset({"text_encoder_3"}))
+    (image,) = run_lens(sd3_family, PROMPTS[1:], [Item(0, 1, 4)], readout=readout)
     np.testing.assert_array_equal(image, expected)
 
 

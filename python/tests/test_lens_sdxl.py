@@ -4,14 +4,15 @@ built independently here; batches change nothing."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from diffusion_lens.families import SamplerSettings, detect_family
-from diffusion_lens.lens import Item
+from diffusion_lens.families import Readout, SamplerSettings, detect_family
+from diffusion_lens.lens import BadRequest, Item
 
 from .conftest import lens_images, stock_settings_image
 
@@ -38,8 +39,28 @@ def test_detects_and_describes_the_family(sdxl_dir: Path, sdxl_family):
     assert sdxl_family.num_layers == 5 and sdxl_family.stock_layer == 4
     described = sdxl_family.describe()
     assert described["encoders"] == [
-        {"name": "text_encoder", "class_name": "CLIPTextModel", "layers": 3},
-        {"name": "text_encoder_2", "class_name": "CLIPTextModelWithProjection", "layers": 5},
+        {
+            "name": "text_encoder",
+            "class_name": "CLIPTextModel",
+            "layers": 3,
+            "stock_index": 2,
+            "indices": [0, 0, 0, 1, 2, 3],  # aligned at the outputs with the second (5 layers)
+            "norm": None,
+            "sequence": True,
+            "pooled": False,
+            "pooled_indices": None,
+        },
+        {
+            "name": "text_encoder_2",
+            "class_name": "CLIPTextModelWithProjection",
+            "layers": 5,
+            "stock_index": 4,
+            "indices": [0, 1, 2, 3, 4, 5],
+            "norm": None,
+            "sequence": True,
+            "pooled": True,
+            "pooled_indices": [1, 2, 3, 4, 5, 5],  # the stock layer 4 pools the last state, as stock
+        },
     ]
     assert described["defaults"] == {
         "steps": 50,
@@ -89,3 +110,52 @@ def test_layers_differ_and_batches_change_nothing(sdxl_family):
     for single, together in zip(one_by_one, batched, strict=True):
         assert np.abs(single.astype(int) - together.astype(int)).max() <= 1
     assert not np.array_equal(one_by_one[0], one_by_one[2])
+
+
+def lensed_with_stock_negative(stock_sdxl, embeds, pooled, seed: int) -> np.ndarray:
+    return stock_image(
+        stock_sdxl,
+        None,
+        seed,
+        prompt_embeds=embeds,
+        pooled_prompt_embeds=pooled,
+        negative_prompt_embeds=torch.zeros_like(embeds),
+        negative_pooled_prompt_embeds=torch.zeros_like(pooled),
+    )
+
+
+def test_only_the_chosen_encoder_follows_the_layer(sdxl_family, stock_sdxl):
+    """lens.encoders = [text_encoder]: the first encoder at layer 3 (its index 1), the second at its stock
+    index 4."""
+    one = hidden_states(stock_sdxl.tokenizer, stock_sdxl.text_encoder, PROMPTS[0]).hidden_states
+    two = hidden_states(stock_sdxl.tokenizer_2, stock_sdxl.text_encoder_2, PROMPTS[0])
+    embeds = torch.cat([one[1], two.hidden_states[4]], dim=-1)
+    expected = lensed_with_stock_negative(stock_sdxl, embeds, two.text_embeds, 3)
+    readout = Readout(encoders=frozenset({"text_encoder"}))
+    (image,) = run_lens(sdxl_family, PROMPTS[:1], [Item(0, 3, 3)], readout=readout)
+    np.testing.assert_array_equal(image, expected)
+
+
+def test_pooled_vector_from_the_same_depth_or_the_empty_prompt(sdxl_family, stock_sdxl):
+    """pooled: same-layer at layer 2 is the projection of a second encoder cut after 3 blocks (as far back
+    from its last as 2 is from the stock layer 4); pooled: empty is the empty prompt's stock vector."""
+    one = hidden_states(stock_sdxl.tokenizer, stock_sdxl.text_encoder, PROMPTS[1]).hidden_states
+    two = hidden_states(stock_sdxl.tokenizer_2, stock_sdxl.text_encoder_2, PROMPTS[1])
+    embeds = torch.cat([one[0], two.hidden_states[2]], dim=-1)
+    cut = copy.deepcopy(stock_sdxl.text_encoder_2)
+    cut.text_model.encoder.layers = cut.text_model.encoder.layers[:3]
+    pooled_cut = hidden_states(stock_sdxl.tokenizer_2, cut, PROMPTS[1]).text_embeds
+    pooled_empty = hidden_states(stock_sdxl.tokenizer_2, stock_sdxl.text_encoder_2, "").text_embeds
+    assert not torch.equal(pooled_cut, two.text_embeds)
+    for mode, pooled in (("same-layer", pooled_cut), ("empty", pooled_empty)):
+        (image,) = run_lens(sdxl_family, PROMPTS[1:], [Item(0, 2, 4)], readout=Readout(pooled=mode))
+        np.testing.assert_array_equal(image, lensed_with_stock_negative(stock_sdxl, embeds, pooled, 4))
+
+
+def test_a_readout_the_model_cannot_give_is_refused(sdxl_family, sd_family):
+    with pytest.raises(BadRequest, match=r"text_encoder_3 is not a sequence text encoder.*text_encoder_2"):
+        run_lens(
+            sdxl_family, PROMPTS[:1], [Item(0, 1, 0)], readout=Readout(encoders=frozenset({"text_encoder_3"}))
+        )
+    with pytest.raises(BadRequest, match="no pooled text vector"):
+        run_lens(sd_family, PROMPTS[:1], [Item(0, 1, 0)], readout=Readout(pooled="same-layer"))

@@ -24,6 +24,8 @@ GENERATE = {
     "scheduler": None,
     "uncond": "final",
     "noise": "shared",
+    "encoders": None,
+    "pooled": "final",
     "max_batch": 8,
     "stage2": None,
     "family_options": {},

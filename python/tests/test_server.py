@@ -96,8 +96,8 @@ def generate_request(request_id: str, layers, seeds, steps: int = 2, max_batch: 
         "id": request_id, "type": "generate", "prompts": ["a red apple"],
         "items": [{"prompt": 0, "layer": layer, "seed": seed} for layer in layers for seed in seeds],
         "negative": "", "steps": steps, "guidance": 7.5, "height": 32, "width": 32,
-        "scheduler": None, "uncond": "final", "noise": "shared", "max_batch": max_batch, "stage2": None,
-        "family_options": {},
+        "scheduler": None, "uncond": "final", "noise": "shared", "encoders": None, "pooled": "final",
+        "max_batch": max_batch, "stage2": None, "family_options": {},
     }  # fmt: skip
 
 
@@ -110,7 +110,8 @@ def test_announcement_and_handshake():
         c.send(id="h2", type="hello", protocol=1, client="pytest")
         ready = c.receive()
         families = {family["name"]: family for family in ready["families"]}
-        assert ready["type"] == "ready" and list(families) == ["sd", "if", "pixart", "sdxl", "flux", "sd3"]
+        assert ready["type"] == "ready"
+        assert list(families) == ["sd", "if", "pixart", "sdxl", "flux", "sd3", "sana"]
         assert "euler" in families["sd"]["schedulers"] and "euler" not in families["if"]["schedulers"]
         assert families["if"]["stages"] == 2 and families["sd"]["stages"] == 1
         assert families["if"]["options"]["stage2"]["properties"]["noise_level"]["default"] == 250
@@ -138,7 +139,9 @@ def test_if_two_stages_over_the_protocol(client, if_dir, if_sr_dir, sd_dir):
     assert loaded["type"] == "loaded" and loaded["family"] == "if" and loaded["num_layers"] == 4
     assert loaded["family_options"] == {"clean_caption": True} and loaded["notices"] == []
     assert loaded["capabilities"]["name"] == "if" and loaded["capabilities"]["stages"] == 2
-    assert loaded["encoders"] == [{"name": "text_encoder", "class_name": "T5EncoderModel", "layers": 4}]
+    (encoder,) = loaded["encoders"]
+    assert encoder["name"] == "text_encoder" and encoder["class_name"] == "T5EncoderModel"
+    assert encoder["layers"] == 4 and encoder["indices"] == [0, 1, 2, 3, 4]
     assert loaded["stage2"]["pipeline_class"] == "IFSuperResolutionPipeline"
     stage2 = {
         "steps": 2,

@@ -104,6 +104,10 @@ export const generateRequestSchema = z
     scheduler: z.string().nullable(),
     uncond: z.enum(['final', 'same-layer']),
     noise: z.enum(['shared', 'per-layer']),
+    // The sequence encoders that follow the layer (the others stay at their stock index); null = all.
+    encoders: z.array(z.string().min(1)).min(1).nullable(),
+    // The pooled vector (families with one): the whole encoder's, the same depth's, the empty prompt's.
+    pooled: z.enum(['final', 'same-layer', 'empty']),
     max_batch: z.int().positive(),
     stage2: stage2GenerateSchema.nullable(),
     // The family's sampling options (capabilities.options.sample).
@@ -185,11 +189,26 @@ export const familyCapabilitiesSchema = z.strictObject({
   options: z.strictObject({ load: jsonSchemaObject, sample: jsonSchemaObject, stage2: jsonSchemaObject }),
 });
 
-/** A text encoder the lens reads: its pipeline component name, class and depth L. */
+/** A text encoder of the loaded pipeline, as the lens reads it. */
 export const encoderSchema = z.strictObject({
+  /** The pipeline component, e.g. `text_encoder_2`. */
   name: z.string(),
   class_name: z.string(),
+  /** Its depth: hidden states 0..layers. */
   layers: z.int().nonnegative(),
+  /** The hidden state the stock pipeline's sequence embedding takes from it. */
+  stock_index: z.int().nonnegative(),
+  /** The hidden state each lens layer 0..L takes from it when it is lensed (`lens.encoders`). */
+  indices: z.array(z.int().nonnegative()).min(1),
+  /** The norm (a module path inside the encoder) that every state the lens takes has been through; null = none. */
+  norm: z.string().nullable(),
+  /** It gives the sequence embedding (so it can follow the layer). */
+  sequence: z.boolean(),
+  /** It gives (part of) the pooled vector. */
+  pooled: z.boolean(),
+  /** The hidden state the pooled vector is pooled from at each lens layer for `lens.pooled: same-layer`
+   *  (its last one gives the stock vector); null when it gives no pooled vector. */
+  pooled_indices: z.array(z.int().nonnegative()).min(1).nullable(),
 });
 
 export const readyMessageSchema = z.strictObject({

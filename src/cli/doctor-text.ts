@@ -1,6 +1,7 @@
 // `diffusion-lens doctor` without --json: the report as aligned lines, each problem with its fix.
 import type { FamilyCapabilities } from '../bridge/index.js';
 import type { DoctorReport } from '../doctor.js';
+import { optionValueText } from '../experiment/index.js';
 
 const MAIN_PACKAGES = ['torch', 'diffusers', 'transformers'];
 
@@ -31,7 +32,7 @@ function optionLines(schema: Record<string, unknown>): string[] {
   const properties = (schema.properties ?? {}) as Record<string, Record<string, unknown>>;
   return Object.entries(properties).map(([name, spec]) => {
     const type = [spec.type].flat().join(' | ');
-    const shown = 'default' in spec ? `, default: ${JSON.stringify(spec.default)}` : '';
+    const shown = 'default' in spec ? `, default: ${optionValueText(spec.default)}` : '';
     const description = typeof spec.description === 'string' ? `: ${spec.description}` : '';
     return `${name} (${type}${shown})${description}`;
   });

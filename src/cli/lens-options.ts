@@ -10,9 +10,19 @@ import { Option } from 'commander';
  * - `int`: a plain decimal integer; `ints`: a comma-separated list of them; `size`: `S` or `HxW`;
  * - `number`: a number when the text is one; `int-or-text`: an integer when the text is one, else the text
  *   (`--stage2-seed same|N`);
+ * - `names`: `all`, or a comma-separated list of names (`--encoders text_encoder,text_encoder_2`);
  * - `switch`: a flag without a value (true).
  */
-export type ParserName = 'text' | 'choice' | 'int' | 'ints' | 'number' | 'size' | 'int-or-text' | 'switch';
+export type ParserName =
+  | 'text'
+  | 'choice'
+  | 'int'
+  | 'ints'
+  | 'number'
+  | 'size'
+  | 'int-or-text'
+  | 'names'
+  | 'switch';
 
 export interface LensOptionSpec {
   /**
@@ -40,6 +50,8 @@ const TABLE = [
   { flags: '--negative <text>', path: ['sampler', 'negative'], parse: 'text' },
   { flags: '--uncond <mode>', path: ['lens', 'uncond'], parse: 'choice' },
   { flags: '--noise <mode>', path: ['lens', 'noise'], parse: 'choice' },
+  { flags: '--encoders <names>', path: ['lens', 'encoders'], parse: 'names' },
+  { flags: '--pooled <mode>', path: ['lens', 'pooled'], parse: 'choice' },
   { flags: '--max-batch <n>', path: ['runtime', 'max_batch'], parse: 'int' },
   { flags: '--dtype <dtype>', path: ['model', 'dtype'], parse: 'choice' },
   { flags: '--device <device>', path: ['model', 'device'], parse: 'choice' },

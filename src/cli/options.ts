@@ -95,6 +95,13 @@ const PARSERS: Record<Exclude<ParserName, 'switch'>, Parser> = {
   number: (text) => numberOrText(text),
   size: (text, path, ints) => ints.size(text, path),
   'int-or-text': (text) => plainInteger(text) ?? text,
+  names: (text) =>
+    text.trim() === 'all'
+      ? 'all'
+      : text
+          .split(',')
+          .map((name) => name.trim())
+          .filter((name) => name !== ''),
 };
 
 function parseOption(spec: LensOptionSpec, given: string | boolean, ints: IntegerIssues): unknown {

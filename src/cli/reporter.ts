@@ -1,6 +1,6 @@
 // How a run shows itself: a progress bar on a terminal, plain lines otherwise, JSON lines with --json.
 import cliProgress from 'cli-progress';
-import type { RunEvent } from '../experiment/index.js';
+import { optionValueText, type RunEvent } from '../experiment/index.js';
 
 export type ReportMode = 'json' | 'tty' | 'plain';
 
@@ -29,7 +29,7 @@ export function describeEvent(event: RunEvent): string | null {
       );
     case 'model-loaded': {
       const options = Object.entries(event.family_options)
-        .map(([name, value]) => `, ${name} ${JSON.stringify(value)}`)
+        .map(([name, value]) => `, ${name} ${optionValueText(value)}`)
         .join('');
       const stage2 = event.stage2 ? `; stage II ${event.stage2.model} (${event.stage2.pipeline_class})` : '';
       return (

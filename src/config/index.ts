@@ -47,6 +47,8 @@ export {
   type NoiseMode,
   OFFLOAD_MODES,
   type OffloadMode,
+  POOLED_MODES,
+  type PooledMode,
   type PromptFileSpec,
   resolveStages,
   type SamplerConfig,

@@ -13,6 +13,7 @@ export const DTYPES = ['auto', 'fp32', 'fp16', 'bf16'] as const;
 export const DEVICES = ['auto', 'cpu', 'cuda', 'mps'] as const;
 export const UNCOND_MODES = ['final', 'same-layer'] as const;
 export const NOISE_MODES = ['shared', 'per-layer'] as const;
+export const POOLED_MODES = ['final', 'same-layer', 'empty'] as const;
 
 const MAX_SEED = 2 ** 32 - 1;
 /** Classifier-free guidance scales beyond this make black or saturated images (the worker has the same bound). */
@@ -194,6 +195,30 @@ const LensSchema = z
       .enum(NOISE_MODES)
       .default('shared')
       .describe('initial noise: shared by all layers of a (prompt, seed), or fresh per layer'),
+    encoders: z
+      .union(
+        [
+          z.literal('all'),
+          z
+            .array(z.string().min(1))
+            .min(1)
+            .superRefine(refuseDuplicates((name) => name)),
+        ],
+        {
+          error: 'must be "all" or a list of text encoder names, e.g. [text_encoder_2]',
+        },
+      )
+      .default('all')
+      .describe(
+        'the text encoders whose hidden states follow the layer (pipeline component names, e.g. ' +
+          'text_encoder_2); the others stay at their stock layer. For models with several (SDXL, SD3)',
+      ),
+    pooled: z
+      .enum(POOLED_MODES)
+      .default('final')
+      .describe(
+        "pooled text vector (SDXL, SD3, Flux): the whole encoder's, the same depth's, or the empty prompt's",
+      ),
   })
   .describe('what the lens does');
 
@@ -389,6 +414,7 @@ export type Stage = (typeof STAGES)[number];
 export type OffloadMode = (typeof OFFLOAD_MODES)[number];
 export type UncondMode = (typeof UNCOND_MODES)[number];
 export type NoiseMode = (typeof NOISE_MODES)[number];
+export type PooledMode = (typeof POOLED_MODES)[number];
 
 /** The JSON Schema of the config file (what `diffusion-lens schema` prints), for editor completion. */
 export function toJsonSchema(): Record<string, unknown> {

@@ -168,10 +168,17 @@ export function checkNamedFamily(config: ExperimentConfig, families: readonly Fa
   checkFamily(config, capabilities);
 }
 
+/** An option's value in a line of text: as JSON, long lists as their length (Sana's 8-line instruction). */
+export function optionValueText(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  if (text.length <= 48) return text;
+  return Array.isArray(value) ? `[${value.length} items]` : `${text.slice(0, 45)}...`;
+}
+
 /** `noise level 250`: options as grid labels show them. */
 export function describeOptions(options: FamilyOptions): string[] {
   return Object.entries(options).map(
     ([name, value]) =>
-      `${name.replaceAll('_', ' ')} ${typeof value === 'string' ? value : JSON.stringify(value)}`,
+      `${name.replaceAll('_', ' ')} ${typeof value === 'string' ? value : optionValueText(value)}`,
   );
 }

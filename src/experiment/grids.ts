@@ -52,6 +52,8 @@ export function gridLegend(plan: Plan, stage: Stage): string[] {
     `uncond ${lens.uncond}`,
     `noise ${lens.noise}`,
   ];
+  if (lens.encoders) items.push(`encoders ${lens.encoders.join(', ')}`);
+  if (lens.pooled) items.push(`pooled ${lens.pooled}`);
   if (sampler.negative) items.push(`negative "${shortText(sampler.negative, 40)}"`);
   items.push(...describeOptions(plan.familyOptions.sample));
   if (stage === 2 && stage2) {

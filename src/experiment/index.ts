@@ -1,5 +1,6 @@
 export { type CacheState, inspectCache } from './cache.js';
 export type { ImageRef, RunEvent, RunEventType } from './events.js';
+export { optionValueText } from './family.js';
 export { claimFolder, FolderConflictError } from './folder.js';
 export { gridTitle } from './grids.js';
 export { IMAGES_CSV_FILE, imagesCsv } from './images-csv.js';
@@ -34,6 +35,7 @@ export {
   resolveSize,
   type Stage2Settings,
 } from './plan.js';
+export { type ImageReadout, imageReadout, type ReadoutSettings, readoutFor } from './readout.js';
 export { buildWork, jobOfImage, type RequestItem, requestItems, type Work } from './request.js';
 export { type RunOptions, type RunResult, runExperiment } from './runner.js';
 export { describeChanges, diffSettings, type SettingChange, settingsId, variantName } from './settings.js';

@@ -7,6 +7,7 @@ import {
   layerDepth,
   type ModelConfig,
   type NoiseMode,
+  type PooledMode,
   type PromptFileSpec,
   type PromptSet,
   type Stage,
@@ -14,6 +15,7 @@ import {
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from '../version.js';
 import type { Job, Plan } from './plan.js';
+import { type ImageReadout, imageReadout } from './readout.js';
 import type { WorkerInfo } from './resolution.js';
 import { MANIFEST_FILE, writeFileAtomic } from './store.js';
 
@@ -56,7 +58,14 @@ export interface ResolvedConfig {
     /** The family's sampling options, defaults filled in. */
     family_options: FamilyOptions;
   };
-  lens: { layers: number[]; layer_spec: string | number | number[]; uncond: UncondMode; noise: NoiseMode };
+  lens: {
+    layers: number[];
+    layer_spec: string | number | number[];
+    uncond: UncondMode;
+    noise: NoiseMode;
+    encoders: 'all' | string[];
+    pooled: PooledMode;
+  };
   seeds: number[];
   prompts: string[];
   prompts_file?: PromptFileSpec;
@@ -78,20 +87,26 @@ export interface ManifestImage {
   /** Relative to the output folder, with '/'. */
   path: string;
   key: string;
+  /** Which hidden state of which encoder, through which norm, and which pooled vector it was made from. */
+  readout: ImageReadout;
 }
 
-/** A job's record; `numLayers` is L, which the depth is relative to. */
-export function manifestImage(job: Job, numLayers: number): ManifestImage {
+/** A job's record in its plan (whose L the depth is relative to). */
+export function manifestImage(
+  job: Job,
+  plan: Pick<Plan, 'numLayers' | 'encoders' | 'settings'>,
+): ManifestImage {
   const { prompt, promptIndex, layer, seed, stage, path, key } = job;
   return {
     prompt,
     prompt_index: promptIndex,
     layer,
-    depth: layerDepth(layer, numLayers),
+    depth: layerDepth(layer, plan.numLayers),
     seed,
     stage,
     path,
     key,
+    readout: imageReadout(layer, plan.encoders, plan.settings.lens),
   };
 }
 
@@ -199,6 +214,8 @@ export function buildManifest(input: ManifestInput): Manifest {
       layer_spec: config.lens.layers,
       uncond: config.lens.uncond,
       noise: config.lens.noise,
+      encoders: plan.settings.lens.encoders ?? 'all',
+      pooled: plan.settings.lens.pooled ?? 'final',
     },
     seeds: [...config.seeds],
     prompts: input.promptSet.prompts,
@@ -258,9 +275,7 @@ export function buildManifest(input: ManifestInput): Manifest {
       columns: { ...input.promptSet.rows[index] },
       truncated: input.truncated.get(index) ?? null,
     })),
-    images: plan.jobs
-      .filter((job) => input.done.has(job.key))
-      .map((job) => manifestImage(job, plan.numLayers)),
+    images: plan.jobs.filter((job) => input.done.has(job.key)).map((job) => manifestImage(job, plan)),
     grids: input.grids,
     timings: {
       started: input.startedAt.toISOString(),

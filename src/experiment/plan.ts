@@ -2,7 +2,7 @@
 // the image would (model, sampler, lens settings, prompt, layer, seed, stage II settings for stage II,
 // code version) and not otherwise (device, offload, batch size, output folder).
 import { createHash } from 'node:crypto';
-import type { FamilyOptions, LoadedMessage } from '../bridge/index.js';
+import type { EncoderInfo, FamilyOptions, LoadedMessage } from '../bridge/index.js';
 import {
   type ExperimentConfig,
   type NoiseMode,
@@ -12,6 +12,7 @@ import {
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_VERSION } from '../version.js';
 import { familyOptionsFor, NO_FAMILY_OPTIONS, type ResolvedFamilyOptions } from './family.js';
+import { type ReadoutSettings, readoutFor } from './readout.js';
 import { imagePath } from './store.js';
 
 /**
@@ -63,7 +64,8 @@ export interface ImageSettings {
     scheduler: string;
     negative: string;
   }>;
-  lens: { uncond: UncondMode; noise: NoiseMode };
+  /** With which encoders follow the layer and where the pooled vector comes from, where not stock. */
+  lens: { uncond: UncondMode; noise: NoiseMode } & ReadoutSettings;
   /** Present when the plan has stage II; it enters the keys of stage II images only. */
   stage2?: Stage2Settings;
 }
@@ -82,7 +84,7 @@ export function resolveSize(
 
 export type LoadedForSettings = Pick<
   LoadedMessage,
-  'revision' | 'family' | 'dtype' | 'defaults' | 'stage2' | 'capabilities' | 'family_options'
+  'revision' | 'family' | 'dtype' | 'defaults' | 'stage2' | 'capabilities' | 'family_options' | 'encoders'
 >;
 
 /** `settings` with `options` beside them; an option may not shadow a setting. */
@@ -135,7 +137,7 @@ export function imageSettings(
   const settings: ImageSettings = {
     model: withOptions(model, options.load, 'load'),
     sampler: withOptions(sampler, options.sample, 'sampling'),
-    lens: { uncond: config.lens.uncond, noise: config.lens.noise },
+    lens: { uncond: config.lens.uncond, noise: config.lens.noise, ...readoutFor(config, loaded.encoders) },
   };
   if (!resolveStages(config).includes(2)) return settings;
   const stage2 = loaded.stage2;
@@ -183,6 +185,8 @@ export interface Plan {
   numLayers: number;
   /** The layer the stock pipeline conditions on (L, or L - 1 for SDXL). */
   stockLayer: number;
+  /** The model's text encoders as the worker reported them (which hidden state each layer takes). */
+  encoders: EncoderInfo[];
   jobs: Job[];
 }
 
@@ -252,6 +256,8 @@ export function planExperiment(input: {
   numLayers: number;
   /** Default: numLayers. */
   stockLayer?: number;
+  /** Default: none (the manifest then records no readout). */
+  encoders?: readonly EncoderInfo[];
   code?: KeyVersion;
 }): Plan {
   const stages: Stage[] = [...(input.stages ?? [1])];
@@ -283,6 +289,7 @@ export function planExperiment(input: {
     stages,
     numLayers: input.numLayers,
     stockLayer: input.stockLayer ?? input.numLayers,
+    encoders: [...(input.encoders ?? [])],
     jobs,
   };
 }

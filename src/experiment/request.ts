@@ -5,6 +5,7 @@ import type { GenerateRequest, ImageMessage, ProgressMessage, Stage2Generate } f
 import { WorkerError } from '../bridge/index.js';
 import type { ExperimentConfig, Stage } from '../config/index.js';
 import type { Job, Plan } from './plan.js';
+import { readoutRequest } from './readout.js';
 
 /** One (prompt, layer, seed) of a generate request, with its planned job per stage. */
 export interface RequestItem {
@@ -73,6 +74,7 @@ export function buildWork(config: ExperimentConfig, plan: Plan, isDone: (job: Jo
     scheduler: config.sampler.scheduler === 'default' ? null : config.sampler.scheduler,
     uncond: settings.lens.uncond,
     noise: settings.lens.noise,
+    ...readoutRequest(settings.lens),
     max_batch: config.runtime.max_batch,
     stage2,
     family_options: plan.familyOptions.sample,

@@ -136,6 +136,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       stages,
       numLayers,
       stockLayer,
+      encoders: loaded.encoders,
     });
     const claimed = await claimFolder({
       outDir,

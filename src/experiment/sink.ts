@@ -45,7 +45,7 @@ export class ImageSink {
     this.generated++;
     this.emit({
       type: 'image',
-      ...manifestImage(job, this.plan.numLayers),
+      ...manifestImage(job, this.plan),
       elapsed_ms: elapsedMs,
       images_done: this.generated,
       images_total: this.todo,

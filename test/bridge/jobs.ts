@@ -34,6 +34,8 @@ export function smallJob(overrides: Partial<GenerateRequest> = {}): GenerateRequ
     scheduler: null,
     uncond: 'final',
     noise: 'shared',
+    encoders: null,
+    pooled: 'final',
     max_batch: 4,
     stage2: null,
     family_options: {},

@@ -8,11 +8,14 @@ from pathlib import Path
 from ..devices import resolve_dtype
 from .base import (
     OFFLOAD_MODES,
+    POOLED_MODES,
+    STOCK_READOUT,
     CheckpointError,
     CheckpointSource,
     Embeds,
     Family,
     LoadOptions,
+    Readout,
     SamplerSettings,
     Stage2Settings,
 )
@@ -20,6 +23,7 @@ from .deepfloyd_if import DeepFloydIFFamily
 from .flux import FluxFamily
 from .loading import CHECKPOINT_FOLDER, pipeline_class
 from .pixart import PixArtFamily
+from .sana import SanaFamily
 from .sd import StableDiffusionFamily
 from .sd3 import StableDiffusion3Family
 from .sdxl import StableDiffusionXLFamily
@@ -33,6 +37,7 @@ FAMILIES: dict[str, type[Family]] = {
         StableDiffusionXLFamily,
         FluxFamily,
         StableDiffusion3Family,
+        SanaFamily,
     )
 }
 
@@ -45,11 +50,14 @@ _HINTS = {
 __all__ = [
     "FAMILIES",
     "OFFLOAD_MODES",
+    "POOLED_MODES",
+    "STOCK_READOUT",
     "CheckpointError",
     "CheckpointSource",
     "Embeds",
     "Family",
     "LoadOptions",
+    "Readout",
     "SamplerSettings",
     "Stage2Settings",
     "detect_family",

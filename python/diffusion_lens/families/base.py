@@ -19,6 +19,9 @@ from .options import NO_OPTIONS, OptionsSchema, options_problem, with_defaults
 from .sampling import call_stock
 
 OFFLOAD_MODES = ("none", "encoder", "model")
+# Where the pooled vector comes from (families that have one): the whole encoder, the same depth as the
+# layer, or the empty prompt (as the authors' Flux notebook did).
+POOLED_MODES = ("final", "same-layer", "empty")
 
 
 class CheckpointError(ValueError):
@@ -76,6 +79,34 @@ class LoadOptions:
     auto_dtype: bool = False  # dtype was "auto": the family's accelerator dtype replaces it on a GPU
     # The family's load options (``Family.options["load"]``), as sent; the family checks them.
     family_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Which hidden states the lens reads besides the layer: ``lens.encoders`` (the sequence encoders that
+    follow the layer; None = all, the others stay at their stock index) and ``lens.pooled``."""
+
+    encoders: frozenset[str] | None = None
+    pooled: str = "final"
+
+    def lensed(self, encoder: TextEncoder) -> bool:
+        return encoder.sequence and (self.encoders is None or encoder.name in self.encoders)
+
+
+STOCK_READOUT = Readout()
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """A text encoder of the pipeline as the lens reads it."""
+
+    name: str  # the pipeline component, e.g. "text_encoder_2"
+    module: Any
+    layers: int  # its depth: hidden states 0..layers
+    stock_index: int  # the hidden state the stock pipeline's sequence embedding takes
+    norm: str | None  # the norm every sequence state the lens takes has been through (a module path)
+    sequence: bool = True  # gives the sequence embedding (prompt_embeds), so follows the lens layer
+    pooled: bool = False  # gives (part of) the pooled vector
 
 
 # Called after each denoising step with (steps done, total steps of this run, over all stages).
@@ -157,7 +188,7 @@ class Family(ABC):
         self._device = device
         self.revision = resolved_revision(pipe, options.revision)
         if options.offload == "encoder" and device.type != "cpu":
-            self.offloaded_encoders = text_encoders(pipe)
+            self.offloaded_encoders = pipeline_text_encoders(pipe)
 
     @property
     def device(self) -> torch.device:
@@ -179,10 +210,62 @@ class Family(ABC):
     def has_stage2(self) -> bool:
         return False
 
+    @abstractmethod
+    def text_encoders(self) -> list[TextEncoder]:
+        """The pipeline's text encoders, as the lens reads them."""
+
+    def hidden_state_index(self, encoder: TextEncoder, layer: int, readout: Readout) -> int:
+        """The hidden state of ``encoder`` that lens layer ``layer`` takes: stepped back from the encoder's
+        stock index as far as ``layer`` is from the family's stock layer (so encoders of other depths stay
+        aligned at their outputs; clamped to 0..its depth); its stock index when ``readout`` leaves it out."""
+        if not readout.lensed(encoder):
+            return encoder.stock_index
+        return min(encoder.layers, max(0, encoder.stock_index + layer - self.stock_layer))
+
+    def pooled_index(self, encoder: TextEncoder, layer: int, readout: Readout) -> int:
+        """The hidden state a pooled vector is pooled from: the last, or for ``pooled: same-layer`` the one
+        as far back from it as ``layer`` is from the stock layer (the stock layer gives the stock vector)."""
+        if readout.pooled != "same-layer":
+            return encoder.layers
+        return min(encoder.layers, max(0, encoder.layers + layer - self.stock_layer))
+
+    def readout_problem(self, readout: Readout) -> str | None:
+        """Why ``readout`` cannot be read from this model, or None."""
+        sequence = [encoder.name for encoder in self.text_encoders() if encoder.sequence]
+        if readout.encoders is not None:
+            unknown = sorted(readout.encoders - set(sequence))
+            if unknown or not readout.encoders:
+                what = f"{', '.join(unknown)} is not" if unknown else "none is"
+                choices = ", ".join(sequence)
+                return f"lens.encoders: {what} a sequence text encoder of this model; choose from {choices}"
+        if readout.pooled not in POOLED_MODES:
+            return f"lens.pooled must be one of {', '.join(POOLED_MODES)}, not {readout.pooled!r}"
+        if readout.pooled != "final" and not any(encoder.pooled for encoder in self.text_encoders()):
+            return f"lens.pooled: the {self.name} family has no pooled text vector; leave it at final"
+        return None
+
     def encoders(self) -> list[dict[str, Any]]:
-        """The text encoders the lens reads: name (the pipeline component), class, depth L."""
-        encoder = self.pipe.text_encoder
-        return [{"name": "text_encoder", "class_name": type(encoder).__name__, "layers": self.num_layers}]
+        """``loaded.encoders``: each text encoder's name (the pipeline component), class, depth, stock index,
+        norm and roles, and the hidden state each lens layer 0..L takes from it (``indices``, when lensed;
+        ``pooled_indices``, for ``pooled: same-layer``)."""
+        readout = Readout(pooled="same-layer")
+        layers = range(self.num_layers + 1)
+        return [
+            {
+                "name": encoder.name,
+                "class_name": type(encoder.module).__name__,
+                "layers": encoder.layers,
+                "stock_index": encoder.stock_index,
+                "indices": [self.hidden_state_index(encoder, layer, readout) for layer in layers],
+                "norm": encoder.norm,
+                "sequence": encoder.sequence,
+                "pooled": encoder.pooled,
+                "pooled_indices": [self.pooled_index(encoder, layer, readout) for layer in layers]
+                if encoder.pooled
+                else None,
+            }
+            for encoder in self.text_encoders()
+        ]
 
     def describe(self) -> dict[str, Any]:
         """`loaded` reply fields: the capabilities, encoders, pipeline_class, revision, device, dtype,
@@ -216,15 +299,20 @@ class Family(ABC):
         return encoder_visit(self.offloaded_encoders, self.device)
 
     @abstractmethod
-    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def conditioning(
+        self, prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         """What each of ``layers`` gives for ``prompt``, as the lens defines it: the stock pipeline's
-        ``__call__`` arguments by name (``prompt_embeds``, pooled embeddings, masks), batch dim 1. The
-        unconditional branch is the same for the negative prompt, passed as ``negative_<name>``."""
+        ``__call__`` arguments by name (``prompt_embeds``, pooled embeddings, masks), batch dim 1, each
+        encoder read as ``readout`` says. The unconditional branch is the same for the negative prompt,
+        passed as ``negative_<name>``."""
 
-    def unconditional(self, negative_prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def unconditional(
+        self, negative_prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         """The unconditional branch's arguments for ``negative_prompt`` at ``layers``: its conditioning,
         unless the stock pipeline does otherwise (SDXL: zeros for no negative prompt)."""
-        return self.conditioning(negative_prompt, layers)
+        return self.conditioning(negative_prompt, layers, readout)
 
     def encode(self, prompt: str, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """Each of ``layers``' ``prompt_embeds`` for ``prompt`` (batch dim 1) alone: the one argument every
@@ -260,7 +348,7 @@ def stock_defaults(pipe: Any, steps: int, guidance: float, side: int) -> dict[st
     return {"steps": steps, "guidance": guidance, "height": side, "width": side, "scheduler": scheduler}
 
 
-def text_encoders(pipe: Any) -> tuple[torch.nn.Module, ...]:
+def pipeline_text_encoders(pipe: Any) -> tuple[torch.nn.Module, ...]:
     """A pipeline's text encoders (``text_encoder``, ``text_encoder_2``, ...), those it has."""
     names = ("text_encoder", "text_encoder_2", "text_encoder_3")
     return tuple(encoder for name in names if (encoder := getattr(pipe, name, None)) is not None)

@@ -20,17 +20,20 @@ from diffusers import IFPipeline, IFSuperResolutionPipeline
 from ..devices import dtype_name
 from ..images import to_uint8
 from .base import (
+    STOCK_READOUT,
     CheckpointError,
     Embeds,
     Family,
     Generators,
     LoadOptions,
+    Readout,
     SamplerSettings,
     StepCallback,
+    TextEncoder,
     stock_defaults,
 )
 from .captions import CLEAN_CAPTION_OPTION, preprocess, require_caption_cleaning, resolve_caption_cleaning
-from .encoders import T5_NORM_RULE, t5_hidden_states, token_count
+from .encoders import T5_NORM_RULE, t5_encoder, t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place, resolved_revision
 from .options import NO_OPTIONS, OptionsSchema, options_schema
 from .sampling import call_stock
@@ -166,7 +169,12 @@ class DeepFloydIFFamily(Family):
     def token_count(self, prompt: str) -> tuple[int, int]:
         return token_count(self.pipe.tokenizer, self._text(prompt)), MAX_TOKENS
 
-    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def text_encoders(self) -> list[TextEncoder]:
+        return [t5_encoder("text_encoder", self.pipe.text_encoder)]
+
+    def conditioning(
+        self, prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         pipe = self.pipe
         text = self._text(prompt)
         states, _ = t5_hidden_states(pipe.tokenizer, pipe.text_encoder, text, layers, self.device, MAX_TOKENS)

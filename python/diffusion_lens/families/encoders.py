@@ -5,9 +5,12 @@ encoder's own final norm where the stock pipeline's output has it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .base import Family, Readout, TextEncoder
 
 # The lens's rule for T5 (IF, PixArt, Flux), as the manifest says it.
 T5_NORM_RULE = (
@@ -85,11 +88,56 @@ def t5_hidden_states(
     return {layer: state.to(dtype=encoder.dtype, device=device) for layer, state in normed.items()}, mask
 
 
+def module_path(root: torch.nn.Module, module: torch.nn.Module) -> str:
+    """The dotted name of ``module`` inside ``root`` (e.g. ``encoder.final_layer_norm``), for the record."""
+    return next(name for name, candidate in root.named_modules() if candidate is module)
+
+
+def penultimate_clip(name: str, module: torch.nn.Module, pooled: bool) -> TextEncoder:
+    """A CLIP encoder whose penultimate hidden state the stock pipeline takes raw, without the final norm
+    (SDXL, SD3)."""
+    layers = int(module.config.num_hidden_layers)
+    return TextEncoder(name, module, layers, layers - 1, None, sequence=True, pooled=pooled)
+
+
+def pooling_clip(name: str, module: torch.nn.Module) -> TextEncoder:
+    """A CLIP encoder that gives the pooled vector only (Flux)."""
+    layers = int(module.config.num_hidden_layers)
+    return TextEncoder(name, module, layers, layers, None, sequence=False, pooled=True)
+
+
+def t5_encoder(name: str, module: torch.nn.Module) -> TextEncoder:
+    """T5 read at its last hidden state by the stock pipelines, through its final RMS norm."""
+    norm = module_path(module, module.encoder.final_layer_norm)
+    return TextEncoder(name, module, int(module.config.num_layers), int(module.config.num_layers), norm)
+
+
+@dataclass(frozen=True)
+class ClipReading:
+    """A CLIP encoder's hidden states of a text, as SDXL's, SD3's and Flux's stock pipelines encode it
+    (padded and cut to the tokenizer's length, no attention mask), none normed, with its tokens."""
+
+    encoder: torch.nn.Module
+    hidden_states: tuple[torch.Tensor, ...]
+    input_ids: torch.Tensor
+
+    def pooled(self, index: int) -> torch.Tensor:
+        """The pooled vector computed from ``hidden_states[index]`` as the encoder computes it from its
+        last one: the final LayerNorm, the state at the end-of-text token, and the projection of a
+        CLIPTextModelWithProjection. ``index`` = its depth gives the encoder's own pooled output."""
+        state = final_layer_norm(self.encoder)(self.hidden_states[index])
+        ids = self.input_ids.to(device=state.device, dtype=torch.int)
+        eos = self.encoder.config.eos_token_id
+        # HF CLIP's rule: configs from before transformers #24773 say eos 2 and mean the highest id.
+        position = ids.argmax(dim=-1) if eos == 2 else (ids == eos).int().argmax(dim=-1)
+        pooled = state[torch.arange(state.shape[0], device=state.device), position]
+        projection = getattr(self.encoder, "text_projection", None)
+        return (projection(pooled) if projection is not None else pooled).to(dtype=self.encoder.dtype)
+
+
 @torch.no_grad()
-def clip_output(tokenizer: Any, encoder: torch.nn.Module, text: str, device: torch.device) -> Any:
-    """A CLIP encoder's whole output for ``text`` as SDXL's and Flux's stock pipelines encode it (padded
-    and cut to the tokenizer's length, no attention mask): every hidden state as it comes, none normed,
-    the pooled output, and for CLIPTextModelWithProjection its projected pooled vector (``text_embeds``)."""
+def clip_read(tokenizer: Any, encoder: torch.nn.Module, text: str, device: torch.device) -> ClipReading:
+    """Every hidden state of ``text`` (batch of 1) as a CLIP encoder gives them, with its tokens."""
     tokens = tokenizer(
         [text],
         padding="max_length",
@@ -97,4 +145,21 @@ def clip_output(tokenizer: Any, encoder: torch.nn.Module, text: str, device: tor
         truncation=True,
         return_tensors="pt",
     )
-    return encoder(tokens.input_ids.to(device), output_hidden_states=True)
+    input_ids = tokens.input_ids.to(device)
+    output = encoder(input_ids, output_hidden_states=True)
+    return ClipReading(encoder, output.hidden_states, input_ids)
+
+
+def clip_pooled(
+    family: Family,
+    encoder: TextEncoder,
+    tokenizer: Any,
+    reading: ClipReading,
+    layers: Sequence[int],
+    readout: Readout,
+) -> dict[int, torch.Tensor]:
+    """``encoder``'s pooled vector at each of ``layers`` as ``readout.pooled`` says: pooled from the prompt's
+    ``reading`` at ``family.pooled_index``, or for ``empty`` from the empty prompt's last state."""
+    if readout.pooled == "empty":
+        reading = clip_read(tokenizer, encoder.module, "", reading.input_ids.device)
+    return {layer: reading.pooled(family.pooled_index(encoder, layer, readout)) for layer in layers}

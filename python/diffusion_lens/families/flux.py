@@ -17,11 +17,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import torch
 from diffusers import FluxPipeline
 
-from .base import Embeds, Family, stock_defaults
-from .encoders import T5_NORM_RULE, clip_output, t5_hidden_states, token_count
+from .base import STOCK_READOUT, Embeds, Family, Readout, TextEncoder, stock_defaults
+from .encoders import (
+    T5_NORM_RULE,
+    clip_pooled,
+    clip_read,
+    pooling_clip,
+    t5_encoder,
+    t5_hidden_states,
+    token_count,
+)
 from .options import NO_OPTIONS, OptionsSchema, max_sequence_length_option, options_schema
 
 
@@ -49,9 +56,11 @@ class FluxFamily(Family):
     def max_tokens(self) -> int:
         return int(self.family_options["max_sequence_length"])
 
-    def encoders(self) -> list[dict[str, Any]]:
-        t5 = self.pipe.text_encoder_2
-        return [{"name": "text_encoder_2", "class_name": type(t5).__name__, "layers": self.num_layers}]
+    def text_encoders(self) -> list[TextEncoder]:
+        return [
+            pooling_clip("text_encoder", self.pipe.text_encoder),
+            t5_encoder("text_encoder_2", self.pipe.text_encoder_2),
+        ]
 
     def describe(self) -> dict[str, Any]:
         native = int(self.pipe.default_sample_size) * self.pipe.vae_scale_factor
@@ -68,21 +77,20 @@ class FluxFamily(Family):
             },
         }
 
-    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def conditioning(
+        self, prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         pipe = self.pipe
+        clip, _ = self.text_encoders()
         states, _ = t5_hidden_states(
             pipe.tokenizer_2, pipe.text_encoder_2, prompt, layers, self.device, self.max_tokens, masked=False
         )
-        pooled = self._pooled(prompt)
+        reading = clip_read(pipe.tokenizer, clip.module, prompt, self.device)
+        pooled = clip_pooled(self, clip, pipe.tokenizer, reading, layers, readout)
         return {
-            layer: {"prompt_embeds": state, "pooled_prompt_embeds": pooled} for layer, state in states.items()
+            layer: {"prompt_embeds": state, "pooled_prompt_embeds": pooled[layer]}
+            for layer, state in states.items()
         }
-
-    def _pooled(self, prompt: str) -> torch.Tensor:
-        """CLIP's pooled output, as ``FluxPipeline._get_clip_prompt_embeds`` takes it."""
-        encoder = self.pipe.text_encoder
-        output = clip_output(self.pipe.tokenizer, encoder, prompt, self.device)
-        return output.pooler_output.to(dtype=encoder.dtype, device=self.device)
 
     def token_count(self, prompt: str) -> tuple[int, int]:
         return token_count(self.pipe.tokenizer_2, prompt), self.max_tokens

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .base import CheckpointError, LoadOptions, text_encoders
+from .base import CheckpointError, LoadOptions, pipeline_text_encoders
 
 _SNAPSHOT = re.compile(r"snapshots[/\\]([0-9a-f]{40})")
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -159,6 +159,6 @@ def place(pipe: Any, options: LoadOptions) -> torch.device:
         return pipe._execution_device
     pipe.to(options.device)
     if options.offload == "encoder":
-        for encoder in text_encoders(pipe):
+        for encoder in pipeline_text_encoders(pipe):
             encoder.to("cpu")
     return torch.device(options.device)

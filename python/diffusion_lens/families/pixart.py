@@ -17,9 +17,18 @@ from typing import Any, ClassVar
 import torch
 from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
 
-from .base import Embeds, Family, LoadOptions, SamplerSettings, stock_defaults
+from .base import (
+    STOCK_READOUT,
+    Embeds,
+    Family,
+    LoadOptions,
+    Readout,
+    SamplerSettings,
+    TextEncoder,
+    stock_defaults,
+)
 from .captions import CLEAN_CAPTION_OPTION, preprocess, require_caption_cleaning, resolve_caption_cleaning
-from .encoders import T5_NORM_RULE, t5_hidden_states, token_count
+from .encoders import T5_NORM_RULE, t5_encoder, t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place
 from .options import NO_OPTIONS, OptionsSchema, options_schema
 
@@ -121,7 +130,12 @@ class PixArtFamily(Family):
     def token_count(self, prompt: str) -> tuple[int, int]:
         return token_count(self.pipe.tokenizer, self._text(prompt)), self.max_tokens
 
-    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def text_encoders(self) -> list[TextEncoder]:
+        return [t5_encoder("text_encoder", self.pipe.text_encoder)]
+
+    def conditioning(
+        self, prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         pipe = self.pipe
         text = self._text(prompt)
         states, mask = t5_hidden_states(

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 import torch
 from diffusers import StableDiffusionPipeline
 
-from .base import Embeds, Family, LoadOptions, stock_defaults
-from .encoders import clip_hidden_states, final_layer_norm, token_count
+from .base import STOCK_READOUT, Embeds, Family, LoadOptions, Readout, TextEncoder, stock_defaults
+from .encoders import clip_hidden_states, final_layer_norm, module_path, token_count
 
 __all__ = ["StableDiffusionFamily", "final_layer_norm"]
 
@@ -33,6 +33,11 @@ class StableDiffusionFamily(Family):
     def num_layers(self) -> int:
         return int(self.pipe.text_encoder.config.num_hidden_layers)
 
+    def text_encoders(self) -> list[TextEncoder]:
+        encoder = self.pipe.text_encoder
+        norm = module_path(encoder, self.norm)
+        return [TextEncoder("text_encoder", encoder, self.num_layers, self.num_layers, norm)]
+
     def describe(self) -> dict[str, Any]:
         unet, scale = self.pipe.unet, self.pipe.vae_scale_factor
         native = int(unet.config.sample_size) * scale
@@ -46,7 +51,9 @@ class StableDiffusionFamily(Family):
             },
         }
 
-    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def conditioning(
+        self, prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         pipe = self.pipe
         states = clip_hidden_states(pipe.tokenizer, pipe.text_encoder, prompt, layers, self.device)
         return {layer: {"prompt_embeds": state} for layer, state in states.items()}

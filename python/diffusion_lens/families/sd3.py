@@ -25,8 +25,16 @@ from typing import Any, ClassVar
 import torch
 from diffusers import StableDiffusion3Pipeline
 
-from .base import Embeds, Family, stock_defaults
-from .encoders import T5_NORM_RULE, clip_output, t5_hidden_states, token_count
+from .base import STOCK_READOUT, Embeds, Family, Readout, TextEncoder, stock_defaults
+from .encoders import (
+    T5_NORM_RULE,
+    clip_pooled,
+    clip_read,
+    penultimate_clip,
+    t5_encoder,
+    t5_hidden_states,
+    token_count,
+)
 from .options import NO_OPTIONS, OptionsSchema, max_sequence_length_option, options_schema
 
 
@@ -56,25 +64,15 @@ class StableDiffusion3Family(Family):
     def stock_layer(self) -> int:
         return self.num_layers if self.pipe.text_encoder_3 is not None else self.num_layers - 1
 
-    def _clip_index(self, encoder: Any, layer: int) -> int:
-        """A CLIP's hidden-state index at lens layer ``layer``: back from its penultimate as far as
-        ``layer`` is back from the stock layer."""
-        return max(0, int(encoder.config.num_hidden_layers) - 1 - (self.stock_layer - layer))
-
-    def encoders(self) -> list[dict[str, Any]]:
-        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    def text_encoders(self) -> list[TextEncoder]:
         pipe = self.pipe
-        return [
-            {
-                "name": name,
-                "class_name": type(encoder).__name__,
-                "layers": int(getattr(encoder.config, "num_layers", None) or encoder.config.num_hidden_layers)
-                if name == "text_encoder_3"
-                else int(encoder.config.num_hidden_layers),
-            }
-            for name in names
-            if (encoder := getattr(pipe, name)) is not None
+        encoders = [
+            penultimate_clip("text_encoder", pipe.text_encoder, pooled=True),
+            penultimate_clip("text_encoder_2", pipe.text_encoder_2, pooled=True),
         ]
+        if pipe.text_encoder_3 is not None:
+            encoders.append(t5_encoder("text_encoder_3", pipe.text_encoder_3))
+        return encoders
 
     def describe(self) -> dict[str, Any]:
         native = int(self.pipe.default_sample_size) * self.pipe.vae_scale_factor
@@ -95,18 +93,24 @@ class StableDiffusion3Family(Family):
             },
         }
 
-    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def conditioning(
+        self, prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         pipe = self.pipe
-        one = clip_output(pipe.tokenizer, pipe.text_encoder, prompt, self.device)
-        two = clip_output(pipe.tokenizer_2, pipe.text_encoder_2, prompt, self.device)
-        pooled = torch.cat([one.text_embeds, two.text_embeds], dim=-1)
+        first, second, *t5 = self.text_encoders()
+        one = clip_read(pipe.tokenizer, first.module, prompt, self.device)
+        two = clip_read(pipe.tokenizer_2, second.module, prompt, self.device)
+        pooled_one = clip_pooled(self, first, pipe.tokenizer, one, layers, readout)
+        pooled_two = clip_pooled(self, second, pipe.tokenizer_2, two, layers, readout)
         width = int(pipe.transformer.config.joint_attention_dim)
-        if pipe.text_encoder_3 is not None:
-            t5, _ = t5_hidden_states(
+        index = self.hidden_state_index
+        if t5:
+            t5_indices = {layer: index(t5[0], layer, readout) for layer in layers}
+            t5_states, _ = t5_hidden_states(
                 pipe.tokenizer_3,
-                pipe.text_encoder_3,
+                t5[0].module,
                 prompt,
-                layers,
+                sorted(set(t5_indices.values())),
                 self.device,
                 self.max_tokens,
                 masked=False,
@@ -115,19 +119,19 @@ class StableDiffusion3Family(Family):
         for layer in layers:
             clip = torch.cat(
                 [
-                    one.hidden_states[self._clip_index(pipe.text_encoder, layer)],
-                    two.hidden_states[self._clip_index(pipe.text_encoder_2, layer)],
+                    one.hidden_states[index(first, layer, readout)],
+                    two.hidden_states[index(second, layer, readout)],
                 ],
                 dim=-1,
-            ).to(dtype=pipe.text_encoder.dtype)
+            ).to(dtype=first.module.dtype)
             clip = torch.nn.functional.pad(clip, (0, width - clip.shape[-1]))
-            if pipe.text_encoder_3 is not None:
-                sequence = t5[layer]
+            if t5:
+                sequence = t5_states[t5_indices[layer]]
             else:
                 sequence = torch.zeros((1, self.max_tokens, width), dtype=clip.dtype, device=self.device)
             conditioning[layer] = {
                 "prompt_embeds": torch.cat([clip, sequence], dim=-2),
-                "pooled_prompt_embeds": pooled,
+                "pooled_prompt_embeds": torch.cat([pooled_one[layer], pooled_two[layer]], dim=-1),
             }
         return conditioning
 

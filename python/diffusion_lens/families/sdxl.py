@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from .base import Embeds, Family, stock_defaults
-from .encoders import clip_output, token_count
+from .base import STOCK_READOUT, Embeds, Family, Readout, TextEncoder, stock_defaults
+from .encoders import clip_pooled, clip_read, penultimate_clip, token_count
 
 
 class StableDiffusionXLFamily(Family):
@@ -43,22 +43,10 @@ class StableDiffusionXLFamily(Family):
     def stock_layer(self) -> int:
         return self.num_layers - 1
 
-    def _first_layer(self, layer: int) -> int:
-        """The first encoder's hidden-state index beside the second's ``layer`` (aligned at the outputs)."""
-        offset = self.num_layers - int(self.pipe.text_encoder.config.num_hidden_layers)
-        return max(0, layer - offset)
-
-    def encoders(self) -> list[dict[str, Any]]:
+    def text_encoders(self) -> list[TextEncoder]:
         return [
-            {
-                "name": name,
-                "class_name": type(encoder).__name__,
-                "layers": int(encoder.config.num_hidden_layers),
-            }
-            for name, encoder in (
-                ("text_encoder", self.pipe.text_encoder),
-                ("text_encoder_2", self.pipe.text_encoder_2),
-            )
+            penultimate_clip("text_encoder", self.pipe.text_encoder, pooled=False),
+            penultimate_clip("text_encoder_2", self.pipe.text_encoder_2, pooled=True),
         ]
 
     def describe(self) -> dict[str, Any]:
@@ -79,24 +67,34 @@ class StableDiffusionXLFamily(Family):
             },
         }
 
-    def conditioning(self, prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def conditioning(
+        self, prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         pipe = self.pipe
-        first = clip_output(pipe.tokenizer, pipe.text_encoder, prompt, self.device).hidden_states
-        second = clip_output(pipe.tokenizer_2, pipe.text_encoder_2, prompt, self.device)
-        dtype = pipe.text_encoder_2.dtype
+        first, second = self.text_encoders()
+        one = clip_read(pipe.tokenizer, first.module, prompt, self.device)
+        two = clip_read(pipe.tokenizer_2, second.module, prompt, self.device)
+        pooled = clip_pooled(self, second, pipe.tokenizer_2, two, layers, readout)
+        index = self.hidden_state_index
         return {
             layer: {
                 "prompt_embeds": torch.cat(
-                    [first[self._first_layer(layer)], second.hidden_states[layer]], dim=-1
-                ).to(dtype=dtype, device=self.device),
-                "pooled_prompt_embeds": second.text_embeds,
+                    [
+                        one.hidden_states[index(first, layer, readout)],
+                        two.hidden_states[index(second, layer, readout)],
+                    ],
+                    dim=-1,
+                ).to(dtype=second.module.dtype, device=self.device),
+                "pooled_prompt_embeds": pooled[layer],
             }
             for layer in layers
         }
 
-    def unconditional(self, negative_prompt: str, layers: Sequence[int]) -> dict[int, Embeds]:
+    def unconditional(
+        self, negative_prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
+    ) -> dict[int, Embeds]:
         if negative_prompt or not self.pipe.config.force_zeros_for_empty_prompt:
-            return super().unconditional(negative_prompt, layers)
+            return super().unconditional(negative_prompt, layers, readout)
         embeds = self.conditioning("", layers[:1])[layers[0]]
         zeros = {name: torch.zeros_like(tensor) for name, tensor in embeds.items()}
         return {layer: zeros for layer in layers}
