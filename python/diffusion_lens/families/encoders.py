@@ -150,6 +150,15 @@ def clip_read(tokenizer: Any, encoder: torch.nn.Module, text: str, device: torch
     return ClipReading(encoder, output.hidden_states, input_ids)
 
 
+def pooled_rule(vector: str) -> str:
+    """``loaded.lens.pooled``: where ``vector`` (the stock pooled vector, in words) comes from per mode."""
+    return (
+        f"{vector} of the whole prompt (lens.pooled final, the stock vector); same-layer: pooled from the "
+        "hidden state as far back from the encoder's last as the layer is from the stock layer (through "
+        "the final norm, at the end-of-text token, projected as stock); empty: the empty prompt's"
+    )
+
+
 def clip_pooled(
     family: Family,
     encoder: TextEncoder,

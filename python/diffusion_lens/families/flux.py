@@ -5,9 +5,9 @@ The stock pipeline's ``prompt_embeds`` is T5's last hidden state (HF T5 returns 
 encoded without an attention mask, padded to ``max_sequence_length``; its ``pooled_prompt_embeds`` is
 CLIP's pooled output. Layer ``l`` (0..L, T5's depth) is T5's ``hidden_states[l]`` through the final RMS
 norm for ``l < L``, as for IF and PixArt, so layer L gives the stock image for the same seed; the pooled
-vector is always the stock one (CLIP is not the lensed encoder). There is no unconditional branch: the
-lens sends no negative embeddings, and the orchestrator refuses a negative prompt and
-``uncond: same-layer`` for this family.
+vector is the stock one unless ``lens.pooled`` says otherwise (CLIP gives no sequence here). There is
+no unconditional branch: the lens sends no negative embeddings, and the orchestrator refuses a negative
+prompt and ``uncond: same-layer`` for this family.
 
 Sampling is the stock ``FluxPipeline.__call__`` (``Family.sample``) with its flow-matching scheduler.
 """
@@ -24,6 +24,7 @@ from .encoders import (
     T5_NORM_RULE,
     clip_pooled,
     clip_read,
+    pooled_rule,
     pooling_clip,
     t5_encoder,
     t5_hidden_states,
@@ -70,8 +71,7 @@ class FluxFamily(Family):
             "lens": {
                 "norm": T5_NORM_RULE,
                 "uncond": "none: guidance-distilled (guidance is the transformer's embedded guidance)",
-                "pooled": "CLIP's pooled output of the whole prompt (the stock pooled vector), "
-                "at every layer",
+                "pooled": pooled_rule("CLIP's pooled output"),
                 "tokenization": f"as FluxPipeline: T5 padded and cut to {self.max_tokens} tokens, "
                 "no attention mask; CLIP to 77",
             },

@@ -72,8 +72,6 @@ class PixArtFamily(Family):
         if self.family_options["max_sequence_length"] is None:
             self.family_options["max_sequence_length"] = MAX_SEQUENCE_LENGTH[type(pipe).__name__]
         self.max_tokens = int(self.family_options["max_sequence_length"])
-        # HF T5 returns hidden states before the encoder's final RMS norm, except the last one.
-        self.norm = pipe.text_encoder.encoder.final_layer_norm
 
     @classmethod
     def load(cls, options: LoadOptions) -> PixArtFamily:

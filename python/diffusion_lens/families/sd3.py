@@ -10,8 +10,8 @@ Layer ``l`` runs over T5's depth L (or, without T5, the second CLIP's, whose sto
 encoder steps back from its own stock layer by ``stock - l`` (at least to 0). So T5 gives
 ``hidden_states[l]`` (through its final RMS norm for l < L, as for IF), each CLIP ``hidden_states[its
 penultimate - (stock - l)]``, raw; the stock layer is the stock conditioning and gives the stock image
-for the same seed. The pooled vector is always the stock one; the unconditional branch is the negative
-prompt (stock: ``""``) at the stock layer.
+for the same seed. The pooled vector is the stock one unless ``lens.pooled`` says otherwise; the
+unconditional branch is the negative prompt (stock: ``""``) at the stock layer.
 
 Sampling is the stock ``StableDiffusion3Pipeline.__call__`` (``Family.sample``) with its flow-matching
 scheduler.
@@ -31,6 +31,7 @@ from .encoders import (
     clip_pooled,
     clip_read,
     penultimate_clip,
+    pooled_rule,
     t5_encoder,
     t5_hidden_states,
     token_count,
@@ -84,8 +85,7 @@ class StableDiffusion3Family(Family):
                 "layers": f"every encoder steps back from its stock layer by {self.stock_layer} - l: T5 "
                 "hidden_states[l], each CLIP hidden_states[penultimate - (stock - l)]; "
                 f"layer {self.stock_layer} is the stock one",
-                "pooled": "both CLIPs' projections of the whole prompt (the stock pooled vector), "
-                "at every layer",
+                "pooled": pooled_rule("both CLIPs' projections"),
                 "uncond": "the negative prompt ('' by default) at the stock layer, unless uncond=same-layer",
                 "t5": "present"
                 if self.pipe.text_encoder_3 is not None

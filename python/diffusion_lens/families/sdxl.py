@@ -10,7 +10,8 @@ Layer ``l`` (0..L, L the second encoder's depth): the second encoder's ``hidden_
 first encoder's ``hidden_states[l - (L - L1)]`` (the encoders aligned at their outputs; at least 0), no
 norm. So layer L - 1 is the stock pipeline's conditioning and gives its image for the same seed (the
 stock point of the sweep), and layer L is both final hidden states, before their norms. The pooled
-vector is always the stock one (the whole second encoder's, for the prompt). The unconditional branch is
+vector is the stock one (the whole second encoder's, for the prompt) unless ``lens.pooled`` says
+otherwise; ``lens.encoders`` may keep one encoder at its stock state. The unconditional branch is
 the stock one too: zeros for no negative prompt (the checkpoints' ``force_zeros_for_empty_prompt``),
 else the negative prompt at layer L - 1.
 
@@ -27,7 +28,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from .base import STOCK_READOUT, Embeds, Family, Readout, TextEncoder, stock_defaults
-from .encoders import clip_pooled, clip_read, penultimate_clip, token_count
+from .encoders import clip_pooled, clip_read, penultimate_clip, pooled_rule, token_count
 
 
 class StableDiffusionXLFamily(Family):
@@ -60,8 +61,7 @@ class StableDiffusionXLFamily(Family):
                 "layers": f"layer l = text_encoder_2 hidden_states[l] beside text_encoder "
                 f"hidden_states[max(0, l - {self.num_layers - first})], concatenated; "
                 f"layer {self.stock_layer} is the stock one",
-                "pooled": "text_encoder_2's projection of the whole prompt (the stock pooled vector), "
-                "at every layer",
+                "pooled": pooled_rule("text_encoder_2's projection"),
                 "uncond": f"the stock one: zeros for no negative prompt, else the negative prompt at layer "
                 f"{self.stock_layer}, unless uncond=same-layer",
             },
