@@ -144,6 +144,18 @@ describe('protocol schemas', () => {
       true,
     );
     expect(loadRequestSchema.safeParse({ ...load, offload: true }).success).toBe(false);
+    // A single file's configuration and LoRA weights: required fields, a finite scale.
+    const lora = [{ path: '/loras/style.safetensors', scale: 0.5 }];
+    expect(loadRequestSchema.safeParse({ ...load, config: '/configs/sd', lora }).success).toBe(true);
+    for (const bad of [
+      { config: '' },
+      { lora: [{ path: 'x' }] },
+      { lora: [{ path: 'x', scale: Infinity }] },
+    ]) {
+      expect(loadRequestSchema.safeParse({ ...load, ...bad }).success).toBe(false);
+    }
+    const { lora: ___, ...withoutLora } = load;
+    expect(loadRequestSchema.safeParse(withoutLora).success).toBe(false);
     expect(loadRequestSchema.safeParse({ ...load, stage2: { model: '', revision: null } }).success).toBe(
       false,
     );
@@ -172,6 +184,8 @@ describe('protocol schemas', () => {
       lens: { norm: 'n', uncond: 'u', tokenization: 't' },
       family_options: { clean_caption: true },
       notices: [],
+      config: null,
+      lora: [],
       stage2: {
         model: 'x/ii',
         pipeline_class: 'IFSuperResolutionPipeline',
@@ -197,6 +211,10 @@ describe('protocol schemas', () => {
     expect(incomingMessageSchema.safeParse(capabilities({ guidance: 'none' })).success).toBe(false);
     expect(incomingMessageSchema.safeParse(capabilities({ schedulers: [] })).success).toBe(false);
     expect(incomingMessageSchema.safeParse({ ...loaded, encoders: [] }).success).toBe(false);
+    const reported = [{ path: '/l.safetensors', scale: 1, components: ['text_encoder', 'unet'] }];
+    expect(incomingMessageSchema.safeParse({ ...loaded, config: '/c', lora: reported }).success).toBe(true);
+    const none = [{ path: '/l.safetensors', scale: 1, components: [] }];
+    expect(incomingMessageSchema.safeParse({ ...loaded, lora: none }).success).toBe(false);
   });
 
   it('checks that every item indexes the prompts', () => {

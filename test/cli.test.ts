@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { findPython } from '../src/bridge/python.js';
 import type { Manifest, RunEvent } from '../src/experiment/index.js';
 import { tempDirs } from './temp-dirs.js';
 
@@ -322,6 +323,77 @@ describe('diffusion-lens lens', () => {
     expect(result.exitCode).toBe(1);
     expect(result.stderr.trim()).toMatch(
       /^error: model\.id: local model "\.\/no\/such\/model" does not exist/,
+    );
+  });
+});
+
+describe('single-file checkpoints and LoRA weights (the tiny SD fixture as one file, a random LoRA)', () => {
+  const dir = tempDir();
+  const single = join(dir, 'tiny-sd.safetensors');
+  const lora = join(dir, 'style.safetensors');
+
+  beforeAll(async () => {
+    // The fixture's own weights (same seed) in the original layout, and LoRA weights for it.
+    const build = (flag: string, file: string) =>
+      execa(findPython(), ['-m', 'diffusion_lens.fixtures', 'sd', file, flag], { cwd: join(root, 'python') });
+    await Promise.all([build('--single-file', single), build('--lora', lora)]);
+  });
+
+  it('lens --model FILE --config DIR --lora FILE:0.5 writes images and records both; a rerun is cached', async () => {
+    const out = join(dir, 'apple');
+    const args = ['lens', 'a red apple', '--model', single, '--config', fixture, '--lora', `${lora}:0.5`];
+    const settings = ['--layers', '0,5', '--seeds', '0', '--steps', '2', '--size', '32', '--out', out];
+    const result = await dlens([...args, ...settings]);
+    expect(result.stderr).not.toMatch(/error/i);
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toMatch(/done: 2 images made, 0 already on disk/);
+    const manifest = readManifest(out);
+    expect(manifest.model).toMatchObject({
+      id: single,
+      family: 'sd',
+      num_layers: 5,
+      config: fixture,
+      lora: [{ path: lora, scale: 0.5, components: ['text_encoder', 'unet'] }],
+    });
+    expect(manifest.config.model).toMatchObject({ config: fixture, lora: [{ path: lora, scale: 0.5 }] });
+    const first = readFileSync(join(out, manifest.images[1]?.path ?? ''));
+
+    // Every checkpoint is a local file or folder: a fully cached rerun needs no Python.
+    const noPython = { ...process.env, DIFFUSION_LENS_PYTHON: '/nonexistent/python' };
+    const cached = await dlens([...args, ...settings], { env: noPython });
+    expect(cached.exitCode).toBe(0);
+    expect(cached.stdout).toMatch(/done: 0 images made, 2 already on disk/);
+
+    // Another scale is other images: never served from these.
+    const stronger = ['lens', 'a red apple', '--model', single, '--config', fixture, '--lora', lora];
+    const variant = await dlens([...stronger, ...settings, '--new-variant']);
+    expect(variant.exitCode).toBe(0);
+    expect(variant.stdout).toMatch(/done: 2 images made, 0 already on disk/);
+    const [name] = readdirSync(join(out, 'variants'));
+    const other = readManifest(join(out, 'variants', name ?? ''));
+    expect(other.model.lora).toEqual([{ path: lora, scale: 1, components: ['text_encoder', 'unet'] }]);
+    expect(readFileSync(join(out, 'variants', name ?? '', other.images[1]?.path ?? ''))).not.toEqual(first);
+  });
+
+  it('says what to pass for a configuration that does not apply or a LoRA scale that is no number', async () => {
+    const beside = await dlens(['lens', 'x', '--model', fixture, '--config', fixture, '--out', tempDir()]);
+    expect(beside.exitCode).toBe(1);
+    expect(beside.stderr).toMatch(
+      /error: model\.config: is for a single-file model\.id; .* is a diffusers checkpoint/,
+    );
+    const scale = await dlens([
+      'lens',
+      'x',
+      '--model',
+      single,
+      '--lora',
+      `${lora}:strong`,
+      '--out',
+      tempDir(),
+    ]);
+    expect(scale.exitCode).toBe(2);
+    expect(scale.stderr).toMatch(
+      /error: --lora: ".*style\.safetensors:strong": the scale after ":" must be a number/,
     );
   });
 });

@@ -15,6 +15,7 @@ import {
   resolveStages,
   toJsonSchema,
 } from '../src/config/index.js';
+import { resolveInputs } from '../src/experiment/inputs.js';
 import { EMBEDDED_MODEL_DIR } from '../src/paths.js';
 import { configError, write } from './config-helpers.js';
 import { tempDirs } from './temp-dirs.js';
@@ -653,12 +654,24 @@ describe('model ids', () => {
     expect(resolveModelId(join(dir, 'tiny'), '/')).toBe(join(dir, 'tiny'));
   });
 
-  it('refuses a single-file checkpoint, saying that only folders are supported yet', async () => {
+  it('takes a single-file checkpoint for model.id only, and a weight file by its name', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'model.safetensors'), '');
-    const error = await configError(() => resolveModelId('./model.safetensors', dir));
-    expect(error.field).toBe('model.id');
-    expect(error.message).toMatch(/single-file checkpoints are not supported yet.*model_index\.json/);
+    writeFileSync(join(dir, 'notes.txt'), '');
+    const single = join(dir, 'model.safetensors');
+    expect(resolveModelId('./model.safetensors', dir, {}, ['model', 'id'], true)).toBe(single);
+    // A weight file's name is a path even without ./ (a hub id has no such suffix).
+    expect(resolveModelId('model.safetensors', dir, {}, ['model', 'id'], true)).toBe(single);
+    const missing = await configError(() => resolveModelId('gone.ckpt', dir, {}, ['model', 'id'], true));
+    expect(missing.message).toMatch(/^model\.id: local model "gone\.ckpt" does not exist/);
+    const stage2 = await configError(() => resolveModelId(single, dir, {}, ['stage2', 'model']));
+    expect(stage2.message).toMatch(
+      /^stage2\.model: ".*model\.safetensors" is a single-file checkpoint, and only a diffusers checkpoint folder/,
+    );
+    const notes = await configError(() => resolveModelId('./notes.txt', dir, {}, ['model', 'id'], true));
+    expect(notes.message).toMatch(
+      /is a file, not a diffusers checkpoint folder .* nor a single-file checkpoint/,
+    );
   });
 
   it('names stage2.model when its local path does not exist', async () => {
@@ -675,6 +688,104 @@ describe('model ids', () => {
       expect(error.field).toBe('model.id');
       expect(error.message).toContain(id);
     }
+  });
+});
+
+describe('single-file checkpoints and LoRA weights', () => {
+  const lora = (entries: unknown[]) => parseConfig({ prompts: ['x'], model: { lora: entries } }).model.lora;
+
+  it('reads model.lora as PATH[:SCALE] strings or {path, scale}', () => {
+    expect(
+      lora([
+        'a.safetensors',
+        'b.safetensors:0.5',
+        { path: 'c', scale: -1 },
+        { path: 'd' },
+        'C:\\loras\\e.safetensors',
+        'f.safetensors:1e-1',
+        './g/h:2',
+      ]),
+    ).toEqual([
+      { path: 'a.safetensors', scale: 1 },
+      { path: 'b.safetensors', scale: 0.5 },
+      { path: 'c', scale: -1 },
+      { path: 'd', scale: 1 },
+      { path: 'C:\\loras\\e.safetensors', scale: 1 },
+      { path: 'f.safetensors', scale: 0.1 },
+      { path: './g/h', scale: 2 },
+    ]);
+    expect(parseConfig({ prompts: ['x'], model: { config: './sd15' } }).model.config).toBe('./sd15');
+  });
+
+  it.each([
+    ['x.safetensors:abc', /model\.lora\[0\]: "x\.safetensors:abc": the scale after ":" must be a number/],
+    ['x.safetensors:', /model\.lora\[0\]: "x\.safetensors:": the scale after ":" must be a number/],
+    [':0.5', /model\.lora\[0\]: ":0\.5" has no path before ":"/],
+    ['', /model\.lora\[0\]: must not be empty/],
+  ])('refuses the LoRA entry "%s"', async (entry, message) => {
+    const error = await configError(() => lora([entry]));
+    expect(error.message).toMatch(message);
+  });
+
+  it('refuses a LoRA listed twice and a scale that is no number', async () => {
+    const twice = await configError(() => lora(['a.safetensors', 'a.safetensors:0.5']));
+    expect(twice.message).toMatch(
+      /"a\.safetensors" is listed twice \(model\.lora\[0\] and model\.lora\[1\]\)/,
+    );
+    const bad = await configError(() => lora([{ path: 'a', scale: 'high' }]));
+    expect(bad.field).toMatch(/^model\.lora\[0\]/);
+  });
+
+  it('reads --config and repeated --lora, naming --lora in errors', async () => {
+    const options = { config: './sd15', lora: ['a.safetensors:0.5', 'b.safetensors'] };
+    const config = lensConfig('x', options as Partial<LensCommandOptions>);
+    expect(config.model.config).toBe('./sd15');
+    expect(config.model.lora).toEqual([
+      { path: 'a.safetensors', scale: 0.5 },
+      { path: 'b.safetensors', scale: 1 },
+    ]);
+    const error = await configError(() => lensConfig('x', { lora: ['a.safetensors:lots'] }));
+    expect(error.message).toMatch(/^--lora: "a\.safetensors:lots": the scale after ":" must be a number/);
+  });
+
+  it('resolves the configuration and LoRA paths into the load request, relative to the config', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'sd15.safetensors'), '');
+    writeFileSync(join(dir, 'style.safetensors'), '');
+    mkdirSync(join(dir, 'sd15-config'));
+    const config = parseConfig({
+      prompts: ['x'],
+      model: { id: 'sd15.safetensors', config: './sd15-config', lora: ['style.safetensors:0.5'] },
+    });
+    const inputs = await resolveInputs(config, { configDir: dir });
+    expect(inputs.load).toMatchObject({
+      model: join(dir, 'sd15.safetensors'),
+      config: join(dir, 'sd15-config'),
+      lora: [{ path: join(dir, 'style.safetensors'), scale: 0.5 }],
+    });
+    expect(inputs.fingerprints.model).toMatch(/^files:/);
+    expect(inputs.fingerprints.config).toMatch(/^files:/);
+    expect(inputs.fingerprints.lora).toEqual([expect.stringMatching(/^files:/)]);
+    // Without a config the hub repo the weights look like is only the worker's to tell.
+    const inferred = await resolveInputs(parseConfig({ prompts: ['x'], model: { id: 'sd15.safetensors' } }), {
+      configDir: dir,
+    });
+    expect(inferred.load.config).toBeNull();
+    expect(inferred.fingerprints.config).toBeNull();
+    expect(inferred.fingerprints).not.toHaveProperty('lora');
+  });
+
+  it('refuses a configuration beside a folder or hub id, and a LoRA that is not there', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'folder'));
+    const folder = parseConfig({ prompts: ['x'], model: { id: 'org/m', config: './folder' } });
+    const error = await configError(resolveInputs(folder, { configDir: dir }));
+    expect(error.message).toMatch(
+      /^model\.config: is for a single-file model\.id; org\/m is a diffusers checkpoint/,
+    );
+    const missing = parseConfig({ prompts: ['x'], model: { id: 'org/m', lora: ['gone.safetensors'] } });
+    const gone = await configError(resolveInputs(missing, { configDir: dir }));
+    expect(gone.message).toMatch(/^model\.lora\[0\]: "gone\.safetensors" does not exist \(looked for /);
   });
 });
 

@@ -40,6 +40,8 @@ const loaded: LoadedMessage = {
   lens: { norm: 'T5 final_layer_norm on every index but L', uncond: 'final layer of ""' },
   family_options: { clean_caption: false },
   notices: ['caption cleaning is off'],
+  config: null,
+  lora: [],
   stage2: {
     model: '/models/tiny-if-sr',
     pipeline_class: 'IFSuperResolutionPipeline',

@@ -10,6 +10,7 @@ import {
   type LoadedForSettings,
   planExperiment,
 } from '../src/experiment/index.js';
+import type { Fingerprints } from '../src/experiment/resolution.js';
 import { ifCapabilities, oneEncoder, sdCapabilities } from './capabilities.js';
 
 const loaded: LoadedForSettings = {
@@ -143,6 +144,71 @@ describe('content keys', () => {
     expect(keyFor({ stages: [1], stage2: { model: 'x/ii', steps: 3 } })).toBe(base);
     // The explicit size equal to the native one gives the same images.
     expect(keyFor({ sampler: { size: 64 } })).toBe(base);
+  });
+
+  describe('single-file checkpoints and LoRA weights', () => {
+    const file = '/models/sd15.safetensors';
+    const single = (model: Record<string, unknown>, fingerprints: Partial<Fingerprints> = {}) => {
+      const config = parseConfig({ model: { id: file, ...model }, prompts: ['a cat'] });
+      const settings = imageSettings(config, loaded, file, undefined, {
+        model: 'files:0000000000000001',
+        stage2: null,
+        ...fingerprints,
+      });
+      return { settings, key: contentKey(settings, { ...at, stage: 1 }) };
+    };
+    const style = (scale: number, files = 'files:00000000000000aa') =>
+      single({ lora: [{ path: 'style.safetensors', scale }] }, { lora: [files] });
+
+    it('keys a single file by its fingerprint and its configuration', () => {
+      const plain = single({});
+      expect(plain.settings.model).toEqual({
+        id: file,
+        revision: 'abc123',
+        family: 'sd',
+        dtype: 'fp32',
+        files: 'files:0000000000000001',
+      });
+      expect(single({}, { model: 'files:0000000000000002' }).key).not.toBe(plain.key);
+      const local = single({ config: './sd15-config' }, { config: 'files:00000000000000c1' });
+      expect(local.settings.model.config).toEqual({ files: 'files:00000000000000c1' });
+      expect(local.key).not.toBe(plain.key);
+      expect(single({ config: './sd15-config' }, { config: 'files:00000000000000c2' }).key).not.toBe(
+        local.key,
+      );
+      // A hub config is its id; its commit is the loaded revision.
+      expect(single({ config: 'org/sd15' }, { config: null }).settings.model.config).toEqual({
+        id: 'org/sd15',
+      });
+    });
+
+    it("keys LoRA weights by each one's files and scale, in order", () => {
+      const half = style(0.5);
+      expect(half.settings.model.lora).toEqual([{ files: 'files:00000000000000aa', scale: 0.5 }]);
+      const keys = new Set([
+        single({}).key,
+        half.key,
+        style(1).key,
+        style(0.5, 'files:00000000000000bb').key,
+        style(0).key,
+      ]);
+      expect(keys.size).toBe(5);
+      expect(style(0.5).key).toBe(half.key);
+      const two = (first: number, second: number) =>
+        single(
+          {
+            lora: [
+              { path: 'a', scale: first },
+              { path: 'b', scale: second },
+            ],
+          },
+          { lora: ['files:00000000000000aa', 'files:00000000000000bb'] },
+        ).key;
+      expect(two(1, 0.5)).not.toBe(two(0.5, 1));
+      // A LoRA without its fingerprint is a bug of the caller, not an unkeyed image.
+      const config = parseConfig({ model: { id: file, lora: ['x.safetensors'] }, prompts: ['a cat'] });
+      expect(() => imageSettings(config, loaded, file)).toThrow(/no fingerprint for model.lora\[0\]/);
+    });
   });
 
   it('changes with prompt, layer, seed, stage and code version', () => {

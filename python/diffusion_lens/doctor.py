@@ -21,6 +21,7 @@ PACKAGES = {
     "bs4": "beautifulsoup4",  # DeepFloyd IF's caption cleaning
     "ftfy": "ftfy",
     "jsonschema": "jsonschema",  # protocol validation
+    "peft": "peft",  # LoRA weights (model.lora), through diffusers' LoRA loader
 }
 
 

@@ -15,6 +15,7 @@ from .families import (
     CheckpointSource,
     Family,
     LoadOptions,
+    LoraWeights,
     Readout,
     SamplerSettings,
     Stage2Settings,
@@ -115,6 +116,10 @@ class Engine:
             variant=request["variant"],
             stage2=CheckpointSource(**request["stage2"]) if request["stage2"] is not None else None,
             family_options=request["family_options"],
+            config=request["config"],
+            lora=tuple(
+                LoraWeights(path=lora["path"], scale=float(lora["scale"])) for lora in request["lora"]
+            ),
         )
         self.family = None  # free the previous model before loading the next
         self.family = load_family(options, request["family"])

@@ -13,6 +13,8 @@ weights are not all ones) so that hard-coded assumptions fail in tests rather th
     python -m diffusion_lens.fixtures flux OUT_DIR    Flux.1-dev-shaped (CLIP pooled, T5 with 3 blocks, 32x32)
     python -m diffusion_lens.fixtures sd3 OUT_DIR     SD3-shaped (CLIPs with 3 and 4 layers, T5 with 3, 32x32)
     python -m diffusion_lens.fixtures sana OUT_DIR    Sana-shaped (Gemma-2 with 3 layers, 32x DC-AE, 512 px)
+    python -m diffusion_lens.fixtures sd OUT.safetensors --single-file   its weights as one file (LDM layout)
+    python -m diffusion_lens.fixtures sd OUT.safetensors --lora          random LoRA weights for it
 """
 
 from __future__ import annotations
@@ -283,15 +285,17 @@ def _tiny_clip(tokenizer, num_layers: int, hidden_size: int, projection: bool):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
-def tiny_sdxl_pipeline(layers: tuple[int, int] = (3, 5), seed: int = FIXTURE_SEED + 3):
+def tiny_sdxl_pipeline(
+    layers: tuple[int, int] = (3, 5), seed: int = FIXTURE_SEED + 3, widths: tuple[int, int] = (16, 16)
+):
     """An SDXL-shaped pipeline with random weights: two CLIP encoders of different depths (3 and 5
     layers; the second with a projection, whose pooled output conditions the UNet with the time ids),
-    a UNet with SDXL's text-time embedding, a VAE that downsamples by 2 (32x32 images)."""
+    a UNet with SDXL's text-time embedding, a VAE that downsamples by 2 (32x32 images). ``widths``: the
+    encoders' hidden sizes (diffusers' single-file loader tells SDXL's two CLIPs apart by theirs)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
-    hidden = 16
     unet = UNet2DConditionModel(
         **TINY_LATENT_UNET,
         attention_head_dim=(2, 4),
@@ -299,8 +303,8 @@ def tiny_sdxl_pipeline(layers: tuple[int, int] = (3, 5), seed: int = FIXTURE_SEE
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * 8 + hidden,  # six time ids + the pooled vector
-        cross_attention_dim=2 * hidden,  # both encoders' hidden states, concatenated
+        projection_class_embeddings_input_dim=6 * 8 + widths[1],  # six time ids + the pooled vector
+        cross_attention_dim=sum(widths),  # both encoders' hidden states, concatenated
         norm_num_groups=4,
     )
     scheduler = EulerDiscreteScheduler(
@@ -312,8 +316,8 @@ def tiny_sdxl_pipeline(layers: tuple[int, int] = (3, 5), seed: int = FIXTURE_SEE
     )
     return StableDiffusionXLPipeline(
         vae=tiny_vae(2),
-        text_encoder=_tiny_clip(tokenizer, layers[0], hidden, projection=False),
-        text_encoder_2=_tiny_clip(tokenizer_2, layers[1], hidden, projection=True),
+        text_encoder=_tiny_clip(tokenizer, layers[0], widths[0], projection=False),
+        text_encoder_2=_tiny_clip(tokenizer_2, layers[1], widths[1], projection=True),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
         unet=unet,
@@ -538,6 +542,59 @@ BUILDERS = {
 }
 
 
+def save_single_file(pipe, out_file: str | Path) -> Path:
+    """The UNet, VAE and text encoder(s) of an SD or SDXL pipeline as one checkpoint file in the original
+    (LDM) layout, as single-file checkpoints are shared: ``.safetensors``, or for ``.ckpt`` a pickled
+    ``{"state_dict": ...}``. diffusers' ``from_single_file`` loads it with the pipeline's saved folder as its
+    configuration (SDXL: the two CLIPs need different widths, which is how diffusers tells them apart)."""
+    from safetensors.torch import save_file
+
+    from .ldm_layout import original_weights
+
+    encoders = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2")]
+    if all(encoders) and len({encoder.config.hidden_size for encoder in encoders}) == 1:
+        raise ValueError(
+            "diffusers tells SDXL's CLIPs apart by width: use tiny_sdxl_pipeline(widths=(16, 24))"
+        )
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = {name: value.detach().contiguous() for name, value in original_weights(pipe).items()}
+    if out.suffix == ".safetensors":
+        save_file(weights, out)
+    else:
+        torch.save({"state_dict": weights}, out)
+    return out
+
+
+def save_lora(pipe, out_file: str | Path, seed: int = FIXTURE_SEED + 100, rank: int = 2) -> Path:
+    """Random LoRA weights (rank ``rank``) for the attention projections of ``pipe``'s UNet and its text
+    encoder(s), saved as one ``.safetensors`` file the way diffusers' LoRA training scripts save them
+    (``save_lora_weights``). ``pipe`` is left as it was."""
+    import copy
+
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    layers = {}
+    targets = {
+        "unet": ["to_q", "to_k", "to_v", "to_out.0"],
+        "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj"],
+        "text_encoder_2": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    }
+    for name, modules in targets.items():
+        model = getattr(pipe, name, None)
+        if model is None:
+            continue
+        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=modules, init_lora_weights=False)
+        adapted = inject_adapter_in_model(config, copy.deepcopy(model))
+        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(adapted))
+    out = Path(out_file)
+    type(pipe).save_lora_weights(out.parent, weight_name=out.name, **layers)
+    return out
+
+
 def save_fixture(kind: str, out_dir: str | Path, safe_serialization: bool = True) -> Path:
     """Build the tiny pipeline ``kind`` and save it to ``out_dir``: safetensors, or with
     ``safe_serialization=False`` pickled ``.bin`` weights where the library still writes them (diffusers
@@ -552,9 +609,21 @@ def save_fixture(kind: str, out_dir: str | Path, safe_serialization: bool = True
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Save a tiny random-weight pipeline for tests.")
     parser.add_argument("kind", choices=sorted(BUILDERS))
-    parser.add_argument("out_dir")
+    parser.add_argument(
+        "out_dir", help="the folder to save the pipeline in (a file with --single-file, --lora)"
+    )
+    saved = parser.add_mutually_exclusive_group()
+    saved.add_argument(
+        "--single-file", action="store_true", help="save its weights as one original-layout file (sd, sdxl)"
+    )
+    saved.add_argument("--lora", action="store_true", help="save random LoRA weights for it (.safetensors)")
     args = parser.parse_args(argv)
-    print(save_fixture(args.kind, args.out_dir))
+    if args.single_file:
+        print(save_single_file(BUILDERS[args.kind](), args.out_dir))
+    elif args.lora:
+        print(save_lora(BUILDERS[args.kind](), args.out_dir))
+    else:
+        print(save_fixture(args.kind, args.out_dir))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,22 @@ from diffusion_lens.fixtures import save_fixture
 torch.set_num_threads(2)
 
 
+@pytest.fixture
+def empty_offline_hub(tmp_path, monkeypatch) -> Path:
+    """HF_HUB_OFFLINE=1 and an empty HF_HOME. huggingface_hub reads both when it is imported, so its
+    constants are patched too; in offline mode it refuses every request, so nothing reaches the network."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf-home"
+    home.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    return home
+
+
 @pytest.fixture(scope="session")
 def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_fixture("sd", tmp_path_factory.mktemp("fixtures") / "tiny-sd")

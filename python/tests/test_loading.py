@@ -88,22 +88,6 @@ def test_a_weight_variant_loads_the_variant_files(tmp_path):
         load_family(load_options(folder, variant="bf16"), None)
 
 
-@pytest.fixture
-def empty_offline_hub(tmp_path, monkeypatch) -> Path:
-    """HF_HUB_OFFLINE=1 and an empty HF_HOME. huggingface_hub reads both when it is imported, so its
-    constants are patched too; in offline mode it refuses every request, so nothing reaches the network."""
-    from huggingface_hub import constants
-
-    home = tmp_path / "hf-home"
-    home.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    return home
-
-
 def test_an_uncached_hub_id_offline_says_how_to_get_it(empty_offline_hub, if_dir):
     expected = (
         r'^cannot reach the Hugging Face hub for "org/name" \(HF_HUB_OFFLINE is set\) and it is not '
@@ -185,24 +169,20 @@ def test_pickled_weights_name_the_way_out(tmp_path):
     assert load_family(load_options(pickled, allow_pickle=True), None).num_layers == 5
 
 
-def test_single_file_checkpoints_say_they_are_not_supported(tmp_path):
+def test_a_folder_of_single_files_says_to_pass_the_file(tmp_path):
     from safetensors.torch import save_file
 
-    single = tmp_path / "model.safetensors"
-    save_file({"weight": torch.zeros(2)}, single)
+    save_file({"weight": torch.zeros(2)}, tmp_path / "model.safetensors")
     (tmp_path / "sd15.ckpt").write_bytes(b"not really a pickle")
-    expected = (
-        r"is a single-file checkpoint; single-file checkpoints are not supported yet: pass a diffusers "
-        r"checkpoint folder \(with model_index\.json\) instead"
-    )
-    for path in (single, tmp_path / "sd15.ckpt"):
-        with pytest.raises(CheckpointError, match=rf"^model {re.escape(str(path))} {expected}"):
-            load_family(load_options(path), None)
-    # The folder that holds them is no diffusers checkpoint either.
+    (tmp_path / "notes.txt").write_text("a file")
     with pytest.raises(
-        CheckpointError, match=r"has no model_index\.json.*holds model\.safetensors, sd15\.ckpt"
+        CheckpointError,
+        match=r"has no model_index\.json.*holds model\.safetensors, sd15\.ckpt: pass a single-file "
+        r"checkpoint itself, not its folder$",
     ):
         load_family(load_options(tmp_path), None)
+    with pytest.raises(CheckpointError, match=r"notes\.txt is a file, not a diffusers checkpoint folder"):
+        load_family(load_options(tmp_path / "notes.txt"), None)
 
 
 def test_a_missing_local_path_is_named(tmp_path, monkeypatch, empty_offline_hub):

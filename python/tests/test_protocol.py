@@ -53,6 +53,8 @@ LOAD = {
     "variant": "fp16",
     "stage2": {"model": "some/stage-2", "revision": None},
     "family_options": {"clean_caption": None},
+    "config": None,
+    "lora": [{"path": "style.safetensors", "scale": 0.5}],
 }
 
 
@@ -132,6 +134,13 @@ def test_valid_messages_round_trip():
             "l1",
         ),
         (pack({**LOAD, "variant": ""}), "bad_message", "'variant' must be a non-empty string", "l1"),
+        (pack({**LOAD, "lora": [{"path": "x"}]}), "bad_message", r"missing field 'lora\[0\]\.scale'", "l1"),
+        (
+            pack({**LOAD, "lora": [{"path": "x", "scale": float("nan")}]}),
+            "bad_message",
+            r"field 'lora\[0\]\.scale' must be a finite number",
+            "l1",
+        ),
         (
             pack({**GENERATE, "stage2": {**STAGE2, "height": 20}}),
             "bad_message",

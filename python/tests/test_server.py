@@ -82,11 +82,14 @@ def client():
     c.close()
 
 
-def load(client: Client, model: Path | str, stage2: Path | None = None) -> dict:
+def load(
+    client: Client, model: Path | str, stage2: Path | None = None, config: Path | None = None, lora=()
+) -> dict:
     client.send(
         id="load", type="load", model=str(model), family=None, dtype="auto", device="cpu",
         revision=None, offload="none", allow_pickle=False, variant=None, family_options={},
         stage2=None if stage2 is None else {"model": str(stage2), "revision": None},
+        config=None if config is None else str(config), lora=list(lora),
     )  # fmt: skip
     return client.until("load", ("loaded", "error"))[-1]
 
@@ -187,6 +190,22 @@ def test_if_two_stages_over_the_protocol(client, if_dir, if_sr_dir, sd_dir):
     assert "no stage II model is loaded" in client.until("sd2")[-1]["message"]
     refused = load(client, sd_dir, stage2=if_sr_dir)
     assert refused["code"] == "load_failed" and "the sd family has no stage II" in refused["message"]
+
+
+def test_a_single_file_with_a_lora_loads_and_reports_them(client, sd_dir, tmp_path):
+    from diffusion_lens.fixtures import save_lora, save_single_file, tiny_sd_pipeline
+
+    file = save_single_file(tiny_sd_pipeline(), tmp_path / "sd.safetensors")
+    lora = save_lora(tiny_sd_pipeline(), tmp_path / "style.safetensors")
+    loaded = load(client, file, config=sd_dir, lora=[{"path": str(lora), "scale": 0.5}])
+    assert loaded["type"] == "loaded" and loaded["family"] == "sd" and loaded["config"] == str(sd_dir)
+    assert loaded["lora"] == [{"path": str(lora), "scale": 0.5, "components": ["text_encoder", "unet"]}]
+    client.send(**generate_request("g", layers=[5], seeds=[0]))
+    assert client.until("g")[-1]["type"] == "done"
+    # A folder has its own configuration: a config beside it is a user's error, said as one.
+    refused = load(client, sd_dir, config=sd_dir)
+    assert refused["code"] == "load_failed" and refused["traceback"] is None
+    assert "is for a single-file checkpoint" in refused["message"]
 
 
 def test_errors_do_not_kill_the_worker(client, sd_dir):

@@ -46,6 +46,13 @@ export const stage2LoadSchema = z.strictObject({
  */
 export const familyOptionsSchema = z.record(z.string(), z.unknown());
 
+/** LoRA weights loaded into the pipeline: a local file (or a folder holding one), applied at `scale`
+ *  (1 = as trained, 0 = not at all; any finite number). */
+export const loraLoadSchema = z.strictObject({
+  path: z.string().min(1),
+  scale: z.number(),
+});
+
 export const loadRequestSchema = z.strictObject({
   model: z.string().min(1),
   family: z.string().nullable(),
@@ -60,6 +67,11 @@ export const loadRequestSchema = z.strictObject({
   variant: z.string().min(1).nullable(),
   // The family's load options (capabilities.options.load), e.g. IF's clean_caption.
   family_options: familyOptionsSchema,
+  // A single-file `model`'s pipeline configuration: a local diffusers folder or a hub id; null = the hub
+  // repo its weights look like. Must be null for a folder or hub id.
+  config: z.string().min(1).nullable(),
+  // LoRA weights for the (stage I) pipeline, each its own adapter at its scale; [] = none.
+  lora: z.array(loraLoadSchema),
 });
 
 /** A generator seed: a non-negative integer (torch seeds are < 2^63; JSON-safe integers are far below). */
@@ -254,6 +266,11 @@ export const loadedMessageSchema = z.strictObject({
   family_options: familyOptionsSchema,
   // What the user must be told (e.g. that caption cleaning is off).
   notices: z.array(z.string()),
+  // The local diffusers folder a single-file model took its configuration from (for a hub repo, its
+  // snapshot in the cache); null for a folder or hub id.
+  config: z.string().nullable(),
+  // The LoRA weights loaded, with the pipeline components each changed (e.g. unet, text_encoder).
+  lora: z.array(loraLoadSchema.extend({ components: z.array(z.string()).min(1) })),
   stage2: z
     .strictObject({
       model: z.string(),

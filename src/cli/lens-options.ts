@@ -37,10 +37,14 @@ export interface LensOptionSpec {
   readonly bare?: string;
   /** For a switch: a `--no-` form sets the field to false (neither = the schema's default). */
   readonly negatable?: boolean;
+  /** The flag may be given again: each value (read by `parse`) is one item of the field's list. */
+  readonly repeatable?: boolean;
 }
 
 const TABLE = [
   { flags: '-m, --model <id>', path: ['model', 'id'], parse: 'text' },
+  { flags: '--config <dir>', path: ['model', 'config'], parse: 'text' },
+  { flags: '--lora <path[:scale]>', path: ['model', 'lora'], parse: 'text', repeatable: true },
   { flags: '--layers <spec>', path: ['lens', 'layers'], parse: 'text' },
   { flags: '--seeds <list>', path: ['seeds'], parse: 'ints' },
   { flags: '--steps <n>', path: ['sampler', 'steps'], parse: 'int' },
@@ -80,7 +84,8 @@ const TABLE = [
 export const LENS_OPTIONS: readonly LensOptionSpec[] = TABLE;
 
 // The options type, inferred from the flags the way commander names and fills its values:
-// `--stage2-model <id>` → stage2Model: string; `--offload [mode]` → string | true; `--allow-pickle` → boolean.
+// `--stage2-model <id>` → stage2Model: string; `--offload [mode]` → string | true; `--allow-pickle` → boolean;
+// a repeatable `--lora <path[:scale]>` → string[] (its `[...]` is inside the required value's `<...>`).
 type LongFlag<F extends string> = F extends `${string}--${infer Rest}`
   ? Rest extends `${infer Name} ${string}`
     ? Name
@@ -89,16 +94,17 @@ type LongFlag<F extends string> = F extends `${string}--${infer Rest}`
 type CamelCase<S extends string> = S extends `${infer Head}-${infer Tail}`
   ? `${Head}${Capitalize<CamelCase<Tail>>}`
   : S;
-type FlagValue<F extends string> = F extends `${string}[${string}]`
-  ? string | true
-  : F extends `${string}<${string}>`
-    ? string
+type FlagValue<F extends string> = F extends `${string}<${string}>`
+  ? string
+  : F extends `${string}[${string}]`
+    ? string | true
     : boolean;
 type Spec = (typeof TABLE)[number];
+type SpecValue<S extends Spec> = S extends { repeatable: true } ? string[] : FlagValue<S['flags']>;
 
 /** What commander gives the `lens` action for the table's options (undefined = not given). */
 export type LensOptionValues = {
-  [S in Spec as CamelCase<LongFlag<S['flags']>>]?: FlagValue<S['flags']>;
+  [S in Spec as CamelCase<LongFlag<S['flags']>>]?: SpecValue<S>;
 };
 
 /** The long flag, `--stage2-model`: how errors name the option. */

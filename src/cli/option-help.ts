@@ -67,6 +67,7 @@ const withOptionNames = (text: string): string =>
 
 /** How the value is written on the command line, after the field's description. */
 function valueForm(spec: LensOptionSpec, field: SchemaField): string | undefined {
+  if (spec.repeatable) return undefined; // the description says how it repeats
   switch (spec.parse) {
     case 'choice': {
       if (!field.choices) throw new Error(`${optionLabel(spec)}: ${formatPath(spec.path)} has no enum`);
@@ -105,7 +106,10 @@ export function optionHelp(spec: LensOptionSpec): string {
 /** Adds the table's options to `command`, in its order. */
 export function addLensOptions(command: Command): Command {
   for (const spec of LENS_OPTIONS) {
-    command.addOption(new Option(spec.flags, optionHelp(spec)));
+    const option = new Option(spec.flags, optionHelp(spec));
+    // Each repeat adds one item: `--lora a.safetensors --lora b.safetensors:0.5`.
+    if (spec.repeatable) option.argParser((value: string, items?: string[]) => [...(items ?? []), value]);
+    command.addOption(option);
     if (spec.negatable) {
       const label = optionLabel(spec);
       command.addOption(new Option(`--no-${label.slice(2)}`, `the opposite of ${label}: false`));

@@ -104,12 +104,15 @@ const PARSERS: Record<Exclude<ParserName, 'switch'>, Parser> = {
           .filter((name) => name !== ''),
 };
 
-function parseOption(spec: LensOptionSpec, given: string | boolean, ints: IntegerIssues): unknown {
+function parseOption(spec: LensOptionSpec, given: string | boolean | string[], ints: IntegerIssues): unknown {
   // A switch, or an optional value given alone (`--offload` = `--offload model`).
   if (typeof given === 'boolean' || spec.parse === 'switch') {
     return given === true && spec.bare !== undefined ? spec.bare : given;
   }
-  return PARSERS[spec.parse](given, spec.path, ints);
+  const parse = PARSERS[spec.parse];
+  // A repeatable option: one item per time it was given.
+  if (Array.isArray(given)) return given.map((text, i) => parse(text, [...spec.path, i], ints));
+  return parse(given, spec.path, ints);
 }
 
 /** Sets `value` at `path` in `object`, making the objects on the way. */
@@ -134,7 +137,7 @@ function buildLensInput(
 ): { input: Record<string, unknown>; issues: ConfigIssue[] } {
   const ints = new IntegerIssues();
   const input: Record<string, unknown> = { prompts: [prompt] };
-  const given = options as Record<string, string | boolean | undefined>;
+  const given = options as Record<string, string | boolean | string[] | undefined>;
   for (const spec of LENS_OPTIONS) {
     const text = given[optionKey(spec)];
     if (text === undefined) continue;

@@ -52,6 +52,49 @@ export const FAMILY_OPTION_SHORTCUTS = [
   { path: ['stage2', 'noise_level'], options: ['stage2', 'family_options'], unset: undefined },
 ] as const;
 
+/** A number as written after `PATH:` in a LoRA entry. */
+const SCALE = /^[+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?$/i;
+
+/**
+ * `PATH[:SCALE]` → {path, scale}: the scale is what follows the last `:`, unless that holds a path
+ * separator (a Windows drive, `C:\loras\x.safetensors`); without one the scale is 1.
+ */
+export function parseLoraSpec(text: string): { path: string; scale: number } | { error: string } {
+  const colon = text.lastIndexOf(':');
+  const tail = colon < 0 ? '' : text.slice(colon + 1);
+  if (colon < 0 || /[\\/]/.test(tail)) return { path: text, scale: 1 };
+  const path = text.slice(0, colon);
+  if (path === '') return { error: `${JSON.stringify(text)} has no path before ":"` };
+  if (!SCALE.test(tail.trim()) || !Number.isFinite(Number(tail))) {
+    return {
+      error: `${JSON.stringify(text)}: the scale after ":" must be a number (PATH[:SCALE], e.g. style.safetensors:0.8)`,
+    };
+  }
+  return { path, scale: Number(tail) };
+}
+
+/** LoRA weights: `PATH[:SCALE]`, or {path, scale}. */
+const LoraSchema = z.union(
+  [
+    z
+      .string()
+      .min(1, { error: 'must not be empty' })
+      .transform((text, ctx) => {
+        const parsed = parseLoraSpec(text);
+        if ('error' in parsed) {
+          ctx.addIssue({ code: 'custom', message: parsed.error });
+          return z.NEVER;
+        }
+        return parsed;
+      }),
+    z.strictObject({
+      path: z.string().min(1),
+      scale: z.number().default(1).describe('its weight: 1 = as trained, 0 = off'),
+    }),
+  ],
+  { error: 'must be "PATH[:SCALE]" or {path, scale}' },
+);
+
 const ModelSchema = z
   .strictObject({
     id: z
@@ -59,7 +102,36 @@ const ModelSchema = z
       .min(1)
       .optional()
       .describe(
-        'Hugging Face hub id or local folder of a diffusers checkpoint; default: the embedded shapes model',
+        'Hugging Face hub id, local diffusers checkpoint folder, or single-file checkpoint (.safetensors; ' +
+          '.ckpt with model.allow_pickle; see model.config); default: the embedded shapes model',
+      ),
+    config: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "a single-file model.id's pipeline configuration (model_index.json, component configs, tokenizers): " +
+          'a local diffusers folder of the same architecture, or a hub id; in a config file, relative paths ' +
+          'are relative to it; default: the hub repo the weights look like, from the local Hugging Face ' +
+          'cache when offline',
+      ),
+    lora: z
+      .array(LoraSchema)
+      .superRefine((loras, ctx) => {
+        for (const [path, at] of repeats(loras.map((lora) => lora.path))) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `${JSON.stringify(path)} is listed ${timesListed(at.length)} (${listIndexes('model.lora', at)})`,
+            params: { at: [at[1]] },
+          });
+        }
+      })
+      .optional()
+      .describe(
+        'LoRA weights to load, each a local .safetensors file (or a folder holding one) with its scale: ' +
+          'PATH[:SCALE] or {path, scale} (1 = as trained, 0 = off); repeatable; a LoRA of the text encoder ' +
+          'changes the hidden states the lens reads; in a config file, relative paths are relative to it; ' +
+          'default: none',
       ),
     family: z
       .string()

@@ -7,16 +7,18 @@ import {
   configSource,
   type ExperimentConfig,
   type FieldPath,
+  isLocalFile,
   loadPromptSet,
   type PromptSet,
   readModelDepth,
   resolveLayers,
+  resolveLocalPath,
   resolveModelId,
   resolveStages,
   type Stage,
 } from '../config/index.js';
 import { configuredOptions } from './family.js';
-import { type Fingerprints, modelFingerprint } from './resolution.js';
+import { type Fingerprints, localFingerprint, modelFingerprint } from './resolution.js';
 import { slugify } from './store.js';
 
 export interface RunInputs {
@@ -44,7 +46,24 @@ export async function resolveInputs(
   const locate = (path: FieldPath) => source?.locate?.(path) ?? {};
 
   const promptSet = await loadPromptSet(config.prompts, { configDir, locate });
-  const modelId = resolveModelId(config.model.id, configDir, locate(['model', 'id']));
+  const modelId = resolveModelId(config.model.id, configDir, locate(['model', 'id']), ['model', 'id'], true);
+  const singleFile = isLocalFile(modelId);
+  const configField = ['model', 'config'];
+  const modelConfig =
+    config.model.config === undefined
+      ? null
+      : resolveModelId(config.model.config, configDir, locate(configField), configField);
+  if (modelConfig !== null && !singleFile) {
+    throw new ConfigError({
+      path: configField,
+      ...locate(configField),
+      message: `is for a single-file model.id; ${modelId} is a diffusers checkpoint with its own configuration`,
+    });
+  }
+  const loras = (config.model.lora ?? []).map(({ path, scale }, index) => {
+    const field = ['model', 'lora', index];
+    return { path: resolveLocalPath(path, configDir, locate(field), field), scale };
+  });
   const stages = resolveStages(config);
   let stage2ModelId: string | undefined;
   if (stages.includes(2)) {
@@ -70,8 +89,9 @@ export async function resolveInputs(
     }
   };
   const revision = config.model.revision ?? null;
-  // The depth, when the config files tell it, catches a bad layer before anything starts.
-  const knownDepth = await readModelDepth(modelId, revision, env);
+  // The depth, when the config files tell it, catches a bad layer before anything starts (a single
+  // file's are its configuration's).
+  const knownDepth = await readModelDepth(modelConfig ?? modelId, revision, env);
   if (knownDepth !== null) layersFor(knownDepth);
   const stage2Revision = config.stage2.revision ?? null;
   return {
@@ -91,11 +111,21 @@ export async function resolveInputs(
       allow_pickle: config.model.allow_pickle,
       variant: config.model.variant ?? null,
       family_options: configuredOptions(config, 'load').values,
+      config: modelConfig,
+      lora: loras,
     },
     loading: `${modelId}${stage2ModelId === undefined ? '' : ` with stage II ${stage2ModelId}`}`,
     fingerprints: {
       model: await modelFingerprint(modelId, revision, env),
       stage2: stage2ModelId === undefined ? null : await modelFingerprint(stage2ModelId, stage2Revision, env),
+      // A single file's configuration: the folder's files or the hub commit; null = the hub repo its
+      // weights look like, which only the worker can tell.
+      ...(singleFile
+        ? { config: modelConfig === null ? null : await modelFingerprint(modelConfig, revision, env) }
+        : {}),
+      ...(loras.length > 0
+        ? { lora: await Promise.all(loras.map(({ path }) => localFingerprint(path))) }
+        : {}),
     },
     layersFor,
   };

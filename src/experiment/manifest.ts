@@ -148,6 +148,10 @@ export interface Manifest {
     family_options: FamilyOptions;
     /** The stage II checkpoint; null when the run has no stage II. */
     stage2: { id: string; revision: string | null; pipeline_class: string } | null;
+    /** The folder a single-file model's configuration was read from (a hub repo's cached snapshot); else null. */
+    config: LoadedMessage['config'];
+    /** The LoRA weights loaded, with their scales and the components each changed. */
+    lora: LoadedMessage['lora'];
   };
   lens: LoadedMessage['lens'];
   worker: Pick<WorkerInfo, 'python' | 'torch' | 'diffusers' | 'transformers'> & { version: string };
@@ -260,6 +264,8 @@ export function buildManifest(input: ManifestInput): Manifest {
               pipeline_class: loaded.stage2.pipeline_class,
             }
           : null,
+      config: loaded.config,
+      lora: loaded.lora,
     },
     lens: loaded.lens,
     worker: {

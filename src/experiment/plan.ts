@@ -13,6 +13,7 @@ import {
 import { LENS_ALGORITHM_VERSION, TOOL_VERSION } from '../version.js';
 import { familyOptionsFor, NO_FAMILY_OPTIONS, type ResolvedFamilyOptions } from './family.js';
 import { type ReadoutSettings, readoutFor } from './readout.js';
+import type { Fingerprints } from './resolution.js';
 import { imagePath } from './store.js';
 
 /**
@@ -48,10 +49,18 @@ export interface ImageSettings {
     /** Present only when set: other weight files may hold (slightly) other weights. */
     variant?: string;
     /**
-     * A local checkpoint folder's fingerprint (its files' names, sizes and times): a model retrained in
-     * place makes new images. Absent for hub ids, whose revision says it.
+     * A local checkpoint folder's fingerprint (its files' names, sizes and times; a single-file
+     * checkpoint's name, size and time): a model retrained in place makes new images. Absent for hub
+     * ids, whose revision says it.
      */
     files?: string;
+    /**
+     * Present only for a single file with `model.config`: the local config folder's fingerprint, or the
+     * hub id (whose commit is `revision`). Without it the config is the inferred hub repo's, at `revision`.
+     */
+    config?: { files: string } | { id: string };
+    /** Present only with LoRA weights: each one's fingerprint and scale, in order. */
+    lora?: { files: string; scale: number }[];
   }>;
   /** With the family's sampling options. */
   sampler: WithFamilyOptions<{
@@ -87,6 +96,13 @@ export type LoadedForSettings = Pick<
   'revision' | 'family' | 'dtype' | 'defaults' | 'stage2' | 'capabilities' | 'family_options' | 'encoders'
 >;
 
+/** The fingerprint of LoRA `index` (inputs.ts takes one of each). */
+function loraFiles(fingerprints: Fingerprints, index: number): string {
+  const files = fingerprints.lora?.[index];
+  if (files === undefined) throw new Error(`no fingerprint for model.lora[${index}]`);
+  return files;
+}
+
 /** `settings` with `options` beside them; an option may not shadow a setting. */
 function withOptions<T extends object>(
   settings: T,
@@ -112,12 +128,14 @@ export function imageSettings(
   loaded: LoadedForSettings,
   modelId: string,
   stage2ModelId?: string,
-  fingerprints: { model: string | null; stage2: string | null } = { model: null, stage2: null },
+  fingerprints: Fingerprints = { model: null, stage2: null },
 ): ImageSettings {
   const options = familyOptionsFor(config, loaded);
-  const files = (fingerprint: string | null) =>
+  const files = (fingerprint: string | null | undefined) =>
     fingerprint?.startsWith('files:') ? { files: fingerprint } : {};
   const [height, width] = resolveSize(config.sampler.size, loaded);
+  const modelConfig = config.model.config;
+  const loras = config.model.lora ?? [];
   const model = {
     id: modelId,
     revision: loaded.revision,
@@ -125,6 +143,16 @@ export function imageSettings(
     dtype: loaded.dtype,
     ...(config.model.variant === undefined ? {} : { variant: config.model.variant }),
     ...files(fingerprints.model),
+    ...(modelConfig === undefined
+      ? {}
+      : {
+          config: fingerprints.config?.startsWith('files:')
+            ? { files: fingerprints.config }
+            : { id: modelConfig },
+        }),
+    ...(loras.length === 0
+      ? {}
+      : { lora: loras.map(({ scale }, i) => ({ files: loraFiles(fingerprints, i), scale })) }),
   };
   const sampler = {
     steps: config.sampler.steps ?? loaded.defaults.steps,

@@ -4,7 +4,7 @@
 // the load request, the host and the checkpoints' fingerprints are exactly as they were.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { isAbsolute, join, relative } from 'node:path';
+import { basename, isAbsolute, join, relative } from 'node:path';
 import { z } from 'zod';
 import {
   type LoadedMessage,
@@ -45,6 +45,19 @@ const recordSchema = z.object({
 export interface Fingerprints {
   model: string | null;
   stage2: string | null;
+  /** A single-file model's configuration (folder files or hub commit); absent for other models. */
+  config?: string | null;
+  /** Each LoRA's files, in `model.lora` order; absent without LoRA weights. */
+  lora?: string[];
+}
+
+/** Whether every checkpoint of the load can be recognised again without the worker. */
+function known(request: LoadRequest, fingerprints: Fingerprints): boolean {
+  return (
+    fingerprints.model !== null &&
+    (request.stage2 === null || fingerprints.stage2 !== null) &&
+    fingerprints.config !== null
+  );
 }
 
 const COMMIT = /^[0-9a-f]{40}$/;
@@ -65,14 +78,17 @@ async function listFiles(root: string, dir = root, out: string[] = []): Promise<
 
 /**
  * A local checkpoint folder's fingerprint: its files' names, sizes and modification times (content
- * hashes would cost seconds per gigabyte). A folder retrained or replaced in place gets a new one.
+ * hashes would cost seconds per gigabyte); a single file's: its name, size and time. A checkpoint
+ * retrained or replaced in place gets a new one.
  */
-export async function localFingerprint(folder: string): Promise<string> {
-  const lines: string[] = [];
-  for (const file of await listFiles(folder)) {
+export async function localFingerprint(path: string): Promise<string> {
+  const line = async (file: string, name: string): Promise<string> => {
     const info = await stat(file);
-    lines.push(`${relative(folder, file)}\t${info.size}\t${Math.trunc(info.mtimeMs)}`);
-  }
+    return `${name}\t${info.size}\t${Math.trunc(info.mtimeMs)}`;
+  };
+  const lines = (await stat(path)).isFile()
+    ? [await line(path, basename(path))]
+    : await Promise.all((await listFiles(path)).map((file) => line(file, relative(path, file))));
   return `files:${sha256Hex(lines.sort().join('\n')).slice(0, 16)}`;
 }
 
@@ -101,7 +117,11 @@ export interface Resolution {
 function matches(fingerprints: Fingerprints, loaded: LoadedMessage): boolean {
   const hub = (fp: string | null, revision: string | null | undefined) =>
     fp === null || !fp.startsWith('hub:') || fp === `hub:${revision}`;
-  return hub(fingerprints.model, loaded.revision) && hub(fingerprints.stage2, loaded.stage2?.revision);
+  return (
+    hub(fingerprints.model, loaded.revision) &&
+    hub(fingerprints.config ?? null, loaded.revision) &&
+    hub(fingerprints.stage2, loaded.stage2?.revision)
+  );
 }
 
 /** The recorded resolution when it is valid for this request here and now; else null. */
@@ -110,7 +130,7 @@ export async function readResolution(
   request: LoadRequest,
   fingerprints: Fingerprints,
 ): Promise<Resolution | null> {
-  if (fingerprints.model === null || (request.stage2 !== null && fingerprints.stage2 === null)) return null;
+  if (!known(request, fingerprints)) return null;
   let record: z.infer<typeof recordSchema>;
   try {
     const parsed = recordSchema.safeParse(
@@ -139,7 +159,7 @@ export async function writeResolution(
   fingerprints: Fingerprints,
   resolution: Resolution,
 ): Promise<void> {
-  if (fingerprints.model === null || (request.stage2 !== null && fingerprints.stage2 === null)) return;
+  if (!known(request, fingerprints)) return;
   if (!matches(fingerprints, resolution.loaded)) return;
   const { worker, python, torch, diffusers, transformers, device } = resolution.worker;
   const record: z.infer<typeof recordSchema> = {

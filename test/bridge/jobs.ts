@@ -14,6 +14,8 @@ export function fixtureLoad(model: string): LoadRequest {
     allow_pickle: false,
     variant: null,
     family_options: {},
+    config: null,
+    lora: [],
   };
 }
 

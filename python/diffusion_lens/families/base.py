@@ -67,6 +67,15 @@ class CheckpointSource:
 
 
 @dataclass(frozen=True)
+class LoraWeights:
+    """LoRA weights to load into the pipeline (``model.lora``): a local file, or a folder holding one, and the
+    weight they are applied with (1 = as trained, 0 = not at all)."""
+
+    path: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     model: str
     revision: str | None
@@ -79,6 +88,16 @@ class LoadOptions:
     auto_dtype: bool = False  # dtype was "auto": the family's accelerator dtype replaces it on a GPU
     # The family's load options (``Family.options["load"]``), as sent; the family checks them.
     family_options: Mapping[str, Any] = field(default_factory=dict)
+    # A single-file ``model``'s pipeline configuration: a local diffusers folder or a hub id; None = the hub
+    # repo its weights look like. Once loaded (``checkpoints.resolve_single_file``): the local folder read.
+    config: str | None = None
+    lora: tuple[LoraWeights, ...] = ()
+
+    @property
+    def config_model(self) -> str:
+        """Where the pipeline's configuration (model_index.json) is read: a single file's config folder,
+        else the checkpoint itself."""
+        return self.config or self.model
 
 
 @dataclass(frozen=True)
@@ -283,6 +302,8 @@ class Family(ABC):
             "family_options": dict(self.family_options),
             "notices": [],
             "stage2": None,
+            "config": self.options.config,
+            "lora": [dict(lora) for lora in self.loras],
         }
 
     def problem_with(self, settings: SamplerSettings) -> str | None:
@@ -291,6 +312,8 @@ class Family(ABC):
 
     # Set by a family loaded with ``offload: encoder`` on an accelerator: its text encoders, kept on the CPU.
     offloaded_encoders: tuple[torch.nn.Module, ...] = ()
+    # The LoRA weights loaded into the pipeline (``checkpoints.load_loras``): path, scale, components.
+    loras: tuple[Mapping[str, Any], ...] = ()
 
     def encoding(self) -> contextlib.AbstractContextManager[None]:
         """The text encoders are on the execution device inside this context (see ``encoder_visit``)."""

@@ -38,7 +38,7 @@ def pipeline_class(model: str, revision: str | None) -> str:
     return str(config.get("_class_name", ""))
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and what it was raised from or while handling: diffusers wraps the hub's errors in OSError."""
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -48,7 +48,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _unreachable(errors: list[BaseException]) -> bool:
+def hub_unreachable(errors: list[BaseException]) -> bool:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     return any(
@@ -64,7 +64,7 @@ def _user_error(model: str, exc: Exception, options: LoadOptions | None = None) 
     from huggingface_hub import constants
     from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError
 
-    errors = list(_chain(exc))
+    errors = list(error_chain(exc))
     if options is not None and not options.allow_pickle:
         pickles = _pickle_only(model, errors, options.variant)
         if pickles is not None:
@@ -86,7 +86,7 @@ def _user_error(model: str, exc: Exception, options: LoadOptions | None = None) 
             f'"{model}" is neither a local folder nor a model on the Hugging Face hub (or it is private: '
             f"log in with hf auth login): check the name, or pass a local {CHECKPOINT_FOLDER}"
         )
-    if not _unreachable(errors):
+    if not hub_unreachable(errors):
         return None
     offline = constants.HF_HUB_OFFLINE or any(isinstance(error, OfflineModeIsEnabled) for error in errors)
     why = "HF_HUB_OFFLINE is set" if offline else str(errors[-1]) or type(errors[-1]).__name__
@@ -128,7 +128,10 @@ def from_pretrained(
 ) -> Any:
     """``pipeline.from_pretrained`` as every family loads a checkpoint: in ``options.dtype``; safetensors
     only, unless pickles were explicitly allowed; the named weight variant (e.g. fp16 copies, half the
-    download) when one is set; no progress bars (the worker reports its own progress)."""
+    download) when one is set; no progress bars (the worker reports its own progress). A single weight file
+    loads with ``from_single_file`` instead (see ``from_single_file``)."""
+    if Path(model).is_file():
+        return from_single_file(pipeline, model, options, **components)
     try:
         pipe = pipeline.from_pretrained(
             model,
@@ -143,6 +146,45 @@ def from_pretrained(
         if error is None:
             raise
         raise error from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def from_single_file(pipeline: type[Any], model: str, options: LoadOptions, **components: Any) -> Any:
+    """``pipeline.from_single_file``: the weights of the single file ``model`` (its pickle allowed, or a
+    .safetensors: ``checkpoints.resolve_single_file`` checked) with the configuration of the local diffusers
+    folder ``options.config`` (model_index.json, component configs, tokenizers, scheduler), in
+    ``options.dtype``. A component the file lacks (e.g. the text encoders beside a UNet- or transformer-only
+    file) is read from that folder when it has its weights, as diffusers does."""
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    if not hasattr(pipeline, "from_single_file"):
+        raise CheckpointError(
+            f"model {model} is a single-file checkpoint, and diffusers cannot load a {pipeline.__name__} "
+            f"from one (it has no from_single_file): pass a {CHECKPOINT_FOLDER}"
+        )
+    if options.config is None:
+        raise CheckpointError(f"model {model} is a single-file checkpoint without a configuration folder")
+    try:
+        pipe = pipeline.from_single_file(
+            model, config=options.config, dtype=options.dtype, local_files_only=True, **components
+        )
+    except SingleFileComponentError as exc:
+        missing = str(exc).split(". ")[0]
+        raise CheckpointError(
+            f"model {model}: {missing}, and the config folder {options.config} has no weights for it either: "
+            "pass --config a full diffusers folder of the same model (model.config), whose weights fill in "
+            "the components the file lacks"
+        ) from exc
+    # diffusers leaves a weight it did not find in the file uninitialised (on the meta device).
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module) and any(p.is_meta for p in component.parameters()):
+            raise CheckpointError(
+                f"model {model}: the single file does not hold all weights of the {name} its configuration "
+                f"({options.config}) describes: is it a checkpoint of another architecture?"
+            )
+    # What from_pretrained records: the config folder, whose hub snapshot (if any) is the revision loaded.
+    pipe.register_to_config(_name_or_path=options.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

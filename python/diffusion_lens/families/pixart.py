@@ -76,7 +76,7 @@ class PixArtFamily(Family):
     @classmethod
     def load(cls, options: LoadOptions) -> PixArtFamily:
         require_caption_cleaning(options.family_options.get("clean_caption"))
-        found = pipeline_class(options.model, options.revision)
+        found = pipeline_class(options.config_model, options.revision)
         pipeline = PixArtSigmaPipeline if found == "PixArtSigmaPipeline" else PixArtAlphaPipeline
         pipe = from_pretrained(pipeline, options.model, options.revision, options)
         return cls(pipe, options, place(pipe, options))
