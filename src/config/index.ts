@@ -20,7 +20,24 @@ export {
   parseConfig,
 } from './load.js';
 export { readModelDepth, resolveHubCommit } from './model-info.js';
-export { looksLikePath, resolveModelId } from './model-path.js';
+export {
+  isLocalFile,
+  isWeightFile,
+  looksLikePath,
+  resolveLocalPath,
+  resolveModelId,
+  SINGLE_FILE_SUFFIXES,
+} from './model-path.js';
+export {
+  type LoadedPromptSet,
+  loadPromptSets,
+  PROMPT_SETS_FILE,
+  type PromptSetIndex,
+  type PromptSetQuestion,
+  type PromptSetRow,
+  type RenderedQuestion,
+  renderQuestions,
+} from './prompt-sets.js';
 export {
   type LoadPromptsOptions,
   loadPromptSet,
