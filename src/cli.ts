@@ -1,16 +1,24 @@
 #!/usr/bin/env node
 // The diffusion-lens command line: a thin layer over the library (src/index.ts).
 import { resolve } from 'node:path';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { WorkerError } from './bridge/index.js';
 import { doctorText } from './cli/doctor-text.js';
 import { addLensOptions } from './cli/option-help.js';
 import { type LensCommandOptions, lensConfig } from './cli/options.js';
-import { createReporter, type ReportMode } from './cli/reporter.js';
+import { estimateText, totalsText } from './cli/plan-text.js';
+import { createReporter, describeEvent, type ReportMode } from './cli/reporter.js';
 import { ConfigError, type ExperimentConfig, loadConfigFile, toJsonSchema } from './config/index.js';
 import { runDoctor } from './doctor.js';
-import { runExperiment } from './experiment/index.js';
-import { slugify } from './experiment/store.js';
+import {
+  defaultOutDir,
+  GPU_SPEED,
+  gpuKey,
+  planRun,
+  REFERENCE_GPU,
+  type RunEstimate,
+  runExperiment,
+} from './experiment/index.js';
 import { TOOL_VERSION } from './version.js';
 
 const EXIT_ERROR = 1;
@@ -93,6 +101,62 @@ async function runWithUi(config: ExperimentConfig, outDir: string, flags: RunFla
   }
 }
 
+interface PlanFlags {
+  out?: string;
+  load?: boolean;
+  measure?: boolean;
+  gpu?: string;
+  json?: boolean;
+  verbose?: boolean;
+}
+
+async function planCommand(files: string[], flags: PlanFlags): Promise<number> {
+  if (flags.out !== undefined && files.length > 1) {
+    const message = '--out names the output folder of one config; plan several without it';
+    process.stderr.write(`error: ${message}\n`);
+    throw new UsageError(message);
+  }
+  const controller = new AbortController();
+  const onSignal = (): void => controller.abort();
+  process.once('SIGINT', onSignal);
+  const estimates: RunEstimate[] = [];
+  let failed = 0;
+  try {
+    for (const file of files) {
+      try {
+        const estimate = await planRun(file, {
+          outDir: flags.out === undefined ? undefined : resolve(flags.out),
+          load: flags.load,
+          measure: flags.measure,
+          gpu: flags.gpu,
+          signal: controller.signal,
+          onEvent: (event) => {
+            const line = flags.json ? null : describeEvent(event);
+            if (line) process.stderr.write(`${line}\n`);
+          },
+          onLog: flags.verbose ? (line) => process.stderr.write(`worker: ${line}\n`) : undefined,
+        });
+        estimates.push(estimate);
+        process.stdout.write(
+          flags.json
+            ? `${JSON.stringify(estimate)}\n`
+            : `${estimates.length > 1 ? '\n' : ''}${estimateText(estimate)}`,
+        );
+      } catch (error) {
+        if (controller.signal.aborted) return EXIT_INTERRUPTED;
+        if (files.length === 1) throw error;
+        failed++;
+        process.stderr.write(`${file}:\n`);
+        printError(error);
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+  }
+  if (files.length > 1 && !flags.json) process.stdout.write(`\n${totalsText(estimates)}`);
+  return failed > 0 ? EXIT_ERROR : 0;
+}
+
 function printError(error: unknown): void {
   if (error instanceof ConfigError) {
     for (const issue of error.message.split('\n')) process.stderr.write(`error: ${issue}\n`);
@@ -160,10 +224,66 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .option('-o, --out <dir>', 'output folder (default: runs/<name>, name from the config or its file name)');
   addRunFlags(run).action(async (file: string, options: { out?: string } & RunFlags) => {
     const config = await loadConfigFile(file);
-    const name = config.name ?? 'run';
-    const outDir = resolve(options.out ?? `runs/${slugify(name) === name ? name : slugify(name)}`);
+    const outDir = options.out === undefined ? defaultOutDir(config) : resolve(options.out);
     setExitCode(await runWithUi(config, outDir, options));
   });
+
+  program
+    .command('plan')
+    .summary('count a run and estimate its time and disk, without running it')
+    .description(
+      'Say what `run CONFIG` would do, generating nothing: its images (prompts x layers x seeds x stages), ' +
+        'how many of them the output folder holds already (checked as `run` checks them), the denoiser ' +
+        'evaluations (steps x images, x2 where classifier-free guidance runs: guidance > 1, not Flux), and ' +
+        'estimates of the time and the disk it takes. Offline by default: no worker starts.',
+    )
+    .argument(
+      '<configs...>',
+      'experiment files (.yaml, .yml or .json); several are planned in turn, with a total',
+    )
+    .option(
+      '-o, --out <dir>',
+      'output folder whose images count as cached (default: runs/<name>, as `run`); one config only',
+    )
+    .option(
+      '--load',
+      'start the worker and load the model, as `run` does, for exact numbers (default: offline: the config, ' +
+        "the checkpoint's config files, the last run's record in the folder, and the built-in tables)",
+    )
+    .option(
+      '--measure',
+      "time one batch of the run's first items on the device (implies --load); the images are not kept",
+    )
+    .option(
+      '--gpu <name>',
+      `the GPU a table time estimate is for: ${Object.keys(GPU_SPEED).join(', ')} (default: ${REFERENCE_GPU})`,
+      (name: string) => {
+        try {
+          return gpuKey(name);
+        } catch (error) {
+          throw new InvalidArgumentError((error as ConfigError).issues[0]?.message ?? String(error));
+        }
+      },
+    )
+    .option('--json', 'print each plan as one JSON object on a line (default: text)')
+    .option('-v, --verbose', "show the worker's log lines (default: off)")
+    .addHelpText(
+      'after',
+      '\nWhere the numbers come from, best first: the worker (--load); what the worker resolved for the\n' +
+        "last run in the output folder (exact, without Python); the config and the checkpoint's config\n" +
+        'files (a local folder, or the Hugging Face cache); then the tables in src/experiment/estimate.ts:\n' +
+        "a family's encoder depth L and defaults, seconds per denoiser evaluation on an A100 from published\n" +
+        'benchmarks (scaled by pixel count, and to other GPUs with --gpu), 1.5 bytes per PNG pixel. Every\n' +
+        'number taken from a table is listed under "estimated"; images in a folder that cannot be checked\n' +
+        'offline are counted and said to be unchecked.\n\n' +
+        'Examples:\n' +
+        '  diffusion-lens plan configs/paper/sd21-two-colors.yaml\n' +
+        '  diffusion-lens plan configs/paper/*.yaml --gpu h100\n' +
+        '  diffusion-lens plan configs/tiny-sd.yaml --measure --json',
+    )
+    .action(async (files: string[], options: PlanFlags) => {
+      setExitCode(await planCommand(files, options));
+    });
 
   program
     .command('schema')

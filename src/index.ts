@@ -39,9 +39,14 @@ export {
 export { type DoctorProblem, type DoctorReport, runDoctor } from './doctor.js';
 export {
   contentKey,
+  defaultOutDir,
+  type EstimateOptions,
+  estimateRun,
+  experimentImages,
   FolderBusyError,
   FolderConflictError,
   gridPath,
+  type ImageRecord,
   type ImageSettings,
   imagePath,
   type Job,
@@ -52,6 +57,8 @@ export {
   OutputFolderError,
   type Plan,
   planExperiment,
+  planRun,
+  type RunEstimate,
   type RunEvent,
   type RunOptions,
   type RunResult,

@@ -27,3 +27,23 @@ it('the README library example runs and writes its run folder', () => {
     rmSync(script, { force: true });
   }
 });
+
+it('the README study example reuses one worker and streams image records', () => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const library = readme.slice(readme.indexOf('## Library'));
+  const code = [...library.matchAll(/```js\n([\s\S]*?)```/g)][1]?.[1];
+  if (!code) throw new Error('no second js block under "## Library" in the README');
+  const script = join(root, 'test', `.readme-study-${process.pid}.mjs`);
+  writeFileSync(script, code);
+  try {
+    const lines = execFileSync(process.execPath, [script], { cwd: tempDir(), encoding: 'utf8' })
+      .trimEnd()
+      .split('\n');
+    // The shapes model: layers 0..8, one seed, two settings, all made (a fresh folder each).
+    expect(lines).toHaveLength(18);
+    expect(lines[0]).toMatch(/^final \d made .*runs\/uncond-final\/images\/.*\.png$/);
+    expect(lines.at(-1)).toMatch(/^same-layer \d made .*runs\/uncond-same-layer\//);
+  } finally {
+    rmSync(script, { force: true });
+  }
+});

@@ -81,6 +81,7 @@ describe('describeEvent', () => {
   it('counts both stages in the plan line', () => {
     const plan: RunEvent = {
       type: 'plan',
+      out_dir: '/runs/if',
       total: 112,
       skipped: 0,
       todo: 112,

@@ -43,6 +43,8 @@ export type RunEvent =
   | { type: 'notice'; message: string }
   | {
       type: 'plan';
+      /** The folder the run writes to: the output folder, or its variant folder (`newVariant`). */
+      out_dir: string;
       total: number;
       skipped: number;
       todo: number;

@@ -1,8 +1,32 @@
 export { type CacheState, inspectCache } from './cache.js';
+export {
+  defaultOutDir,
+  type EstimateOptions,
+  estimateRun,
+  evaluationsPerImage,
+  passesPerStep,
+  planRun,
+  type RunEstimate,
+  RunEstimateSchema,
+  type StageEstimate,
+} from './estimate.js';
+export {
+  DENOISER_SECONDS,
+  FAMILY_FACTS,
+  type FamilyFacts,
+  GPU_SPEED,
+  gpuKey,
+  KNOWN_CHECKPOINTS,
+  PNG_BYTES_PER_PIXEL,
+  REFERENCE_GPU,
+  TABLE_SCALE_RANGE,
+  tableSeconds,
+} from './estimate-tables.js';
 export type { ImageRef, RunEvent, RunEventType } from './events.js';
 export { optionValueText } from './family.js';
 export { claimFolder, FolderConflictError } from './folder.js';
 export { gridTitle } from './grids.js';
+export { experimentImages, type ImageRecord } from './image-stream.js';
 export { IMAGES_CSV_FILE, imagesCsv } from './images-csv.js';
 export { FolderBusyError, LOCK_FILE } from './lock.js';
 export {

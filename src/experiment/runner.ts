@@ -228,6 +228,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     await recordSettings(outDir, settings, plan.stages);
     emit({
       type: 'plan',
+      out_dir: outDir,
       total: plan.jobs.length,
       skipped: planned.skipped,
       todo: sink.todo,
