@@ -16,7 +16,12 @@ async function readJson(path: string): Promise<unknown> {
   }
 }
 
-async function isDirectory(path: string): Promise<boolean> {
+/** A JSON file's object; null when it is missing, unreadable or not an object. */
+export async function readJsonObject(path: string): Promise<Record<string, unknown> | null> {
+  return record(await readJson(path)) ?? null;
+}
+
+export async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
   } catch {
@@ -77,6 +82,30 @@ export async function resolveHubCommit(
   return (await isDirectory(join(repo, 'snapshots', commit))) ? commit : null;
 }
 
+/** The folder holding a checkpoint's config files: a local folder, or a hub id's cached snapshot; else null. */
+export async function checkpointFolder(
+  modelId: string,
+  revision?: string | null,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string | null> {
+  if (await isDirectory(modelId)) return modelId;
+  const commit = await resolveHubCommit(modelId, revision, env);
+  return commit === null ? null : join(hubRepoDir(modelId, env), 'snapshots', commit);
+}
+
+/** The depth of an encoder component's config: T5's num_layers, CLIP's and Gemma's num_hidden_layers. */
+export async function encoderDepth(dir: string, component: string): Promise<number | null> {
+  const config = record(await readJson(join(dir, component, 'config.json')));
+  if (!config) return null;
+  const entry = record(await readJson(join(dir, 'model_index.json')))?.[component];
+  const className = Array.isArray(entry) && typeof entry[1] === 'string' ? entry[1] : '';
+  // T5 keeps its depth in num_layers (transformers maps num_hidden_layers onto it); CLIP in num_hidden_layers.
+  const modelType = typeof config.model_type === 'string' ? config.model_type : '';
+  const t5 = /t5/i.test(modelType) || /^(T5|UMT5|MT5)/.test(className);
+  const depth = t5 ? (config.num_layers ?? config.num_hidden_layers) : config.num_hidden_layers;
+  return typeof depth === 'number' && Number.isSafeInteger(depth) && depth >= 0 ? depth : null;
+}
+
 /**
  * L of a diffusers checkpoint folder: the text encoder's layer count (`num_hidden_layers` of CLIP,
  * `num_layers` of T5), which is the number of hidden-state indices minus one (0 = the embeddings).
@@ -88,14 +117,7 @@ async function folderDepth(dir: string): Promise<number | null> {
   if (!Array.isArray(entry) || typeof entry[1] !== 'string') return null;
   // With several encoders, which depth the lens addresses (and its stock layer) is the family's to say.
   if (index?.text_encoder_2 !== undefined) return null;
-  const config = record(await readJson(join(dir, 'text_encoder', 'config.json')));
-  if (!config) return null;
-  const modelType = typeof config.model_type === 'string' ? config.model_type : '';
-  const className = entry[1];
-  // T5 keeps its depth in num_layers (transformers maps num_hidden_layers onto it); CLIP in num_hidden_layers.
-  const t5 = /t5/i.test(modelType) || /^(T5|UMT5|MT5)/.test(className);
-  const depth = t5 ? (config.num_layers ?? config.num_hidden_layers) : config.num_hidden_layers;
-  return typeof depth === 'number' && Number.isSafeInteger(depth) && depth >= 0 ? depth : null;
+  return encoderDepth(dir, 'text_encoder');
 }
 
 /**
@@ -109,8 +131,6 @@ export async function readModelDepth(
   revision?: string | null,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number | null> {
-  if (await isDirectory(modelId)) return folderDepth(modelId);
-  const commit = await resolveHubCommit(modelId, revision, env);
-  if (commit === null) return null;
-  return folderDepth(join(hubRepoDir(modelId, env), 'snapshots', commit));
+  const dir = await checkpointFolder(modelId, revision, env);
+  return dir === null ? null : folderDepth(dir);
 }

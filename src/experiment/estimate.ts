@@ -6,8 +6,8 @@
 // resolution the last run recorded in the output folder (exact and without Python: the runner's own
 // fully-cached path), or offline from the config and the checkpoint's config files, filled in from the
 // tables in estimate-tables.ts. Every number taken from a table is an estimate, named in `estimated`.
-import { readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
 import type { LensWorker, LoadedMessage } from '../bridge/index.js';
@@ -16,10 +16,9 @@ import {
   type ExperimentConfig,
   loadConfigFile,
   readModelDepth,
-  resolveHubCommit,
   type Stage,
 } from '../config/index.js';
-import { hubCacheDir } from '../config/model-info.js';
+import { checkpointFolder, encoderDepth, readJsonObject } from '../config/model-info.js';
 import { inspectCache } from './cache.js';
 import {
   DENOISER_SECONDS,
@@ -165,43 +164,8 @@ export type RunEstimate = z.infer<typeof RunEstimateSchema>;
 // ---------------------------------------------------------------------------------------------------------
 // Offline facts
 
-async function readJson(path: string): Promise<Record<string, unknown> | null> {
-  try {
-    const value = JSON.parse(await readFile(path, 'utf8')) as unknown;
-    return value !== null && typeof value === 'object' && !Array.isArray(value)
-      ? (value as Record<string, unknown>)
-      : null;
-  } catch {
-    return null;
-  }
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** The folder holding a model's config files: a local folder, or a hub id's snapshot in the cache. */
-async function configFolder(id: string, revision: string | null, env: NodeJS.ProcessEnv) {
-  if (isAbsolute(id)) return (await isDirectory(id)) ? id : null;
-  const commit = await resolveHubCommit(id, revision, env);
-  if (commit === null) return null;
-  return join(hubCacheDir(env), `models--${id.split('/').join('--')}`, 'snapshots', commit);
-}
-
 const intOf = (value: unknown): number | null =>
   typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
-
-/** L of an encoder component's config: T5's num_layers, CLIP's and Gemma's num_hidden_layers. */
-async function componentDepth(dir: string, component: string): Promise<number | null> {
-  const config = await readJson(join(dir, component, 'config.json'));
-  if (!config) return null;
-  const t5 = /t5/i.test(String(config.model_type ?? ''));
-  return intOf(t5 ? (config.num_layers ?? config.num_hidden_layers) : config.num_hidden_layers);
-}
 
 /** What the offline plan knows of the model, and from where. */
 interface OfflineFacts {
@@ -225,8 +189,8 @@ async function offlineFacts(
 ): Promise<OfflineFacts> {
   const id = inputs.load.config ?? inputs.modelId;
   const revision = config.model.revision ?? null;
-  const dir = await configFolder(id, revision, env);
-  const index = dir === null ? null : await readJson(join(dir, 'model_index.json'));
+  const dir = await checkpointFolder(id, revision, env);
+  const index = dir === null ? null : await readJsonObject(join(dir, 'model_index.json'));
   const known = KNOWN_CHECKPOINTS[inputs.modelId];
   const className = typeof index?._class_name === 'string' ? index._class_name : null;
   let family: string | null = config.model.family === 'auto' ? null : config.model.family;
@@ -246,12 +210,12 @@ async function offlineFacts(
   let stockOffset = facts?.stockOffset ?? 0;
   if (numLayers === null && dir !== null && index !== null) {
     const present = (name: string) => Array.isArray(index[name]) && typeof index[name][1] === 'string';
-    if (family === 'sdxl') numLayers = await componentDepth(dir, 'text_encoder_2');
-    else if (family === 'flux') numLayers = await componentDepth(dir, 'text_encoder_2');
+    if (family === 'sdxl') numLayers = await encoderDepth(dir, 'text_encoder_2');
+    else if (family === 'flux') numLayers = await encoderDepth(dir, 'text_encoder_2');
     else if (family === 'sd3') {
-      if (present('text_encoder_3')) numLayers = await componentDepth(dir, 'text_encoder_3');
+      if (present('text_encoder_3')) numLayers = await encoderDepth(dir, 'text_encoder_3');
       else {
-        numLayers = await componentDepth(dir, 'text_encoder_2');
+        numLayers = await encoderDepth(dir, 'text_encoder_2');
         stockOffset = 1;
       }
     }
@@ -301,14 +265,14 @@ async function offlineFacts(
 
 /** A UNet checkpoint's native size: the UNet's sample size, times the VAE's downscaling (none in pixel space). */
 async function unetSize(dir: string, pixelSpace: boolean): Promise<[number, number] | null> {
-  const unet = await readJson(join(dir, 'unet', 'config.json'));
+  const unet = await readJsonObject(join(dir, 'unet', 'config.json'));
   const sample = unet?.sample_size;
   const [h, w] = Array.isArray(sample)
     ? [intOf(sample[0]), intOf(sample[1])]
     : [intOf(sample), intOf(sample)];
   if (h === null || w === null) return null;
   if (pixelSpace) return [h, w];
-  const vae = await readJson(join(dir, 'vae', 'config.json'));
+  const vae = await readJsonObject(join(dir, 'vae', 'config.json'));
   const blocks = Array.isArray(vae?.block_out_channels) ? vae.block_out_channels.length : null;
   if (blocks === null || blocks < 1) return null;
   const factor = 2 ** (blocks - 1);
@@ -316,7 +280,7 @@ async function unetSize(dir: string, pixelSpace: boolean): Promise<[number, numb
 }
 
 async function schedulerClass(dir: string): Promise<string | null> {
-  const config = await readJson(join(dir, 'scheduler', 'scheduler_config.json'));
+  const config = await readJsonObject(join(dir, 'scheduler', 'scheduler_config.json'));
   return typeof config?._class_name === 'string' ? config._class_name : null;
 }
 
@@ -542,7 +506,7 @@ async function measureOnDevice(
 
 /** Seconds per image measured by the last run in this folder, when it made images of this plan. */
 async function lastRunSpeed(outDir: string, plan: Plan): Promise<Measured | null> {
-  const manifest = await readJson(join(outDir, MANIFEST_FILE));
+  const manifest = await readJsonObject(join(outDir, MANIFEST_FILE));
   const timings = manifest?.timings as { seconds?: unknown; images_generated?: unknown } | undefined;
   const images = Array.isArray(manifest?.images) ? (manifest.images as { key?: unknown }[]) : [];
   const generated = intOf(timings?.images_generated);

@@ -54,3 +54,12 @@ def with_defaults(schema: OptionsSchema, given: Mapping[str, Any]) -> dict[str, 
     """``given`` with the schema's default for every option it leaves out."""
     defaults = {name: spec["default"] for name, spec in schema["properties"].items() if "default" in spec}
     return {**defaults, **given}
+
+
+# PixArt's and Sana's stock resolution binning, as a sampling option.
+RESOLUTION_BINNING_OPTION: dict[str, Any] = {
+    "type": "boolean",
+    "default": True,
+    "description": "generate at the nearest trained aspect-ratio size and resize to the asked one, as the "
+    "stock pipeline does",
+}

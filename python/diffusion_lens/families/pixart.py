@@ -30,7 +30,7 @@ from .base import (
 from .captions import CLEAN_CAPTION_OPTION, preprocess, require_caption_cleaning, resolve_caption_cleaning
 from .encoders import T5_NORM_RULE, t5_encoder, t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place
-from .options import NO_OPTIONS, OptionsSchema, options_schema
+from .options import NO_OPTIONS, RESOLUTION_BINNING_OPTION, OptionsSchema, options_schema
 
 # The stock pipelines' own T5 token counts (__call__'s max_sequence_length).
 MAX_SEQUENCE_LENGTH = {"PixArtAlphaPipeline": 120, "PixArtSigmaPipeline": 300}
@@ -52,14 +52,7 @@ class PixArtFamily(Family):
                 "(alpha 120, Sigma 300)",
             },
         ),
-        "sample": options_schema(
-            use_resolution_binning={
-                "type": "boolean",
-                "default": True,
-                "description": "generate at the nearest trained aspect-ratio size and resize to the "
-                "asked one, as the stock pipeline does",
-            }
-        ),
+        "sample": options_schema(use_resolution_binning=RESOLUTION_BINNING_OPTION),
         "stage2": NO_OPTIONS,
     }
 

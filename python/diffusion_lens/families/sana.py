@@ -49,7 +49,7 @@ from .base import (
 )
 from .captions import CLEAN_CAPTION_OPTION, caption_cleaning_missing, preprocess, require_caption_cleaning
 from .encoders import module_path, token_count
-from .options import NO_OPTIONS, OptionsSchema, options_schema
+from .options import NO_OPTIONS, RESOLUTION_BINNING_OPTION, OptionsSchema, options_schema
 
 # The stock ``__call__``'s defaults: its complex human instruction and Gemma token count.
 STOCK_INSTRUCTION: list[str] = list(
@@ -102,14 +102,7 @@ class SanaFamily(Family):
                 "one), as the stock pipeline does; default: the stock pipeline's own; [] or null: none",
             },
         ),
-        "sample": options_schema(
-            use_resolution_binning={
-                "type": "boolean",
-                "default": True,
-                "description": "generate at the nearest trained aspect-ratio size and resize to the "
-                "asked one, as the stock pipeline does",
-            }
-        ),
+        "sample": options_schema(use_resolution_binning=RESOLUTION_BINNING_OPTION),
         "stage2": NO_OPTIONS,
     }
 
