@@ -1,23 +1,27 @@
 #!/usr/bin/env node
 // The diffusion-lens command line: a thin layer over the library (src/index.ts).
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { WorkerError } from './bridge/index.js';
 import { doctorText } from './cli/doctor-text.js';
 import { addLensOptions } from './cli/option-help.js';
 import { type LensCommandOptions, lensConfig } from './cli/options.js';
 import { estimateText, totalsText } from './cli/plan-text.js';
-import { createReporter, describeEvent, type ReportMode } from './cli/reporter.js';
+import { createReporter, describeEvent, type Reporter, type ReportMode } from './cli/reporter.js';
 import { ConfigError, type ExperimentConfig, loadConfigFile, toJsonSchema } from './config/index.js';
 import { runDoctor } from './doctor.js';
 import {
   defaultOutDir,
+  estimateRun,
+  expandSweep,
   GPU_SPEED,
   gpuKey,
-  planRun,
   REFERENCE_GPU,
   type RunEstimate,
+  type RunEvent,
   runExperiment,
+  runStudy,
+  type StudyEvent,
 } from './experiment/index.js';
 import { TOOL_VERSION } from './version.js';
 
@@ -60,6 +64,64 @@ function reportMode(flags: RunFlags): ReportMode {
 }
 
 async function runWithUi(config: ExperimentConfig, outDir: string, flags: RunFlags): Promise<number> {
+  return withUi(flags, (reporter, signal) =>
+    runExperiment(config, {
+      outDir,
+      overwrite: flags.overwrite,
+      newVariant: flags.newVariant,
+      signal,
+      onEvent: (event) => reporter.onEvent(event),
+      onLog: flags.verbose ? (line) => reporter.note(`worker: ${line}`) : undefined,
+    }),
+  );
+}
+
+/** One line for a study's own events (its variants' run events are reported as a run's). */
+function studyLine(event: Exclude<StudyEvent, { variant: string; type: RunEvent['type'] }>): string {
+  switch (event.type) {
+    case 'study-start':
+      return `study "${event.name}": ${event.variants} variants (${event.fields.join(' x ')}) -> ${event.out_dir}`;
+    case 'variant-start': {
+      const values = Object.entries(event.values)
+        .map(([field, value]) => `${field}=${JSON.stringify(value)}`)
+        .join(', ');
+      return `\nvariant ${event.index}/${event.count}: ${event.variant} (${values})`;
+    }
+    case 'study-done':
+      return (
+        `study ${event.aborted ? 'stopped' : event.complete ? 'done' : 'incomplete'}: ${event.images_generated} ` +
+        `images made, ${event.images_skipped} already on disk -> ${event.study}`
+      );
+  }
+}
+
+/** A config with a `sweep:` block: its variants in turn, into OUT/<variant>/, with OUT/study.json. */
+async function studyWithUi(config: ExperimentConfig, outDir: string, flags: RunFlags): Promise<number> {
+  return withUi(flags, (reporter, signal) =>
+    runStudy(config, {
+      outDir,
+      overwrite: flags.overwrite,
+      newVariant: flags.newVariant,
+      signal,
+      onEvent: (event) => {
+        if (event.type === 'study-start' || event.type === 'variant-start' || event.type === 'study-done') {
+          if (flags.json) process.stdout.write(`${JSON.stringify(event)}\n`);
+          else if (event.type === 'study-done') process.stdout.write(`${studyLine(event)}\n`);
+          else reporter.note(studyLine(event));
+          return;
+        }
+        reporter.onEvent(event);
+      },
+      onLog: flags.verbose ? (line) => reporter.note(`worker: ${line}`) : undefined,
+    }),
+  );
+}
+
+/** Runs `go` with a reporter; Ctrl-C aborts it (twice exits). The exit code from how it ended. */
+async function withUi(
+  flags: RunFlags,
+  go: (reporter: Reporter, signal: AbortSignal) => Promise<{ aborted: boolean; complete: boolean }>,
+): Promise<number> {
   const reporter = createReporter(reportMode(flags));
   const controller = new AbortController();
   let interrupts = 0;
@@ -84,14 +146,7 @@ async function runWithUi(config: ExperimentConfig, outDir: string, flags: RunFla
     throw new UsageError(message);
   }
   try {
-    const result = await runExperiment(config, {
-      outDir,
-      overwrite: flags.overwrite,
-      newVariant: flags.newVariant,
-      signal: controller.signal,
-      onEvent: (event) => reporter.onEvent(event),
-      onLog: flags.verbose ? (line) => reporter.note(`worker: ${line}`) : undefined,
-    });
+    const result = await go(reporter, controller.signal);
     if (result.aborted) return EXIT_INTERRUPTED;
     return result.complete ? 0 : EXIT_ERROR;
   } finally {
@@ -124,24 +179,44 @@ async function planCommand(files: string[], flags: PlanFlags): Promise<number> {
   try {
     for (const file of files) {
       try {
-        const estimate = await planRun(file, {
-          outDir: flags.out === undefined ? undefined : resolve(flags.out),
+        const options = {
           load: flags.load,
           measure: flags.measure,
           gpu: flags.gpu,
           signal: controller.signal,
-          onEvent: (event) => {
+          onEvent: (event: RunEvent) => {
             const line = flags.json ? null : describeEvent(event);
             if (line) process.stderr.write(`${line}\n`);
           },
-          onLog: flags.verbose ? (line) => process.stderr.write(`worker: ${line}\n`) : undefined,
-        });
-        estimates.push(estimate);
-        process.stdout.write(
-          flags.json
-            ? `${JSON.stringify(estimate)}\n`
-            : `${estimates.length > 1 ? '\n' : ''}${estimateText(estimate)}`,
-        );
+          onLog: flags.verbose ? (line: string) => process.stderr.write(`worker: ${line}\n`) : undefined,
+        };
+        const config = await loadConfigFile(file);
+        const outDir = flags.out === undefined ? defaultOutDir(config) : resolve(flags.out);
+        // A sweep is planned variant by variant, each in its folder of the study (as `run` writes them).
+        const planned =
+          config.sweep === undefined
+            ? [{ ...(await estimateRun(config, { ...options, outDir })), config: file }]
+            : await expandSweep(config).variants.reduce<Promise<RunEstimate[]>>(
+                async (acc, variant) => [
+                  ...(await acc),
+                  {
+                    ...(await estimateRun(variant.config, {
+                      ...options,
+                      outDir: join(outDir, variant.name),
+                    })),
+                    config: `${file} [${variant.name}]`,
+                  },
+                ],
+                Promise.resolve([]),
+              );
+        for (const estimate of planned) {
+          estimates.push(estimate);
+          process.stdout.write(
+            flags.json
+              ? `${JSON.stringify(estimate)}\n`
+              : `${estimates.length > 1 ? '\n' : ''}${estimateText(estimate)}`,
+          );
+        }
       } catch (error) {
         if (controller.signal.aborted) return EXIT_INTERRUPTED;
         if (files.length === 1) throw error;
@@ -153,7 +228,7 @@ async function planCommand(files: string[], flags: PlanFlags): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
   }
-  if (files.length > 1 && !flags.json) process.stdout.write(`\n${totalsText(estimates)}`);
+  if (estimates.length > 1 && !flags.json) process.stdout.write(`\n${totalsText(estimates)}`);
   return failed > 0 ? EXIT_ERROR : 0;
 }
 
@@ -218,14 +293,24 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     .summary('run an experiment from a YAML config')
     .description(
       'Run the experiment in CONFIG (YAML; see `diffusion-lens schema`). Images already made in the ' +
-        'output folder with the same settings are skipped, so an interrupted run resumes where it stopped.',
+        'output folder with the same settings are skipped, so an interrupted run resumes where it stopped. ' +
+        'A config with a `sweep:` block runs as a study: each combination of the swept values into ' +
+        'OUT/<variant>/, one worker for all, with OUT/study.json listing the variants.',
     )
     .argument('<config>', 'experiment file (.yaml, .yml or .json)')
-    .option('-o, --out <dir>', 'output folder (default: runs/<name>, name from the config or its file name)');
+    .option(
+      '-o, --out <dir>',
+      'output folder, or the study folder of a sweep (default: runs/<name>, name from the config or its file name)',
+    );
   addRunFlags(run).action(async (file: string, options: { out?: string } & RunFlags) => {
     const config = await loadConfigFile(file);
     const outDir = options.out === undefined ? defaultOutDir(config) : resolve(options.out);
-    setExitCode(await runWithUi(config, outDir, options));
+    if (config.sweep !== undefined) {
+      expandSweep(config); // every variant checked before anything starts
+      setExitCode(await studyWithUi(config, outDir, options));
+    } else {
+      setExitCode(await runWithUi(config, outDir, options));
+    }
   });
 
   program
@@ -235,7 +320,8 @@ function buildProgram(setExitCode: (code: number) => void): Command {
       'Say what `run CONFIG` would do, generating nothing: its images (prompts x layers x seeds x stages), ' +
         'how many of them the output folder holds already (checked as `run` checks them), the denoiser ' +
         'evaluations (steps x images, x2 where classifier-free guidance runs: guidance > 1, not Flux), and ' +
-        'estimates of the time and the disk it takes. Offline by default: no worker starts.',
+        'estimates of the time and the disk it takes. A config with a `sweep:` is planned variant by variant ' +
+        '(each in OUT/<variant>/, as `run` writes them), with a total. Offline by default: no worker starts.',
     )
     .argument(
       '<configs...>',

@@ -42,6 +42,7 @@ export {
   defaultOutDir,
   type EstimateOptions,
   estimateRun,
+  expandSweep,
   experimentImages,
   FolderBusyError,
   FolderConflictError,
@@ -63,8 +64,17 @@ export {
   type RunOptions,
   type RunResult,
   runExperiment,
+  runStudy,
+  STUDY_FILE,
   type Stage2Settings,
+  type StudyEvent,
+  type StudyOptions,
+  type StudyRecord,
+  StudyRecordSchema,
+  type StudyResult,
+  type SweepVariant,
   slugify,
+  type VariantTag,
 } from './experiment/index.js';
 export { buildGrid, type GridOptions, gridLayout } from './render/index.js';
 export { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from './version.js';

@@ -808,6 +808,7 @@ describe('toJsonSchema', () => {
       'stages',
       'stage2',
       'grid',
+      'sweep',
     ]);
     expect(schema.required).toEqual(['prompts']);
     expect(schema.additionalProperties).toBe(false);

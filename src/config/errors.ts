@@ -60,6 +60,28 @@ export function listIndexes(name: string, indexes: readonly number[]): string {
   return items.length <= 1 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
 }
 
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0] ?? 0;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j] ?? 0;
+      row[j] = Math.min(cur + 1, (row[j - 1] ?? 0) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length] ?? 0;
+}
+
+/** The candidate `word` is most likely a typo of, when one is near enough. */
+export function nearest(word: string, candidates: readonly string[]): string | undefined {
+  const best = candidates
+    .map((k) => ({ k, d: editDistance(word.toLowerCase(), k) }))
+    .sort((a, b) => a.d - b.d)[0];
+  return best && best.d <= Math.max(2, Math.floor(word.length / 3)) ? best.k : undefined;
+}
+
 /** A bad config, prompt file or option; `message` has one line per issue. */
 export class ConfigError extends Error {
   readonly issues: ConfigIssue[];

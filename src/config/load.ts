@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { ConfigError, type ConfigIssue, type FieldPath, formatPath } from './errors.js';
+import { ConfigError, type ConfigIssue, type FieldPath, formatPath, nearest } from './errors.js';
 import { type ExperimentConfig, ExperimentConfigSchema } from './schema.js';
 
 /** Maps a config field to where it was written. */
@@ -19,6 +19,8 @@ export interface ConfigSource {
   /** Display names for fields (CLI options), as given to parseConfig. */
   labels?: Record<string, string>;
 }
+
+export { nearest };
 
 const sources = new WeakMap<object, ConfigSource>();
 
@@ -131,28 +133,6 @@ function integerField(path: FieldPath): boolean {
     return [];
   });
   return numeric.length > 0 && numeric.every(Boolean);
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0] ?? 0;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j] ?? 0;
-      row[j] = Math.min(cur + 1, (row[j - 1] ?? 0) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row[b.length] ?? 0;
-}
-
-/** The candidate `word` is most likely a typo of, when one is near enough. */
-export function nearest(word: string, candidates: readonly string[]): string | undefined {
-  const best = candidates
-    .map((k) => ({ k, d: editDistance(word.toLowerCase(), k) }))
-    .sort((a, b) => a.d - b.d)[0];
-  return best && best.d <= Math.max(2, Math.floor(word.length / 3)) ? best.k : undefined;
 }
 
 function suggestion(key: string, path: FieldPath): string {

@@ -2,7 +2,7 @@
 // A field's `.describe()` text is its description in the JSON Schema and the help of its `lens` option
 // (src/cli/lens-options.ts); where its default is not a `.default()` value, the text ends `; default: ...`.
 import { z } from 'zod';
-import { ConfigError, listIndexes, repeats, timesListed } from './errors.js';
+import { ConfigError, listIndexes, nearest, repeats, timesListed } from './errors.js';
 import { type LayerRange, parseLayerSpec, resolveLayers } from './layers.js';
 
 /** Where weights wait while unused: see ModelSchema's `offload`. Same values as the protocol's. */
@@ -420,47 +420,147 @@ const RuntimeSchema = z
   })
   .describe('execution settings (do not change the images)');
 
-export const ExperimentConfigSchema = z
-  .strictObject({
-    name: z
-      .string()
-      .min(1)
-      .optional()
-      .describe('run name in the manifest; default: the config file name, or the first prompt'),
-    model: ModelSchema.prefault({}),
-    sampler: SamplerSchema.prefault({}),
-    lens: LensSchema.prefault({}),
-    seeds: SeedsSchema.default([0, 1, 2, 3]),
-    prompts: PromptsSchema,
-    runtime: RuntimeSchema.prefault({}),
-    stages: StagesSchema.optional(),
-    stage2: Stage2Schema.prefault({}),
-    grid: GridSchema.prefault({}),
-  })
-  .superRefine((config, ctx) => {
-    const stages = resolveStages(config);
-    if (stages.includes(2) && config.stage2.model === undefined) {
+/** JSON with sorted object keys: equal values, equal text (for duplicate sweep values). */
+function stableJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
+}
+
+/** Config fields a sweep may not vary: the study's own name, and the sweep itself. */
+export const UNSWEPT_FIELDS = ['name', 'sweep'] as const;
+
+/**
+ * A sweep: dotted config field paths, each with the values it takes; the study runs every combination
+ * (see src/experiment/study.ts). The paths are checked against the config's fields below, each
+ * combination (a variant) against the whole schema by expandSweep.
+ */
+const SweepSchema = z
+  .record(
+    z.string(),
+    z
+      .array(z.unknown())
+      .min(1, { error: 'must list at least one value' })
+      .superRefine((values, ctx) => {
+        for (const [text, at] of repeats(values.map(stableJson))) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `${text} is listed ${timesListed(at.length)}`,
+            params: { at: [at[1]] },
+          });
+        }
+      }),
+    { error: 'must map dotted config fields to lists of values, e.g. {lens.uncond: [final, same-layer]}' },
+  )
+  .describe(
+    'a study: dotted config fields (lens.uncond, sampler.guidance, model.id, ...), each with a list of ' +
+      'values; every combination runs as one variant, into OUT/<variant>/, with OUT/study.json listing them ' +
+      '(not name or sweep); default: none, one run',
+  );
+
+type AnySchema = z.core.$ZodType;
+
+/**
+ * Where a dotted path leaves the config's fields: null when `parts` names a field (a section, a field,
+ * or a key of a family_options mapping), else the index of the first unknown part and the keys there.
+ */
+export function unknownFieldAt(parts: readonly string[]): { index: number; keys: string[] } | null {
+  const unwrap = (s: AnySchema): AnySchema[] => {
+    const def = s._zod.def as unknown as Record<string, unknown>;
+    if (def.innerType) return unwrap(def.innerType as AnySchema);
+    if (def.type === 'pipe') return unwrap(def.in as AnySchema);
+    if (def.type === 'union') return (def.options as AnySchema[]).flatMap(unwrap);
+    return [s];
+  };
+  let schemas: AnySchema[] = [ConfigFields];
+  for (const [index, part] of parts.entries()) {
+    const here = schemas.flatMap(unwrap);
+    const keys = here.flatMap((s) => Object.keys((s._zod.def as { shape?: object }).shape ?? {}));
+    schemas = here.flatMap((s) => {
+      const def = s._zod.def as unknown as {
+        type: string;
+        shape?: Record<string, AnySchema>;
+        valueType?: AnySchema;
+      };
+      if (def.shape) return def.shape[part] ? [def.shape[part]] : [];
+      return def.type === 'record' && def.valueType ? [def.valueType] : [];
+    });
+    if (schemas.length === 0 || part === '') return { index, keys };
+  }
+  return null;
+}
+
+/** What is wrong with a sweep path (`lens.uncnd`), with a did-you-mean; null when it names a field. */
+export function sweepPathProblem(path: string): string | null {
+  const parts = path.split('.');
+  const [first = ''] = parts;
+  if ((UNSWEPT_FIELDS as readonly string[]).includes(first)) {
+    return `${first} cannot be swept (the study's variants are named by their values)`;
+  }
+  const unknown = unknownFieldAt(parts);
+  if (unknown === null) return null;
+  const part = parts[unknown.index] ?? '';
+  const parent = parts.slice(0, unknown.index).join('.');
+  if (part === '') return 'is not a dotted config field path, e.g. lens.uncond';
+  const keys = unknown.keys.filter(
+    (key) => unknown.index > 0 || !(UNSWEPT_FIELDS as readonly string[]).includes(key),
+  );
+  const best = nearest(part, keys);
+  const hint = best
+    ? ` (did you mean "${[...parts.slice(0, unknown.index), best].join('.')}"?)`
+    : keys.length > 0
+      ? ` (${parent || 'the config'} has: ${keys.join(', ')})`
+      : '';
+  return `is not a config field: ${parent || 'the config'} has no "${part}"${hint}`;
+}
+
+const ConfigFields = z.strictObject({
+  name: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('run name in the manifest; default: the config file name, or the first prompt'),
+  model: ModelSchema.prefault({}),
+  sampler: SamplerSchema.prefault({}),
+  lens: LensSchema.prefault({}),
+  seeds: SeedsSchema.default([0, 1, 2, 3]),
+  prompts: PromptsSchema,
+  runtime: RuntimeSchema.prefault({}),
+  stages: StagesSchema.optional(),
+  stage2: Stage2Schema.prefault({}),
+  grid: GridSchema.prefault({}),
+  sweep: SweepSchema.optional(),
+});
+
+export const ExperimentConfigSchema = ConfigFields.superRefine((config, ctx) => {
+  for (const path of Object.keys(config.sweep ?? {})) {
+    const problem = sweepPathProblem(path);
+    if (problem !== null) ctx.addIssue({ code: 'custom', path: ['sweep', path], message: problem });
+  }
+  const stages = resolveStages(config);
+  if (stages.includes(2) && config.stage2.model === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['stage2', 'model'],
+      message: 'is required when stages include 2 (the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0)',
+    });
+  }
+  // Which families have a stage II, caption cleaning or a scheduler, the worker says (capabilities).
+  for (const shortcut of FAMILY_OPTION_SHORTCUTS) {
+    const [section, name] = shortcut.path;
+    const options = (config[section] as { family_options?: Record<string, unknown> }).family_options ?? {};
+    const value = (config[section] as Record<string, unknown>)[name];
+    if (value !== shortcut.unset && value !== undefined && name in options) {
       ctx.addIssue({
         code: 'custom',
-        path: ['stage2', 'model'],
-        message: 'is required when stages include 2 (the stage II checkpoint, e.g. DeepFloyd/IF-II-L-v1.0)',
+        path: [...shortcut.options, name],
+        message: `is set twice: here and as ${shortcut.path.join('.')}; keep one`,
       });
     }
-    // Which families have a stage II, caption cleaning or a scheduler, the worker says (capabilities).
-    for (const shortcut of FAMILY_OPTION_SHORTCUTS) {
-      const [section, name] = shortcut.path;
-      const options = (config[section] as { family_options?: Record<string, unknown> }).family_options ?? {};
-      const value = (config[section] as Record<string, unknown>)[name];
-      if (value !== shortcut.unset && value !== undefined && name in options) {
-        ctx.addIssue({
-          code: 'custom',
-          path: [...shortcut.options, name],
-          message: `is set twice: here and as ${shortcut.path.join('.')}; keep one`,
-        });
-      }
-    }
-  })
-  .describe('A Diffusion Lens experiment: prompts x encoder layers x seeds (x stages)');
+  }
+}).describe('A Diffusion Lens experiment: prompts x encoder layers x seeds (x stages)');
 
 /** The stages to run: `stages` as given (sorted), else [1, 2] when a stage II model is set, else [1]. */
 export function resolveStages(config: {

@@ -41,6 +41,8 @@ export {
   type ResolvedConfig,
   type ResolvedStage2,
   type Truncation,
+  type VariantTag,
+  VariantTagSchema,
   writeManifest,
 } from './manifest.js';
 export { OutputFolderError } from './outdir.js';
@@ -77,3 +79,17 @@ export {
   slugify,
   writeFileAtomic,
 } from './store.js';
+export {
+  expandSweep,
+  runStudy,
+  STUDY_FILE,
+  STUDY_VERSION,
+  type StudyEvent,
+  type StudyOptions,
+  type StudyRecord,
+  StudyRecordSchema,
+  type StudyResult,
+  type StudyVariantRecord,
+  StudyVariantRecordSchema,
+  type SweepVariant,
+} from './study.js';

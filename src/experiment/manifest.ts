@@ -1,6 +1,7 @@
 // DIR/manifest.json: what was run, with what, and which files it made. Written atomically at the end of
 // a run and when a run stops early (then `complete: false`).
 import { join } from 'node:path';
+import { z } from 'zod';
 import type { FamilyOptions, LoadedMessage } from '../bridge/index.js';
 import {
   type ExperimentConfig,
@@ -20,6 +21,15 @@ import type { WorkerInfo } from './resolution.js';
 import { MANIFEST_FILE, writeFileAtomic } from './store.js';
 
 export const MANIFEST_VERSION = 1;
+
+/** The sweep variant a run is, when it ran as part of a study (runStudy): its name and swept values. */
+export const VariantTagSchema = z.object({
+  /** The variant's folder name in the study, e.g. `uncond-same-layer_noise-per-layer`. */
+  name: z.string().min(1),
+  /** Each swept field (dotted path) with this variant's value. */
+  values: z.record(z.string(), z.unknown()),
+});
+export type VariantTag = z.infer<typeof VariantTagSchema>;
 
 /** Stage II as run: the config's settings with the checkpoint's defaults filled in. */
 export interface ResolvedStage2 {
@@ -135,6 +145,8 @@ export interface Manifest {
   version: typeof MANIFEST_VERSION;
   tool: { name: string; version: string; lens_algorithm: number };
   complete: boolean;
+  /** Set only when the run is a variant of a study (runStudy). */
+  variant?: VariantTag;
   config: ResolvedConfig;
   model: {
     id: string;
@@ -193,6 +205,8 @@ export interface ManifestInput {
   seconds: number;
   generated: number;
   skipped: number;
+  /** The study variant the run is (recorded only when given). */
+  variant?: VariantTag;
 }
 
 export function buildManifest(input: ManifestInput): Manifest {
@@ -246,6 +260,7 @@ export function buildManifest(input: ManifestInput): Manifest {
     version: MANIFEST_VERSION,
     tool: { name: TOOL_NAME, version: TOOL_VERSION, lens_algorithm: LENS_ALGORITHM_VERSION },
     complete: input.complete,
+    ...(input.variant ? { variant: input.variant } : {}),
     config: resolved,
     model: {
       id: input.modelId,

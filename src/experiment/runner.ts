@@ -14,7 +14,7 @@ import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { LensWorker, LoadedMessage } from '../bridge/index.js';
 import { WorkerError } from '../bridge/index.js';
-import { ConfigError, type ExperimentConfig } from '../config/index.js';
+import { ConfigError, type ExperimentConfig, locateField } from '../config/index.js';
 import type { RunEvent } from './events.js';
 import { checkNamedFamily, familyOptionsFor } from './family.js';
 import { claimFolder, FolderConflictError } from './folder.js';
@@ -23,7 +23,7 @@ import { writeGrids } from './grids.js';
 import { writeImagesCsv } from './images-csv.js';
 import { resolveInputs } from './inputs.js';
 import { FolderBusyError } from './lock.js';
-import { buildManifest, type Manifest, type Truncation, writeManifest } from './manifest.js';
+import { buildManifest, type Manifest, type Truncation, type VariantTag, writeManifest } from './manifest.js';
 import { type OutputFolder, OutputFolderError, openOutputFolder } from './outdir.js';
 import { canonicalJson, imageSettings, type Plan, planExperiment } from './plan.js';
 import { readResolution, type WorkerInfo, writeResolution } from './resolution.js';
@@ -57,6 +57,8 @@ export interface RunOptions {
    */
   overwrite?: boolean;
   newVariant?: boolean;
+  /** The study variant this run is (runStudy sets it): recorded in its manifest. */
+  variant?: VariantTag;
 }
 
 export interface RunResult {
@@ -82,6 +84,13 @@ interface Planned {
 
 /** Runs an experiment; see the module comment. Rejects on errors (ConfigError, WorkerError, I/O). */
 export async function runExperiment(config: ExperimentConfig, options: RunOptions): Promise<RunResult> {
+  if (config.sweep !== undefined) {
+    throw new ConfigError({
+      path: ['sweep'],
+      ...locateField(config, ['sweep']),
+      message: 'makes the config a study of several variants: run it with runStudy (or expandSweep it)',
+    });
+  }
   const startedAt = new Date();
   const t0 = performance.now();
   const seconds = (): number => Math.round(performance.now() - t0) / 1000;
@@ -172,6 +181,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       seconds: seconds(),
       generated: sink.generated,
       skipped,
+      variant: options.variant,
     });
     const manifestPath = await writeManifest(outDir, manifest);
     await writeImagesCsv(outDir, manifest);

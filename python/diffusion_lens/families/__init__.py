@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import diffusers
+import torch
 
 from ..devices import resolve_dtype
 from .base import (
@@ -66,6 +67,7 @@ __all__ = [
     "Stage2Settings",
     "detect_family",
     "load_family",
+    "wrap_pipeline",
 ]
 
 
@@ -126,3 +128,40 @@ def load_family(options: LoadOptions, family: str | None) -> Family:
     loaded = chosen.load(options)
     loaded.loras = load_loras(loaded.pipe, options.lora, options.allow_pickle)
     return loaded
+
+
+def wrap_pipeline(pipe: object, family_options: dict[str, object] | None = None) -> Family:
+    """An already-loaded stock diffusers pipeline as its family, without reloading anything (the Python API):
+    the family is the one whose ``pipeline_classes`` name ``type(pipe)``; the device is where the pipeline
+    executes (its execution device under CPU offload), the dtype its own. DeepFloyd IF wraps stage I only."""
+    class_name = type(pipe).__name__
+    name = _family_of(class_name)
+    if name is None:
+        supported = ", ".join(c for f in FAMILIES.values() for c in f.pipeline_classes)
+        hint = (
+            "; it is a DeepFloyd IF stage II: pass the stage I IFPipeline (the Python API runs stage I only)"
+            if class_name == "IFSuperResolutionPipeline"
+            else ""
+        )
+        raise CheckpointError(
+            f"a {class_name} is not a pipeline the lens supports{hint}; supported: {supported}"
+        )
+    chosen = FAMILIES[name]
+    problem = chosen.options_problem("load", family_options or {}, "family_options")
+    if problem is not None:
+        raise CheckpointError(problem)
+    device = getattr(pipe, "_execution_device", None) or getattr(pipe, "device", None)
+    device = torch.device(device if device is not None else "cpu")
+    model = str(getattr(pipe, "config", {}).get("_name_or_path", "") or class_name)
+    options = LoadOptions(
+        model=model,
+        revision=None,
+        device=device.type,
+        dtype=getattr(pipe, "dtype", torch.float32),
+        offload="none",
+        allow_pickle=False,
+        family_options=dict(family_options or {}),
+    )
+    if chosen is DeepFloydIFFamily:
+        return DeepFloydIFFamily(pipe, None, options, device)  # type: ignore[arg-type]
+    return chosen(pipe, options, device)  # type: ignore[call-arg]
