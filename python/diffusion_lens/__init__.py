@@ -2,16 +2,12 @@
 
 The Python API (for notebooks): ``diffusion_lens.lens(pipe, "a red apple", layers="all", seeds=[0, 1])``
 on an already-loaded diffusers pipeline returns a ``LensResult`` (see api.py). It is imported on first
-use, so that ``import diffusion_lens`` (the worker's protocol side) does not import torch.
-
-``diffusion_lens.lens`` is that function, also once the submodule of the same name (lens.py, the
-family-independent lens) is imported: import from the submodule with ``from diffusion_lens.lens import …``."""
+use, so that ``import diffusion_lens`` (the worker's protocol side) does not import torch. The
+family-independent lens that the worker and the API share is ``generation.py``."""
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -24,26 +20,10 @@ if TYPE_CHECKING:
     from .families import wrap_pipeline
     from .layer_spec import resolve_layers
 
-_LAZY = {"LensResult": "api", "wrap_pipeline": "families", "resolve_layers": "layer_spec"}
+_LAZY = {"lens": "api", "LensResult": "api", "wrap_pipeline": "families", "resolve_layers": "layer_spec"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """The package, whose ``lens`` attribute is always the API function: the import system's binding of
-    the ``lens`` submodule to the package is kept out of the way (the submodule stays in sys.modules)."""
-
-    @property
-    def lens(self) -> Any:
-        return importlib.import_module(".api", __name__).lens
-
-    @lens.setter
-    def lens(self, value: Any) -> None:
-        pass  # the submodule diffusion_lens.lens being bound on import
-
-
-sys.modules[__name__].__class__ = _Package

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .families import Embeds, Readout, SamplerSettings, wrap_pipeline
+from .generation import Item, LensOptions, Progress, encode_all, generate
 from .images import png_bytes
 from .layer_spec import LayerSpecInput, resolve_layers
 from .layout import (
@@ -37,7 +38,6 @@ from .layout import (
     manifest_json,
     write_atomic,
 )
-from .lens import Item, LensOptions, Progress, encode_all, generate
 
 __all__ = ["LensResult", "lens"]
 

@@ -21,7 +21,7 @@ import torch
 from .devices import resolve_device, resolve_dtype
 from .families import CheckpointSource, LoadOptions, SamplerSettings, Stage2Settings, load_family
 from .fixtures import save_fixture
-from .lens import Item, LensOptions, generate
+from .generation import Item, LensOptions, generate
 
 
 def timed(run: Callable[[], object], repeats: int) -> float:

@@ -21,8 +21,7 @@ from .families import (
     Stage2Settings,
     load_family,
 )
-from .images import png_bytes
-from .lens import (
+from .generation import (
     BadRequest,
     Cancelled,
     Item,
@@ -31,6 +30,7 @@ from .lens import (
     Progress,
     generate,
 )
+from .images import png_bytes
 
 Emit = Callable[[protocol.Message], None]
 

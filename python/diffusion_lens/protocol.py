@@ -6,7 +6,7 @@ validated against it here (the ``jsonschema`` package) before anything acts on i
 describes the messages. A bad message raises ``ProtocolError``, which the server turns into an
 ``error`` reply naming the field at fault. What a schema cannot know (a layer beyond the loaded
 model's depth, an unknown scheduler, an item whose prompt index is past ``prompts``) is checked where
-it is used, in lens.py and the families, and answered with ``bad_request``.
+it is used, in generation.py and the families, and answered with ``bad_request``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if SCHEMA["protocol"] != PROTOCOL_VERSION:
 ERROR_CODES: tuple[str, ...] = tuple(SCHEMA["replies"]["error"]["properties"]["code"]["enum"])
 
 # Classifier-free guidance scales: beyond about 100 images saturate, and 1e308 or inf overflows the
-# guided noise to NaN (an all-black image). From the schema; lens.py checks library callers with it.
+# guided noise to NaN (an all-black image). From the schema; generation.py checks library callers with it.
 _GUIDANCE = SCHEMA["requests"]["generate"]["properties"]["guidance"]
 GUIDANCE_RANGE: tuple[float, float] = (float(_GUIDANCE["minimum"]), float(_GUIDANCE["maximum"]))
 

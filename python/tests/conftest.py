@@ -163,7 +163,7 @@ def stock_settings_image(pipe, prompt: str | None, seed: int, settings, **kwargs
 
 def lens_images(family, prompts, items, settings, **options) -> list:
     """The images of a single-stage family's lens run, in item order (``options``: LensOptions fields)."""
-    from diffusion_lens.lens import LensOptions, generate
+    from diffusion_lens.generation import LensOptions, generate
 
     images: dict = {}
     generate(

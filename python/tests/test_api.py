@@ -18,9 +18,9 @@ import torch
 
 import diffusion_lens
 from diffusion_lens.families import CheckpointError, SamplerSettings
+from diffusion_lens.generation import BadRequest, Item
 from diffusion_lens.layer_spec import LayerSpecError, resolve_layers
 from diffusion_lens.layout import image_path, images_csv, layer_depth, prompt_dir_name
-from diffusion_lens.lens import BadRequest, Item
 
 from .conftest import lens_images, stock_settings_image
 

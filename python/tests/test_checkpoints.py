@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from diffusion_lens.families import CheckpointError, LoraWeights, load_family
 from diffusion_lens.fixtures import save_lora, save_single_file, tiny_sd_pipeline, tiny_sdxl_pipeline
-from diffusion_lens.lens import Item
+from diffusion_lens.generation import Item
 
 from .conftest import load_options, stock_pipeline
 from .test_lens_sd import PROMPTS, run_lens, stock_image

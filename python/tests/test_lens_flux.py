@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from diffusion_lens.families import Readout, SamplerSettings, detect_family
-from diffusion_lens.lens import BadRequest, Item
+from diffusion_lens.generation import BadRequest, Item
 
 from .conftest import lens_images, stock_settings_image
 

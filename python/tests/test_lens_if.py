@@ -21,8 +21,8 @@ from diffusion_lens.families import (
     detect_family,
     load_family,
 )
+from diffusion_lens.generation import BadRequest, Item, LensOptions, generate
 from diffusion_lens.images import to_uint8
-from diffusion_lens.lens import BadRequest, Item, LensOptions, generate
 
 from .conftest import load_options
 

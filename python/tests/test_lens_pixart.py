@@ -12,7 +12,7 @@ from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
 
 from diffusion_lens.families import SamplerSettings, detect_family, load_family
 from diffusion_lens.fixtures import save_fixture
-from diffusion_lens.lens import BadRequest, Item
+from diffusion_lens.generation import BadRequest, Item
 
 from .conftest import lens_images, load_options, stock_settings_image
 

@@ -16,7 +16,7 @@ from diffusers import SanaPipeline, UniPCMultistepScheduler
 
 from diffusion_lens.families import CheckpointError, SamplerSettings, detect_family, load_family
 from diffusion_lens.fixtures import save_fixture
-from diffusion_lens.lens import BadRequest, Item, truncations
+from diffusion_lens.generation import BadRequest, Item, truncations
 
 from .conftest import lens_images, load_options, stock_pipeline, stock_settings_image
 

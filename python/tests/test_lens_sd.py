@@ -17,7 +17,7 @@ from diffusers import (
 
 from diffusion_lens.families import SamplerSettings
 from diffusion_lens.families.sd import final_layer_norm
-from diffusion_lens.lens import BadRequest, Cancelled, Item, LensOptions, OutOfMemory, generate
+from diffusion_lens.generation import BadRequest, Cancelled, Item, LensOptions, OutOfMemory, generate
 
 PROMPTS = ["a red apple", "two blue cubes on a table", "a portrait of an astronaut"]
 SETTINGS = SamplerSettings(num_inference_steps=4, guidance_scale=7.5, height=32, width=32, scheduler=None)

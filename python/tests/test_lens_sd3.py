@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from diffusion_lens.families import Readout, SamplerSettings, detect_family, load_family
-from diffusion_lens.lens import Item
+from diffusion_lens.generation import Item
 
 from .conftest import lens_images, stock_settings_image
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from diffusion_lens.families import Readout, SamplerSettings, detect_family
-from diffusion_lens.lens import BadRequest, Item
+from diffusion_lens.generation import BadRequest, Item
 
 from .conftest import lens_images, stock_settings_image
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diffusion_lens.families import SamplerSettings, load_family
-from diffusion_lens.lens import Item, LensOptions, generate
+from diffusion_lens.generation import Item, LensOptions, generate
 from diffusion_lens.shapes.model import MAX_TOKENS, TEXT_LAYERS, build_tokenizer
 from diffusion_lens.shapes.world import vocabulary
 

@@ -1,4 +1,4 @@
-"""What every pipeline family provides to the lens (lens.py drives it; server.py never sees torch)."""
+"""What every pipeline family provides to the lens (generation.py drives it; server.py never sees torch)."""
 
 from __future__ import annotations
 

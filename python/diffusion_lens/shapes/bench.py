@@ -21,7 +21,7 @@ import torch
 
 from ..devices import resolve_device, resolve_dtype
 from ..families import LoadOptions, SamplerSettings, load_family
-from ..lens import Item, LensOptions, generate
+from ..generation import Item, LensOptions, generate
 from .plot import accuracy_svg
 from .scorer import score
 from .world import Scene, all_scenes, is_heldout
