@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
+from .devices import library_versions
 from .families import Embeds, Readout, SamplerSettings, wrap_pipeline
 from .generation import Item, LensOptions, Progress, encode_all, generate
 from .images import png_bytes
@@ -272,16 +272,7 @@ def _as_worker(pipe: Any, quiet: bool) -> Iterator[None]:
 
 
 def _versions() -> dict[str, str]:
-    import diffusers
-    import transformers
-
-    return {
-        "version": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-    }
+    return {"version": __version__, **library_versions()}
 
 
 def lens(

@@ -1,4 +1,4 @@
-"""Device and dtype choices, and recognising out-of-memory errors across backends."""
+"""Device and dtype choices, recognising out-of-memory errors across backends, and the library versions."""
 
 from __future__ import annotations
 
@@ -50,3 +50,18 @@ def empty_cache(device: str) -> None:
         torch.cuda.empty_cache()
     elif device == "mps":
         torch.mps.empty_cache()
+
+
+def library_versions() -> dict[str, str]:
+    """The Python, torch, diffusers and transformers versions, as `ready` and the API's manifests say them."""
+    import sys
+
+    import diffusers
+    import transformers
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+    }

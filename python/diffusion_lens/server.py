@@ -42,19 +42,12 @@ def default_endpoint() -> tuple[str, str | None]:
 
 def environment() -> dict[str, Any]:
     """The `ready` fields that describe this worker; imports torch lazily (slow)."""
-    import diffusers
-    import torch
-    import transformers
-
-    from .devices import best_device
+    from .devices import best_device, library_versions
     from .families import FAMILIES
 
     return {
         "worker": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
+        **library_versions(),
         "device": best_device(),
         "families": [family.capabilities() for family in FAMILIES.values()],
     }

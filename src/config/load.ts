@@ -290,6 +290,27 @@ export function parseConfig(input: unknown, options: ParseConfigOptions = {}): E
   return result.data;
 }
 
+/**
+ * A YAML text as a document and a locator of its fields (file and line of a path); a ConfigError naming
+ * the line of each syntax error.
+ */
+export function parseYaml(text: string, file: string): { doc: Document; locate: Locator } {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((error) => ({
+        path: [],
+        file,
+        line: error.linePos?.[0]?.line,
+        column: error.linePos?.[0]?.col,
+        message: `invalid YAML: ${(error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '')}`,
+      })),
+    );
+  }
+  return { doc, locate: yamlLocator(doc, lines, file) };
+}
+
 function yamlLocator(doc: Document, lines: LineCounter, file: string): Locator {
   return (path, key) => {
     // Walk down as far as the document goes; point at the deepest node found.
@@ -370,25 +391,9 @@ export async function loadConfigFile(path: string): Promise<ExperimentConfig> {
       code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder' : (error as Error).message;
     throw new ConfigError({ path: [], file: display, message: `cannot read the config: ${why}` });
   }
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      doc.errors.map((error) => ({
-        path: [],
-        file: display,
-        line: error.linePos?.[0]?.line,
-        column: error.linePos?.[0]?.col,
-        message: `invalid YAML: ${(error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '')}`,
-      })),
-    );
-  }
+  const { doc, locate } = parseYaml(text, display);
   const input = doc.toJS({ maxAliasCount: 100 }) as unknown;
-  const source: ConfigSource = {
-    file: display,
-    dir: dirname(file),
-    locate: yamlLocator(doc, lines, display),
-  };
+  const source: ConfigSource = { file: display, dir: dirname(file), locate };
   if (input === null || input === undefined) {
     throw new ConfigError({ path: [], file: display, message: 'the config is empty' });
   }

@@ -3,11 +3,11 @@
 // every set's file and checks them against each other; renderQuestion fills a question in for one prompt.
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { type Document, LineCounter, type Node, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { packageRoot } from '../paths.js';
 import { CsvSyntaxError, parseCsv } from './csv.js';
 import { ConfigError, type ConfigIssue, type FieldPath, repeats, timesListed } from './errors.js';
+import { type Locator, parseYaml } from './load.js';
 
 /** The index shipped with the package: configs/prompts/sets.yaml. */
 export const PROMPT_SETS_FILE = join(packageRoot, 'configs', 'prompts', 'sets.yaml');
@@ -152,23 +152,6 @@ export function renderQuestions(set: PromptSetSpec, row: PromptSetRow): Rendered
 // ---------------------------------------------------------------------------------------------------------
 // The index
 
-type Locate = (path: FieldPath) => Pick<ConfigIssue, 'file' | 'line' | 'column'>;
-
-function yamlLocate(doc: Document, lines: LineCounter, file: string): Locate {
-  return (path) => {
-    // The deepest node of the path that the document has.
-    for (let depth = path.length; depth >= 0; depth--) {
-      const node = (depth === 0 ? doc.contents : doc.getIn(path.slice(0, depth), true)) as Node | null;
-      const offset = node?.range?.[0];
-      if (offset !== undefined) {
-        const pos = lines.linePos(offset);
-        return { file, line: pos.line, column: pos.col };
-      }
-    }
-    return { file };
-  };
-}
-
 /** The issues of an index that its schema cannot see: repeated ids, files and columns, bad templates. */
 export function indexIssues(index: PromptSetIndex): { path: FieldPath; message: string }[] {
   const issues: { path: FieldPath; message: string }[] = [];
@@ -238,20 +221,8 @@ export function parsePromptSetIndex(text: string, file = 'sets.yaml'): PromptSet
   return parseIndex(text, file).index;
 }
 
-function parseIndex(text: string, file: string): { index: PromptSetIndex; locate: Locate } {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      doc.errors.map((error) => ({
-        path: [],
-        file,
-        line: error.linePos?.[0]?.line,
-        message: `invalid YAML: ${(error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '')}`,
-      })),
-    );
-  }
-  const locate = yamlLocate(doc, lines, file);
+function parseIndex(text: string, file: string): { index: PromptSetIndex; locate: Locator } {
+  const { doc, locate } = parseYaml(text, file);
   const result = PromptSetIndexSchema.safeParse(doc.toJS());
   if (!result.success) {
     throw new ConfigError(
