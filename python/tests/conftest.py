@@ -161,6 +161,21 @@ def stock_settings_image(pipe, prompt: str | None, seed: int, settings, **kwargs
     return np.asarray(result.images[0])
 
 
+def check_batches_change_nothing(run_lens, family, prompts, layers, seeds=(0, 1)) -> None:
+    """Every (prompt, layer, seed) of ``prompts`` x ``layers`` x ``seeds`` made in one batch gives its image
+    made alone (within 1/255), and the first two layers give different images for the same seed."""
+    import numpy as np
+
+    from diffusion_lens.generation import Item
+
+    items = [Item(p, layer, seed) for p in range(len(prompts)) for layer in layers for seed in seeds]
+    one_by_one = run_lens(family, prompts, items, max_batch=1)
+    batched = run_lens(family, prompts, items, max_batch=8)
+    for single, together in zip(one_by_one, batched, strict=True):
+        assert np.abs(single.astype(int) - together.astype(int)).max() <= 1
+    assert not np.array_equal(one_by_one[0], one_by_one[len(seeds)])
+
+
 def lens_images(family, prompts, items, settings, **options) -> list:
     """The images of a single-stage family's lens run, in item order (``options``: LensOptions fields)."""
     from diffusion_lens.generation import LensOptions, generate

@@ -13,7 +13,7 @@ import pytest
 from diffusion_lens.families import Readout, SamplerSettings, detect_family
 from diffusion_lens.generation import BadRequest, Item
 
-from .conftest import lens_images, stock_settings_image
+from .conftest import check_batches_change_nothing, lens_images, stock_settings_image
 
 PROMPTS = ["a red apple", "two blue cubes on a table"]
 TOKENS = 32  # the fixture family's max_sequence_length (the stock default is 512)
@@ -62,12 +62,7 @@ def test_each_layer_is_the_stock_pipeline_with_a_cut_t5(flux_family, stock_flux,
 
 
 def test_layers_differ_and_batches_change_nothing(flux_family):
-    items = [Item(p, layer, seed) for p in (0, 1) for layer in (0, 3) for seed in (0, 1)]
-    one_by_one = run_lens(flux_family, PROMPTS, items, max_batch=1)
-    batched = run_lens(flux_family, PROMPTS, items, max_batch=8)
-    for single, together in zip(one_by_one, batched, strict=True):
-        assert np.abs(single.astype(int) - together.astype(int)).max() <= 1
-    assert not np.array_equal(one_by_one[0], one_by_one[2])
+    check_batches_change_nothing(run_lens, flux_family, PROMPTS, layers=(0, 3))
 
 
 def test_what_a_distilled_model_has_no_use_for_is_refused(flux_family):

@@ -14,7 +14,7 @@ from diffusion_lens.families import SamplerSettings, detect_family, load_family
 from diffusion_lens.fixtures import save_fixture
 from diffusion_lens.generation import BadRequest, Item
 
-from .conftest import lens_images, load_options, stock_settings_image
+from .conftest import check_batches_change_nothing, lens_images, load_options, stock_settings_image
 
 PROMPTS = ["a red apple", "Two blue cubes on a table <b>http://example.com</b>"]
 # Small images without binning, for speed; one test runs the stock default (binning, 256 px).
@@ -114,12 +114,7 @@ def test_each_layer_is_the_stock_pipeline_with_a_cut_encoder(pixart_family, stoc
 
 
 def test_layers_give_different_images_and_batches_change_nothing(pixart_family):
-    items = [Item(p, layer, seed) for p in (0, 1) for layer in (0, 3) for seed in (0, 1)]
-    one_by_one = run_lens(pixart_family, PROMPTS, items, max_batch=1)
-    batched = run_lens(pixart_family, PROMPTS, items, max_batch=8)
-    for single, together in zip(one_by_one, batched, strict=True):
-        assert np.abs(single.astype(int) - together.astype(int)).max() <= 1
-    assert not np.array_equal(one_by_one[0], one_by_one[2])  # layer 0 vs layer 3, same seed
+    check_batches_change_nothing(run_lens, pixart_family, PROMPTS, layers=(0, 3))
 
 
 def test_sigma_loads_as_its_own_pipeline(tmp_path: Path):

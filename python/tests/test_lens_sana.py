@@ -18,7 +18,13 @@ from diffusion_lens.families import CheckpointError, SamplerSettings, detect_fam
 from diffusion_lens.fixtures import save_fixture
 from diffusion_lens.generation import BadRequest, Item, truncations
 
-from .conftest import lens_images, load_options, stock_pipeline, stock_settings_image
+from .conftest import (
+    check_batches_change_nothing,
+    lens_images,
+    load_options,
+    stock_pipeline,
+    stock_settings_image,
+)
 
 PROMPTS = ["a red apple", "Two blue cubes on a table <b>http://example.com</b>"]
 # The stock __call__'s own instruction, read here independently of the family.
@@ -231,12 +237,7 @@ def test_load_options_are_the_stock_pipeline_arguments(sana_dir: Path, stock_san
 
 
 def test_layers_give_different_images_and_batches_change_nothing(sana_family):
-    items = [Item(p, layer, seed) for p in (0, 1) for layer in (0, 3) for seed in (0, 1)]
-    one_by_one = run_lens(sana_family, PROMPTS, items, max_batch=1)
-    batched = run_lens(sana_family, PROMPTS, items, max_batch=8)
-    for single, together in zip(one_by_one, batched, strict=True):
-        assert np.abs(single.astype(int) - together.astype(int)).max() <= 1
-    assert not np.array_equal(one_by_one[0], one_by_one[2])  # layer 0 vs layer 3, same seed
+    check_batches_change_nothing(run_lens, sana_family, PROMPTS, layers=(0, 3))
 
 
 @pytest.mark.parametrize("instruction", [STOCK_INSTRUCTION, []])

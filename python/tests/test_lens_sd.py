@@ -19,6 +19,8 @@ from diffusion_lens.families import SamplerSettings
 from diffusion_lens.families.sd import final_layer_norm
 from diffusion_lens.generation import BadRequest, Cancelled, Item, LensOptions, OutOfMemory, generate
 
+from .conftest import stock_settings_image
+
 PROMPTS = ["a red apple", "two blue cubes on a table", "a portrait of an astronaut"]
 SETTINGS = SamplerSettings(num_inference_steps=4, guidance_scale=7.5, height=32, width=32, scheduler=None)
 
@@ -45,19 +47,9 @@ def stock_image(
     if scheduler is not None:
         pipe.scheduler = scheduler.from_config(original.config)
     try:
-        result = pipe(
-            prompt if "prompt_embeds" not in kwargs else None,
-            num_inference_steps=SETTINGS.num_inference_steps,
-            guidance_scale=SETTINGS.guidance_scale,
-            height=SETTINGS.height,
-            width=SETTINGS.width,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="pil",
-            **kwargs,
-        )
+        return stock_settings_image(pipe, prompt, seed, SETTINGS, **kwargs)
     finally:
         pipe.scheduler = original
-    return np.asarray(result.images[0])
 
 
 def clip_skip_image(pipe: StableDiffusionPipeline, prompt: str, seed: int, clip_skip: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from diffusion_lens.families import Readout, SamplerSettings, detect_family
 from diffusion_lens.generation import BadRequest, Item
 
-from .conftest import lens_images, stock_settings_image
+from .conftest import check_batches_change_nothing, lens_images, stock_settings_image
 
 PROMPTS = ["a red apple", "two blue cubes on a table"]
 SETTINGS = SamplerSettings(num_inference_steps=3, guidance_scale=5.0, height=32, width=32, scheduler=None)
@@ -104,12 +104,7 @@ def test_each_layer_is_the_stock_pipeline_fed_those_hidden_states(sdxl_family, s
 
 
 def test_layers_differ_and_batches_change_nothing(sdxl_family):
-    items = [Item(p, layer, seed) for p in (0, 1) for layer in (1, 4) for seed in (0, 3)]
-    one_by_one = run_lens(sdxl_family, PROMPTS, items, max_batch=1)
-    batched = run_lens(sdxl_family, PROMPTS, items, max_batch=8)
-    for single, together in zip(one_by_one, batched, strict=True):
-        assert np.abs(single.astype(int) - together.astype(int)).max() <= 1
-    assert not np.array_equal(one_by_one[0], one_by_one[2])
+    check_batches_change_nothing(run_lens, sdxl_family, PROMPTS, layers=(1, 4), seeds=(0, 3))
 
 
 def lensed_with_stock_negative(stock_sdxl, embeds, pooled, seed: int) -> np.ndarray:
