@@ -51,6 +51,7 @@ export {
   type ImageSettings,
   imagePath,
   type Job,
+  type LensedTokens,
   type Manifest,
   type ManifestGrid,
   type ManifestImage,

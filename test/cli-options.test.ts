@@ -51,6 +51,8 @@ function sample(spec: LensOptionSpec): { given: string | boolean; value: unknown
       return { given: '5', value: 5 };
     case 'names':
       return { given: 'text_encoder, text_encoder_2', value: ['text_encoder', 'text_encoder_2'] };
+    case 'mix':
+      return { given: '4, -1, 0.25', value: { layers: [4, -1], alpha: 0.25 } };
     case 'switch':
       return { given: true, value: true };
   }

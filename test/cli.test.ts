@@ -442,6 +442,7 @@ describe('diffusion-lens run', () => {
       prompt: 'a "blue" car',
       columns: { id: '2', category: 'vehicle' },
       truncated: null,
+      lensed_tokens: null,
     });
     const csv = readFileSync(join(out, 'images.csv'), 'utf8').trimEnd().split('\n');
     expect(csv[0]).toBe('prompt,id,category,layer,depth,stage,seed,path,key');

@@ -37,7 +37,14 @@ describe('parseConfig', () => {
       },
       // steps and guidance: unset = the model's own defaults, filled in from the worker's `loaded`.
       sampler: { scheduler: 'default', negative: '' },
-      lens: { layers: 'all', uncond: 'final', noise: 'shared', encoders: 'all', pooled: 'final' },
+      lens: {
+        layers: 'all',
+        uncond: 'final',
+        noise: 'shared',
+        encoders: 'all',
+        pooled: 'final',
+        tokens: 'all',
+      },
       seeds: [0, 1, 2, 3],
       prompts: ['a cat'],
       runtime: { max_batch: 8 },
@@ -405,6 +412,7 @@ describe('configs/ presets', () => {
       noise: 'shared',
       encoders: 'all',
       pooled: 'final',
+      tokens: 'all',
     });
     expect(resolveLayers(config.lens.layers, 24)).toEqual([0, 4, 8, 12, 16, 20, 24]);
     expect(config.stages).toEqual([1, 2]);

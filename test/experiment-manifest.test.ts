@@ -148,8 +148,13 @@ describe('manifest with stages', () => {
     const manifest = manifestOf(config, plan, new Set(plan.jobs.slice(0, 3).map((job) => job.key)));
     expect(manifest.prompt_columns).toEqual(['category']);
     expect(manifest.prompts).toEqual([
-      { prompt: 'a red cube', columns: { category: 'cube' }, truncated: null },
-      { prompt: 'a blue ball', columns: { category: 'ball' }, truncated: { tokens: 90, max_tokens: 77 } },
+      { prompt: 'a red cube', columns: { category: 'cube' }, truncated: null, lensed_tokens: null },
+      {
+        prompt: 'a blue ball',
+        columns: { category: 'ball' },
+        truncated: { tokens: 90, max_tokens: 77 },
+        lensed_tokens: null,
+      },
     ]);
     const csv = imagesCsv(manifest).trimEnd().split('\n');
     expect(csv[0]).toBe('prompt,category,layer,depth,stage,seed,path,key');
@@ -164,7 +169,12 @@ describe('manifest with stages', () => {
     const csv = imagesCsv({
       prompt_columns: ['layer', 'note'],
       prompts: [
-        { prompt: 'a "quoted", prompt', columns: { layer: 'x', note: 'two\nlines' }, truncated: null },
+        {
+          prompt: 'a "quoted", prompt',
+          columns: { layer: 'x', note: 'two\nlines' },
+          truncated: null,
+          lensed_tokens: null,
+        },
       ],
       images: [
         {

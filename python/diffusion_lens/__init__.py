@@ -13,14 +13,29 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 PROTOCOL_VERSION = 1
 
-__all__ = ["PROTOCOL_VERSION", "LensResult", "__version__", "lens", "resolve_layers", "wrap_pipeline"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "LensResult",
+    "__version__",
+    "lens",
+    "resolve_layers",
+    "save_embeds",
+    "wrap_pipeline",
+]
 
 if TYPE_CHECKING:
+    from .ablations import save_embeds
     from .api import LensResult, lens
     from .families import wrap_pipeline
     from .layer_spec import resolve_layers
 
-_LAZY = {"lens": "api", "LensResult": "api", "wrap_pipeline": "families", "resolve_layers": "layer_spec"}
+_LAZY = {
+    "lens": "api",
+    "LensResult": "api",
+    "wrap_pipeline": "families",
+    "resolve_layers": "layer_spec",
+    "save_embeds": "ablations",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
+from .ablations import Ablation, InjectedEmbeds, Mix, embeds_bytes, parse_embeds, read_embeds
 from .devices import library_versions
 from .families import Embeds, Readout, SamplerSettings, wrap_pipeline
 from .generation import Item, LensOptions, Progress, encode_all, generate
@@ -187,7 +188,12 @@ class LensResult:
             "worker": run["worker"],
             "prompt_columns": [],
             "prompts": [
-                {"prompt": prompt, "columns": {}, "truncated": run["truncated"].get(index)}
+                {
+                    "prompt": prompt,
+                    "columns": {},
+                    "truncated": run["truncated"].get(index),
+                    "lensed_tokens": run["lensed_tokens"].get(index),
+                }
                 for index, prompt in enumerate(self.prompts)
             ],
             "images": images,
@@ -229,6 +235,43 @@ def _size(size: int | Sequence[int] | None, defaults: dict[str, Any]) -> tuple[i
     if isinstance(size, Sequence) and len(size) == 2 and all(isinstance(side, int) for side in size):
         return int(size[0]), int(size[1])
     raise ValueError(f"size must be one side (a square) or (height, width) in pixels, not {size!r}")
+
+
+def _mix(mix: Mapping[str, Any] | Sequence[Any] | None, num_layers: int, stock: int) -> Mix | None:
+    """``{"layers": [a, b], "alpha": x}`` or ``(a, b, x)``; a and b as layer specs of one layer."""
+    if mix is None:
+        return None
+    if isinstance(mix, Mapping):
+        pair, alpha = mix.get("layers"), mix.get("alpha")
+    elif isinstance(mix, Sequence) and not isinstance(mix, str) and len(mix) == 3:
+        pair, alpha = mix[:2], mix[2]
+    else:
+        pair, alpha = None, None
+    if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
+        raise ValueError(f'mix must be {{"layers": [a, b], "alpha": x}} or (a, b, x), not {mix!r}')
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+        raise ValueError(f"mix alpha must be a number in 0..1, not {alpha!r}")
+    first, second = (resolve_layers(layer, num_layers, stock) for layer in pair)
+    if len(first) != 1 or len(second) != 1:
+        raise ValueError(f"mix layers must name one layer each, not {list(pair)!r}")
+    return Mix(layers=(first[0], second[0]), alpha=float(alpha))
+
+
+def _embeds(embeds: str | Path | Mapping[str, Any] | None) -> InjectedEmbeds | None:
+    if embeds is None:
+        return None
+    if isinstance(embeds, str | Path):
+        return read_embeds(embeds)
+    return parse_embeds(embeds_bytes(embeds))
+
+
+def _ablation_settings(tokens: str | int, mix: Mix | None, embeds: InjectedEmbeds | None) -> dict[str, Any]:
+    """The ablations as the CLI's settings carry them (and so the keys): only those that are set."""
+    return {
+        **({} if tokens == "all" else {"tokens": tokens}),
+        **({} if mix is None else {"mix": {"layers": list(mix.layers), "alpha": mix.alpha}}),
+        **({} if embeds is None else {"embeds": {"sha256": embeds.sha256}}),
+    }
 
 
 def _choice(name: str, value: str, choices: Sequence[str]) -> str:
@@ -288,6 +331,9 @@ def lens(
     noise: str = "shared",
     encoders: str | Sequence[str] = "all",
     pooled: str = "final",
+    tokens: str | int = "all",
+    mix: Mapping[str, Any] | Sequence[Any] | None = None,
+    embeds: str | Path | Mapping[str, Any] | None = None,
     max_batch: int = 8,
     scheduler: str | None = None,
     family_options: dict[str, Any] | None = None,
@@ -303,7 +349,14 @@ def lens(
     ``guidance`` and ``size`` (one side, or (height, width)) default to the pipeline's own; ``scheduler``
     one of the CLI's scheduler names (None: the pipeline's own); ``family_options`` the family's load
     options (e.g. ``{"max_sequence_length": 256}`` for Flux), ``sample_options`` its sampling options.
-    ``return_embeddings`` keeps each layer's conditioning (on the CPU) as ``result.embeddings``.
+    The ablations (README "Ablations") change the prompt's conditioning: ``tokens`` ("all", "prompt",
+    "padding" or one position: which positions of ``prompt_embeds`` follow the layer, the others taking
+    the stock layer's); ``mix`` ({"layers": [a, b], "alpha": 0.5} or (a, b, 0.5): layer a's
+    conditioning moved alpha of the way to layer b's; ``layers`` is then [a]); ``embeds`` (a safetensors
+    file, {argument: tensor} for every prompt, or {prompt: {argument: tensor}}: tensors that replace the
+    arguments of their names, e.g. an edited ``result.embeddings[l]``; ``save_embeds`` writes such a
+    file for the CLI).
+    ``return_embeddings`` keeps each layer's conditioning (on the CPU, ablated) as ``result.embeddings``.
     ``model_id`` is the model's name in the manifest (default: the pipeline's ``_name_or_path``).
 
     Raises ValueError (CheckpointError, LayerSpecError, BadRequest) for what cannot be run."""
@@ -315,7 +368,15 @@ def lens(
         raise ValueError("prompts must be a string or a non-empty list of strings")
     if len(set(prompt_list)) != len(prompt_list):
         raise ValueError("a prompt is listed twice")
+    mix_layers = _mix(mix, family.num_layers, family.stock_layer)
     layer_list = resolve_layers(layers, family.num_layers, family.stock_layer)
+    if mix_layers is not None:
+        if layers != "all" and layer_list != [mix_layers.layers[0]]:
+            raise ValueError(
+                f"with mix, layers is [{mix_layers.layers[0]}] (mix's first layer); leave it out"
+            )
+        layer_list = [mix_layers.layers[0]]
+    injected = _embeds(embeds)
     seed_list = _seeds(seeds)
     height, width = _size(size, defaults)
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -335,6 +396,7 @@ def lens(
         noise=_choice("noise", noise, NOISE_MODES),
         max_batch=max_batch,
         readout=Readout(encoders=None if follows is None else frozenset(follows), pooled=pooled),
+        ablation=Ablation(tokens=tokens, mix=mix_layers, embeds=injected),
     )
     items = [
         Item(prompt=p, layer=layer, seed=seed)
@@ -410,6 +472,7 @@ def lens(
                 "noise": noise,
                 **({} if follows is None else {"encoders": follows}),
                 **({} if pooled == "final" else {"pooled": pooled}),
+                **_ablation_settings(tokens, mix_layers, injected),
             },
         },
         "encoders": described["encoders"],
@@ -418,6 +481,10 @@ def lens(
         "truncated": {
             found["prompt"]: {"tokens": found["tokens"], "max_tokens": found["max_tokens"]}
             for found in done["truncated"]
+        },
+        "lensed_tokens": {
+            found["prompt"]: {"positions": found["positions"], "tokens": found["tokens"]}
+            for found in done["lensed_tokens"]
         },
         "config": {
             "name": "python-api",
@@ -440,6 +507,17 @@ def lens(
                 "noise": noise,
                 "encoders": "all" if follows is None else follows,
                 "pooled": pooled,
+                "tokens": tokens,
+                "mix": None
+                if mix_layers is None
+                else {"layers": list(mix_layers.layers), "alpha": mix_layers.alpha},
+                # The file (absolute; None for tensors given in memory) and its bytes' sha256.
+                "embeds": None
+                if injected is None
+                else {
+                    "path": str(Path(embeds).resolve()) if isinstance(embeds, str | Path) else None,
+                    "sha256": injected.sha256,
+                },
             },
             "seeds": seed_list,
             "prompts": prompt_list,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import protocol
+from .ablations import Ablation, AblationError, Mix, read_embeds
 from .devices import resolve_device, resolve_dtype
 from .families import (
     CheckpointError,
@@ -33,6 +34,23 @@ from .generation import (
 from .images import png_bytes
 
 Emit = Callable[[protocol.Message], None]
+
+
+def _ablation(request: protocol.Message) -> Ablation:
+    """The request's ablation fields; the embeds file read and checked against the sha256 it was sent
+    with."""
+    mix, embeds = request["mix"], request["embeds"]
+    try:
+        injected = None if embeds is None else read_embeds(embeds["path"], embeds["sha256"])
+    except AblationError as exc:
+        raise BadRequest(str(exc)) from None
+    return Ablation(
+        tokens=request["tokens"],
+        mix=None
+        if mix is None
+        else Mix(layers=(mix["layers"][0], mix["layers"][1]), alpha=float(mix["alpha"])),
+        embeds=injected,
+    )
 
 
 def _stage2_settings(fields: dict[str, Any] | None) -> Stage2Settings | None:
@@ -150,6 +168,7 @@ class Engine:
                 encoders=None if request["encoders"] is None else frozenset(request["encoders"]),
                 pooled=request["pooled"],
             ),
+            ablation=_ablation(request),
         )
         items = [Item(**item) for item in request["items"]]
 

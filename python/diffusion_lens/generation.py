@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .ablations import NO_ABLATION, Ablation, AblationError
 from .devices import empty_cache, is_out_of_memory
 from .families import STOCK_READOUT, Embeds, Family, Readout, SamplerSettings
 from .protocol import GUIDANCE_RANGE, range_problem
@@ -48,6 +49,8 @@ class LensOptions:
     max_batch: int = 8
     # Which hidden states besides the layer: the sequence encoders that follow it, the pooled vector.
     readout: Readout = STOCK_READOUT
+    # What is done to the prompt's conditioning before sampling: token positions, mix, injected embeds.
+    ablation: Ablation = NO_ABLATION
 
 
 @dataclass
@@ -152,13 +155,19 @@ def truncations(family: Family, prompts: Sequence[str], items: Sequence[Item]) -
 def encode_all(
     family: Family, prompts: Sequence[str], items: Sequence[Item], options: LensOptions
 ) -> tuple[dict[tuple[int, int], Embeds], dict[int, Embeds]]:
-    """Conditioning per (prompt, layer) and unconditional conditioning per layer, each computed once."""
+    """Conditioning per (prompt, layer), ablated as ``options.ablation`` says, and unconditional
+    conditioning per layer, each computed once."""
     layers_of: dict[int, set[int]] = {}
     for item in items:
         layers_of.setdefault(item.prompt, set()).add(item.layer)
     cond: dict[tuple[int, int], Embeds] = {}
+    ablation = options.ablation
     for prompt, layers in layers_of.items():
-        for layer, embeds in family.conditioning(prompts[prompt], sorted(layers), options.readout).items():
+        text, wanted = prompts[prompt], sorted(layers)
+        states = family.conditioning(
+            text, ablation.encoded_layers(wanted, family.stock_layer), options.readout
+        )
+        for layer, embeds in ablation.apply(family, text, states, wanted).items():
             cond[(prompt, layer)] = embeds
     if family.guidance == "distilled":  # no unconditional branch
         return cond, {}
@@ -170,6 +179,21 @@ def encode_all(
         final = family.unconditional(options.negative_prompt, [stock], options.readout)[stock]
         uncond = {item.layer: final for item in items}
     return cond, uncond
+
+
+def lensed_tokens(
+    family: Family, prompts: Sequence[str], items: Sequence[Item], ablation: Ablation
+) -> list[dict[str, Any]]:
+    """For a token ablation: per prompt of the items, the positions that follow the layer and their
+    tokens (the done reply's ``lensed_tokens``)."""
+    if ablation.tokens == "all":
+        return []
+    found = []
+    for prompt in sorted({item.prompt for item in items}):
+        tokens = family.tokens(prompts[prompt])
+        positions = ablation.positions(tokens)
+        found.append({"prompt": prompt, "positions": positions, "tokens": [tokens[i] for i in positions]})
+    return found
 
 
 def batch_embeds(per_item: Sequence[Embeds], prefix: str = "") -> Embeds:
@@ -192,6 +216,7 @@ def generate(
     finishes (stage I first, then stage II where there is one)."""
     settings = validate(family, prompts, items, settings)
     problem = family.readout_problem(options.readout)
+    problem = problem or options.ablation.problem(family, [item.layer for item in items])
     if problem is not None:
         raise BadRequest(problem)
     if family.guidance == "distilled" and (options.negative_prompt or options.uncond != "final"):
@@ -203,8 +228,11 @@ def generate(
     truncated = truncations(family, prompts, items)
     # Every prompt of the request is encoded before any sampling, so that an offloaded encoder visits the
     # device once per request.
-    with family.encoding():
-        cond, uncond = encode_all(family, prompts, items, options)
+    try:
+        with family.encoding():
+            cond, uncond = encode_all(family, prompts, items, options)
+    except AblationError as exc:
+        raise BadRequest(str(exc)) from None
     steps = settings.steps_per_item
     progress = Progress(0, len(items) * steps, 0, len(items))
     batch_size = options.max_batch
@@ -246,6 +274,7 @@ def generate(
         "elapsed_ms": (time.perf_counter() - started) * 1000,
         "max_batch_used": batch_size,
         "truncated": truncated,
+        "lensed_tokens": lensed_tokens(family, prompts, items, options.ablation),
     }
 
 

@@ -153,6 +153,9 @@ def describe(schema: dict[str, Any]) -> str:
         return "a boolean"
     if kind == "null":
         return "null"
+    if kind == "array" and "prefixItems" in schema:
+        parts = schema["prefixItems"]
+        return f"a list of {len(parts)}: " + ", ".join(describe(part) for part in parts)
     if kind == "array":
         items = describe(schema.get("items", {}))
         return f"a {'non-empty ' if schema.get('minItems', 0) >= 1 else ''}list, each {items}"

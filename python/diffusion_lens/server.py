@@ -62,7 +62,10 @@ class LensServer:
     ) -> None:
         self.heartbeat_s = heartbeat_s
         self.context = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
+        # The router has a context of its own, so that close() can wait for its last replies (bye) to
+        # leave without waiting for the compute thread's socket: main() ends the process with os._exit.
+        self._router_context = zmq.Context()
+        self.router = self._router_context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 1000)
         # Sending to a peer that has gone raises instead of dropping silently, so we can forget it.
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -232,6 +235,7 @@ class LensServer:
 
     def close(self) -> None:
         self.router.close(linger=1000)
+        self._router_context.term()  # returns once the queued replies are sent (1 s at most)
         self.outbox.close(linger=0)
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)

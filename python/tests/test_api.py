@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,33 @@ def test_paths_are_the_clis() -> None:
     assert depths == [33.3, 66.7, 12.5, 6.3, 7.5, 100, 100]
 
 
+def test_ablations_in_the_api(stock_sd, tmp_path: Path) -> None:
+    """The notebook workflow of an embedding edit: keep a layer's conditioning, save it as an embeds file,
+    inject it elsewhere; and each ablation in the settings (so the keys) only when set."""
+    stock = diffusion_lens.lens(stock_sd, "a red apple", layers="stock", return_embeddings=True, **QUICK)
+    path = diffusion_lens.save_embeds(tmp_path / "stock.safetensors", {"a red apple": stock.embeddings[5]})
+    injected = diffusion_lens.lens(stock_sd, "a red apple", layers=0, embeds=path, **QUICK)
+    np.testing.assert_array_equal(np.asarray(injected.images[0][0]), np.asarray(stock.images[5][0]))
+    mixed = diffusion_lens.lens(stock_sd, "a red apple", mix=(1, -1, 0.5), tokens="prompt", **QUICK)
+    assert mixed.layers == [1]
+    lens_settings = mixed.run["settings"]["lens"]
+    assert lens_settings == {
+        "uncond": "final",
+        "noise": "shared",
+        "tokens": "prompt",
+        "mix": {"layers": [1, 5], "alpha": 0.5},
+    }
+    assert "tokens" not in stock.run["settings"]["lens"] and "embeds" not in stock.run["settings"]["lens"]
+    assert (
+        injected.run["settings"]["lens"]["embeds"]["sha256"]
+        == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    )
+    with pytest.raises(ValueError, match=r"with mix, layers is \[1\]"):
+        diffusion_lens.lens(stock_sd, "x", layers=3, mix={"layers": [1, 2], "alpha": 0.5}, **QUICK)
+    with pytest.raises(ValueError, match="mix must be"):
+        diffusion_lens.lens(stock_sd, "x", mix=[1, 2], **QUICK)
+
+
 def test_save_writes_the_cli_layout(stock_sd, tmp_path: Path) -> None:
     prompt = 'a red apple, "ripe"'
     result = diffusion_lens.lens(stock_sd, prompt, layers="0,5", seeds=[0, 1], **QUICK)
@@ -225,17 +253,27 @@ def test_pip_installs_the_package(tmp_path: Path) -> None:
     assert "Requires-Dist: torch>=2.4" in metadata.read_text()
 
 
-def test_the_readme_example_runs_as_written(sd_dir: Path, tmp_path: Path) -> None:
+def test_the_readme_examples_run_as_written(tmp_path: Path) -> None:
+    """The section's python blocks, one after the other (the embedding edit goes on with the first's
+    ``pipe``), on the embedded shapes model (a StableDiffusionPipeline like the hub checkpoint), with few
+    steps."""
     section = README.read_text().split("## Python API (notebooks)", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
-    assert code is not None, 'no python block under "## Python API (notebooks)" in the README'
-    example = code.group(1)
+    blocks = [
+        textwrap.dedent(block)
+        for _indent, block in re.findall(r"^( *)```python\n(.*?)^\1```", section, re.S | re.M)
+    ]
+    assert len(blocks) == 2, 'expected two python blocks under "## Python API (notebooks)" in the README'
+    example = "\n".join(blocks)
     assert '"stable-diffusion-v1-5/stable-diffusion-v1-5"' in example
-    # The tiny fixture for the hub checkpoint, and few steps.
-    script = example.replace('"stable-diffusion-v1-5/stable-diffusion-v1-5"', repr(str(sd_dir)))
+    shapes = PYTHON_DIR.parent / "models" / "shapes"
+    script = example.replace('"stable-diffusion-v1-5/stable-diffusion-v1-5"', repr(str(shapes)))
     script = script.replace("seeds=[0, 1])", "seeds=[0, 1], steps=2, progress=False)")
-    assert script.count("steps=2") == 1
+    script = script.replace('layers="stock", ', 'layers="stock", steps=2, progress=False, ')
+    assert script.count("steps=2") == 3
+    script += "\nassert edited_result.layers == base.layers"
     env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR)}
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True)
     manifest = json.loads((tmp_path / "runs" / "apple" / "manifest.json").read_text())
-    assert len(manifest["images"]) == 6 * 2 and manifest["config"]["prompts"] == ["a red apple"]
+    assert len(manifest["images"]) == 9 * 2 and manifest["config"]["prompts"] == ["a red apple"]
+    assert manifest["model"]["num_layers"] == 8
+    assert (tmp_path / "apple-edit.safetensors").is_file()

@@ -26,6 +26,9 @@ GENERATE = {
     "noise": "shared",
     "encoders": None,
     "pooled": "final",
+    "tokens": "all",
+    "mix": None,
+    "embeds": None,
     "max_batch": 8,
     "stage2": None,
     "family_options": {},
@@ -199,6 +202,24 @@ def test_guidance_bounds_are_inclusive(guidance):
         {**GENERATE, "stage2": {**STAGE2, "guidance": guidance}},
     ):
         assert protocol.decode(pack(message)) == message
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"tokens": -1}, "field 'tokens' must be a non-negative integer"),
+        ({"tokens": "middle"}, "field 'tokens' must be one of all, prompt, padding$"),
+        ({"mix": {"layers": [1], "alpha": 0.5}}, r"field 'mix\.layers' must be a list of 2: a non-negative"),
+        ({"mix": {"layers": [1, 2], "alpha": 2}}, r"mix\.alpha = 2 is out of range 0\.\.1"),
+        ({"embeds": {"path": "e.safetensors", "sha256": "abc"}}, r"field 'embeds\.sha256' must be"),
+        ({"embeds": {"path": "", "sha256": "0" * 64}}, r"field 'embeds\.path' must be a non-empty string"),
+    ],
+)
+def test_ablation_fields_are_checked(fields, fragment):
+    with pytest.raises(protocol.ProtocolError, match=fragment):
+        protocol.decode(pack({**GENERATE, **fields}))
+    good = {**GENERATE, "tokens": 3, "mix": {"layers": [1, 2], "alpha": 1}, "embeds": None}
+    assert protocol.decode(pack(good)) == good
 
 
 @pytest.mark.parametrize("bad", [NAN, INF, 4.0])

@@ -100,6 +100,7 @@ def generate_request(request_id: str, layers, seeds, steps: int = 2, max_batch: 
         "items": [{"prompt": 0, "layer": layer, "seed": seed} for layer in layers for seed in seeds],
         "negative": "", "steps": steps, "guidance": 7.5, "height": 32, "width": 32,
         "scheduler": None, "uncond": "final", "noise": "shared", "encoders": None, "pooled": "final",
+        "tokens": "all", "mix": None, "embeds": None,
         "max_batch": max_batch, "stage2": None, "family_options": {},
     }  # fmt: skip
 
@@ -220,6 +221,27 @@ def test_errors_do_not_kill_the_worker(client, sd_dir):
     assert error["code"] == "bad_request" and "out of range 0..5" in error["message"]
     client.send(id="p", type="ping")
     assert client.receive()["type"] == "pong"
+
+
+def test_an_embeds_file_is_read_and_checked_against_its_hash(client, sd_dir, tmp_path):
+    import hashlib
+
+    import torch
+
+    from diffusion_lens.ablations import save_embeds
+
+    path = save_embeds(tmp_path / "e.safetensors", {"prompt_embeds": torch.zeros(1, 77, 40)})
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load(client, sd_dir)["type"] == "loaded"
+    request = generate_request("e", layers=[2], seeds=[0], steps=1)
+    client.send(**{**request, "embeds": {"path": str(path), "sha256": digest}, "tokens": "all"})
+    assert client.until("e")[-1]["type"] == "done"
+    client.send(**{**request, "id": "stale", "embeds": {"path": str(path), "sha256": "0" * 64}})
+    error = client.until("stale")[-1]
+    assert error["code"] == "bad_request" and "has changed since it was checked" in error["message"]
+    client.send(**{**request, "id": "tok", "tokens": 2})
+    done = client.until("tok")[-1]
+    assert done["type"] == "done" and done["lensed_tokens"][0]["positions"] == [2]
 
 
 def test_what_the_user_must_be_told(sd_dir, tmp_path):

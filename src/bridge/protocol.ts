@@ -120,6 +120,22 @@ export const generateRequestSchema = z
     encoders: z.array(z.string().min(1)).min(1).nullable(),
     // The pooled vector (families with one): the whole encoder's, the same depth's, the empty prompt's.
     pooled: z.enum(['final', 'same-layer', 'empty']),
+    // Ablations of the prompt's conditioning (the unconditional branch follows `uncond` alone).
+    // Which positions of the sequence embedding follow the layer, the others taking the stock layer's:
+    // all; the prompt's tokens through its end-of-sequence token; the padding after it; one position.
+    tokens: z.union([z.enum(['all', 'prompt', 'padding']), z.int().nonnegative()]),
+    // (1 - alpha) × layer a's conditioning + alpha × layer b's, for items whose layer is a (all must be).
+    mix: z
+      .strictObject({
+        layers: z.tuple([z.int().nonnegative(), z.int().nonnegative()]),
+        alpha: z.number().min(0).max(1),
+      })
+      .nullable(),
+    // Tensors that replace the prompt's conditioning arguments of their names (`prompt_embeds`, ...): a
+    // safetensors file the worker reads, with the sha256 of its bytes (the worker refuses other bytes).
+    embeds: z
+      .strictObject({ path: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/) })
+      .nullable(),
     max_batch: z.int().positive(),
     stage2: stage2GenerateSchema.nullable(),
     // The family's sampling options (capabilities.options.sample).
@@ -320,6 +336,15 @@ export const doneMessageSchema = z.strictObject({
   images: z.int().nonnegative(),
   elapsed_ms: z.number().nonnegative(),
   max_batch_used: z.int().nonnegative(),
+  /** With `tokens` other than all: per prompt of the items, the positions that followed the layer and
+   *  their tokens as the tokenizer writes them (a position past the prompt's end-of-sequence is null). */
+  lensed_tokens: z.array(
+    z.strictObject({
+      prompt: z.int().nonnegative(),
+      positions: z.array(z.int().nonnegative()),
+      tokens: z.array(z.string().nullable()),
+    }),
+  ),
   /** The request's prompts that the encoder's token limit cut (indexes into `prompts`). */
   truncated: z.array(
     z.strictObject({

@@ -11,6 +11,7 @@ import { Option } from 'commander';
  * - `number`: a number when the text is one; `int-or-text`: an integer when the text is one, else the text
  *   (`--stage2-seed same|N`);
  * - `names`: `all`, or a comma-separated list of names (`--encoders text_encoder,text_encoder_2`);
+ * - `mix`: `A,B,ALPHA`, two layers (integers or `stock`) and a number (`--mix 4,8,0.5`);
  * - `switch`: a flag without a value (true).
  */
 export type ParserName =
@@ -22,6 +23,7 @@ export type ParserName =
   | 'size'
   | 'int-or-text'
   | 'names'
+  | 'mix'
   | 'switch';
 
 export interface LensOptionSpec {
@@ -56,6 +58,10 @@ const TABLE = [
   { flags: '--noise <mode>', path: ['lens', 'noise'], parse: 'choice' },
   { flags: '--encoders <names>', path: ['lens', 'encoders'], parse: 'names' },
   { flags: '--pooled <mode>', path: ['lens', 'pooled'], parse: 'choice' },
+  // A mode, or a position: anything else is passed on for the schema to say so.
+  { flags: '--tokens <which>', path: ['lens', 'tokens'], parse: 'int-or-text' },
+  { flags: '--mix <a,b,alpha>', path: ['lens', 'mix'], parse: 'mix' },
+  { flags: '--embeds <file>', path: ['lens', 'embeds'], parse: 'text' },
   { flags: '--max-batch <n>', path: ['runtime', 'max_batch'], parse: 'int' },
   { flags: '--dtype <dtype>', path: ['model', 'dtype'], parse: 'choice' },
   { flags: '--device <device>', path: ['model', 'device'], parse: 'choice' },

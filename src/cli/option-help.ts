@@ -78,6 +78,10 @@ function valueForm(spec: LensOptionSpec, field: SchemaField): string | undefined
       return 'comma-separated';
     case 'size':
       return 'S or HxW';
+    case 'int-or-text':
+      return field.choices ? `${field.choices.join('|')}|N` : undefined;
+    case 'mix':
+      return 'A,B,ALPHA';
     default:
       return undefined;
   }

@@ -45,8 +45,9 @@ function plainInteger(text: string): number | undefined {
   return INTEGER.test(trimmed) ? Number(trimmed) + 0 : undefined;
 }
 
-/** Where a lens option's text is not an integer: one issue per bad value, gathered while building. */
-class IntegerIssues {
+/** Where a lens option's text cannot be read (not an integer, ...): one issue per bad value, gathered
+ *  while building. */
+class ValueIssues {
   readonly issues: ConfigIssue[] = [];
 
   private fail(text: string, path: FieldPath, expected: string): undefined {
@@ -82,9 +83,29 @@ class IntegerIssues {
     }
     return this.fail(text, path, 'must be one side or HEIGHTxWIDTH in plain digits, like 512 or 512x768');
   }
+
+  /**
+   * `4,8,0.5` → {layers: [4, 8], alpha: 0.5} (a layer may be `stock`; the schema checks the values);
+   * undefined (and an issue) when it is not two layers and a number.
+   */
+  mix(text: string, path: FieldPath): { layers: (number | 'stock')[]; alpha: number } | undefined {
+    const parts = text.split(',').map((part) => part.trim());
+    const layer = (part: string) => (part.toLowerCase() === 'stock' ? 'stock' : plainInteger(part));
+    const layers = parts.slice(0, 2).map(layer);
+    const alpha = parts[2] ?? '';
+    if (parts.length === 3 && layers.every((l) => l !== undefined) && NUMBER.test(alpha)) {
+      return { layers: layers as (number | 'stock')[], alpha: Number(alpha) };
+    }
+    return this.fail(
+      text,
+      path,
+      'must be A,B,ALPHA: two layers (integers, -1 = L, or stock) and the weight of the second, 0..1, ' +
+        'like 4,8,0.5',
+    );
+  }
 }
 
-type Parser = (text: string, path: FieldPath, ints: IntegerIssues) => unknown;
+type Parser = (text: string, path: FieldPath, ints: ValueIssues) => unknown;
 
 /** Each way of reading an option's text (see ParserName); undefined = left out (an issue is recorded). */
 const PARSERS: Record<Exclude<ParserName, 'switch'>, Parser> = {
@@ -95,6 +116,7 @@ const PARSERS: Record<Exclude<ParserName, 'switch'>, Parser> = {
   number: (text) => numberOrText(text),
   size: (text, path, ints) => ints.size(text, path),
   'int-or-text': (text) => plainInteger(text) ?? text,
+  mix: (text, path, ints) => ints.mix(text, path),
   names: (text) =>
     text.trim() === 'all'
       ? 'all'
@@ -104,7 +126,7 @@ const PARSERS: Record<Exclude<ParserName, 'switch'>, Parser> = {
           .filter((name) => name !== ''),
 };
 
-function parseOption(spec: LensOptionSpec, given: string | boolean | string[], ints: IntegerIssues): unknown {
+function parseOption(spec: LensOptionSpec, given: string | boolean | string[], ints: ValueIssues): unknown {
   // A switch, or an optional value given alone (`--offload` = `--offload model`).
   if (typeof given === 'boolean' || spec.parse === 'switch') {
     return given === true && spec.bare !== undefined ? spec.bare : given;
@@ -135,7 +157,7 @@ function buildLensInput(
   prompt: string,
   options: LensOptionValues,
 ): { input: Record<string, unknown>; issues: ConfigIssue[] } {
-  const ints = new IntegerIssues();
+  const ints = new ValueIssues();
   const input: Record<string, unknown> = { prompts: [prompt] };
   const given = options as Record<string, string | boolean | string[] | undefined>;
   for (const spec of LENS_OPTIONS) {

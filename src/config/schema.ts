@@ -14,6 +14,8 @@ export const DEVICES = ['auto', 'cpu', 'cuda', 'mps'] as const;
 export const UNCOND_MODES = ['final', 'same-layer'] as const;
 export const NOISE_MODES = ['shared', 'per-layer'] as const;
 export const POOLED_MODES = ['final', 'same-layer', 'empty'] as const;
+/** `lens.tokens` besides one position: every position, the prompt's tokens, the padding after them. */
+export const TOKEN_MODES = ['all', 'prompt', 'padding'] as const;
 
 const MAX_SEED = 2 ** 32 - 1;
 /** Classifier-free guidance scales beyond this make black or saturated images (the worker has the same bound). */
@@ -256,6 +258,20 @@ export const LayerSpecSchema = z
       'is the layer the stock pipeline uses (L, or L - 1 for SDXL)',
   );
 
+/** A layer of `lens.mix`: an integer (negative counts from the end, -1 = L) or `stock`. */
+const MIX_LAYER = 'must be a layer: an integer (-1 = L) or "stock"';
+const MixLayerSchema = z.union([z.number().int(), z.literal('stock', { error: MIX_LAYER })], {
+  error: MIX_LAYER,
+});
+
+/** `lens.mix`: the prompt's conditioning mixed from two layers. */
+const MixSchema = z.strictObject({
+  layers: z
+    .tuple([MixLayerSchema, MixLayerSchema], { error: 'must be two layers [a, b], e.g. [4, 8]' })
+    .describe('[a, b]: the layer the images are of, and the layer mixed into it'),
+  alpha: z.number().min(0).max(1).describe("b's weight, 0..1: 0 = layer a's conditioning, 1 = layer b's"),
+});
+
 const LensSchema = z
   .strictObject({
     layers: LayerSpecSchema.default('all'),
@@ -291,6 +307,58 @@ const LensSchema = z
       .describe(
         "pooled text vector (SDXL, SD3, Flux): the whole encoder's, the same depth's, or the empty prompt's",
       ),
+    tokens: z
+      .union([
+        z.enum(TOKEN_MODES, {
+          error: 'must be all, prompt, padding or a position (a non-negative integer)',
+        }),
+        z.number().int().min(0),
+      ])
+      .default('all')
+      .describe(
+        "ablation: which positions of the prompt's sequence embedding follow the layer, the others taking " +
+          "the stock layer's: all; prompt (its tokens through the end-of-sequence token, the padding from " +
+          'the stock layer); padding (the reverse); or one position (an integer)',
+      ),
+    mix: MixSchema.optional().describe(
+      "ablation: the prompt's conditioning is (1 - alpha) x layer a's + alpha x layer b's, {layers: [a, b], " +
+        'alpha}: a and b are layers (-1 = L, or stock), alpha 0..1; the run makes images of layer a only ' +
+        '(lens.layers: all, or a); default: none',
+    ),
+    embeds: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'ablation: a .safetensors file whose tensors (prompt_embeds, pooled_prompt_embeds, ...) replace the ' +
+          "prompt's conditioning arguments of those names at every layer: one row for every prompt, or one " +
+          'per prompt listed in its "prompts" metadata; not with lens.mix or lens.tokens; in a config file, ' +
+          'relative paths are relative to it; default: none',
+      ),
+  })
+  .superRefine((lens, ctx) => {
+    const [a, b] = lens.mix?.layers ?? [];
+    if (a !== undefined && a === b) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['mix', 'layers'],
+        message: `a and b are both ${JSON.stringify(a)}: mix two different layers`,
+      });
+    }
+    if (lens.embeds === undefined) return;
+    const also = [
+      ...(lens.mix === undefined ? [] : ['a mix']),
+      ...(lens.tokens === 'all' ? [] : [`tokens ${lens.tokens} (only all)`]),
+    ];
+    if (also.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['embeds'],
+        message:
+          `replaces the prompt's conditioning, so it does not combine with ${also.join(' or ')}; ` +
+          'leave one of them out',
+      });
+    }
   })
   .describe('what the lens does');
 
@@ -587,6 +655,8 @@ export type OffloadMode = (typeof OFFLOAD_MODES)[number];
 export type UncondMode = (typeof UNCOND_MODES)[number];
 export type NoiseMode = (typeof NOISE_MODES)[number];
 export type PooledMode = (typeof POOLED_MODES)[number];
+/** `lens.tokens`: a mode (TOKEN_MODES) or one position. */
+export type LensTokens = LensConfig['tokens'];
 
 /** The JSON Schema of the config file (what `diffusion-lens schema` prints), for editor completion. */
 export function toJsonSchema(): Record<string, unknown> {

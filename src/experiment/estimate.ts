@@ -19,6 +19,7 @@ import {
   type Stage,
 } from '../config/index.js';
 import { checkpointFolder, encoderDepth, readJsonObject } from '../config/model-info.js';
+import { ablationNotes } from './ablation.js';
 import { inspectCache } from './cache.js';
 import {
   DENOISER_SECONDS,
@@ -349,7 +350,14 @@ async function journaledOnDisk(outDir: string, journal: Journal): Promise<number
 
 /** The exact plan for what the worker loaded: as the runner makes it. */
 function exactPlan(config: ExperimentConfig, inputs: RunInputs, loaded: LoadedMessage): Plan {
-  const settings = imageSettings(config, loaded, inputs.modelId, inputs.stage2ModelId, inputs.fingerprints);
+  const settings = imageSettings(
+    config,
+    loaded,
+    inputs.modelId,
+    inputs.stage2ModelId,
+    inputs.fingerprints,
+    inputs.embeds,
+  );
   return planExperiment({
     settings,
     familyOptions: familyOptionsFor(config, loaded),
@@ -360,6 +368,7 @@ function exactPlan(config: ExperimentConfig, inputs: RunInputs, loaded: LoadedMe
     numLayers: loaded.num_layers,
     stockLayer: loaded.stock_layer,
     encoders: loaded.encoders,
+    embeds: inputs.embeds,
   });
 }
 
@@ -822,6 +831,7 @@ export async function estimateRun(config: ExperimentConfig, options: EstimateOpt
     }
   }
   if (!measured && counted.exact) measured = await lastRunSpeed(outDir, counted.exact.plan);
+  notes.push(...ablationNotes(config, { numLayers: counted.numLayers, stockLayer: counted.stockLayer }));
   return summarize(config, inputs, counted, outDir, gpu, measured, estimated, notes);
 }
 

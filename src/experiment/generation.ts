@@ -5,7 +5,7 @@ import { WorkerError } from '../bridge/index.js';
 import type { ExperimentConfig } from '../config/index.js';
 import type { RunEvent } from './events.js';
 import { plural } from './folder.js';
-import type { Truncation } from './manifest.js';
+import type { LensedTokens, Truncation } from './manifest.js';
 import type { Plan } from './plan.js';
 import { buildWork, jobOfImage, layersInFlight, RunProgress } from './request.js';
 import type { ImageSink } from './sink.js';
@@ -18,6 +18,9 @@ export interface GenerationInput {
   supervisor: WorkerSupervisor;
   /** The prompts the encoder cut, by prompt index; filled in as the worker reports them. */
   truncated: Map<number, Truncation>;
+  /** With lens.tokens other than all: the positions that followed the layer, by prompt index; filled in
+   *  as the worker reports them. */
+  lensedTokens: Map<number, LensedTokens>;
   emit: (event: RunEvent) => void;
   notice: (message: string) => void;
   signal?: AbortSignal;
@@ -25,7 +28,7 @@ export interface GenerationInput {
 
 /** Generates every image of the plan not done yet; rejects with Aborted when the signal aborts. */
 export async function generateMissing(input: GenerationInput): Promise<void> {
-  const { config, plan, sink, supervisor, truncated, emit, notice, signal } = input;
+  const { config, plan, sink, supervisor, truncated, lensedTokens, emit, notice, signal } = input;
   const progress = new RunProgress();
   for (let work = buildWork(config, plan, sink.isDone); work; work = buildWork(config, plan, sink.isDone)) {
     if (signal?.aborted) throw new Aborted('aborted');
@@ -57,6 +60,9 @@ export async function generateMissing(input: GenerationInput): Promise<void> {
           `prompt ${cut.prompt + 1} has ${cut.tokens} tokens; the text encoder reads ${cut.max_tokens}, ` +
             `so the rest is cut: "${plan.prompts[cut.prompt]}"`,
         );
+      }
+      for (const { prompt, positions, tokens } of reply.lensed_tokens) {
+        lensedTokens.set(prompt, { positions, tokens });
       }
       const notSent = current.missing.filter((job) => !sink.isDone(job)).length;
       if (notSent > 0) {

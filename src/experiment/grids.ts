@@ -1,6 +1,6 @@
 // One labelled layer × seed grid per prompt and stage, from the image files on disk: the prompt as title,
 // a legend with the model and settings, rows labelled by layer (the final one marked), columns by seed.
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { layerDepth, looksLikePath, type Stage } from '../config/index.js';
 import { buildGrid } from '../render/grid.js';
 import { describeOptions } from './family.js';
@@ -32,6 +32,9 @@ export function shortModelId(id: string): string {
   return parts[parts.length - 1] ?? id;
 }
 
+/** A weight shown to 3 decimals at most (1 - 0.7 is 0.30000000000000004). */
+const round3 = (value: number): number => Math.round(value * 1000) / 1000;
+
 function shortText(text: string, max: number): string {
   const chars = [...text];
   return chars.length <= max ? text : `${chars.slice(0, max - 1).join('')}…`;
@@ -54,6 +57,12 @@ export function gridLegend(plan: Plan, stage: Stage): string[] {
   ];
   if (lens.encoders) items.push(`encoders ${lens.encoders.join(', ')}`);
   if (lens.pooled) items.push(`pooled ${lens.pooled}`);
+  if (lens.tokens !== undefined) items.push(`tokens ${lens.tokens}`);
+  if (lens.mix) {
+    const [a, b] = lens.mix.layers;
+    items.push(`mix ${round3(1 - lens.mix.alpha)}×L${a} + ${lens.mix.alpha}×L${b}`);
+  }
+  if (plan.embeds) items.push(`embeds ${basename(plan.embeds.path)}`);
   if (sampler.negative) items.push(`negative "${shortText(sampler.negative, 40)}"`);
   items.push(...describeOptions(plan.familyOptions.sample));
   if (stage === 2 && stage2) {

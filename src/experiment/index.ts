@@ -1,4 +1,6 @@
+export type { AblationSettings, ResolvedMix } from './ablation.js';
 export { type CacheState, inspectCache } from './cache.js';
+export type { EmbedsFile } from './embeds.js';
 export {
   defaultOutDir,
   type EstimateOptions,
@@ -31,6 +33,7 @@ export { IMAGES_CSV_FILE, imagesCsv } from './images-csv.js';
 export { FolderBusyError, LOCK_FILE } from './lock.js';
 export {
   buildManifest,
+  type LensedTokens,
   MANIFEST_VERSION,
   type Manifest,
   type ManifestGrid,

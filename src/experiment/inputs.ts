@@ -1,6 +1,7 @@
 // A run's inputs, resolved and checked before any process starts or file is written: the prompts (with
-// their prompt-file columns), the model ids, the stages, the layers as far as the checkpoint's config
-// files tell its depth, the load request, and the checkpoints' fingerprints.
+// their prompt-file columns), the model ids, the stages, the layers (and lens.mix's) as far as the
+// checkpoint's config files tell its depth, the load request, the checkpoints' fingerprints, and the
+// lens.embeds file.
 import type { LoadRequest } from '../bridge/index.js';
 import {
   ConfigError,
@@ -11,12 +12,13 @@ import {
   loadPromptSet,
   type PromptSet,
   readModelDepth,
-  resolveLayers,
   resolveLocalPath,
   resolveModelId,
   resolveStages,
   type Stage,
 } from '../config/index.js';
+import { runLayers } from './ablation.js';
+import { type EmbedsFile, resolveEmbeds } from './embeds.js';
 import { configuredOptions } from './family.js';
 import { type Fingerprints, localFingerprint, modelFingerprint } from './resolution.js';
 import { slugify } from './store.js';
@@ -31,9 +33,11 @@ export interface RunInputs {
   /** What is being loaded, for messages. */
   loading: string;
   fingerprints: Fingerprints;
-  /** The layers of the config against a depth L (and the stock layer, default L); a ConfigError located
-   *  at `lens.layers` if one is bad. */
+  /** The layers of the config against a depth L (and the stock layer, default L): lens.layers, or with
+   *  lens.mix its first layer; a ConfigError located at `lens.layers` (or `lens.mix`) if one is bad. */
   layersFor: (numLayers: number, stockLayer?: number) => number[];
+  /** The lens.embeds file, checked against the prompts and hashed; null without one. */
+  embeds: EmbedsFile | null;
 }
 
 export async function resolveInputs(
@@ -80,10 +84,14 @@ export async function resolveInputs(
   }
   const layersFor = (numLayers: number, stockLayer = numLayers): number[] => {
     try {
-      return resolveLayers(config.lens.layers, numLayers, stockLayer);
+      return runLayers(config, { numLayers, stockLayer });
     } catch (error) {
       if (error instanceof ConfigError) {
-        throw new ConfigError(error.issues.map((issue) => ({ ...issue, ...locate(['lens', 'layers']) })));
+        throw new ConfigError(
+          error.issues.map((issue) =>
+            issue.file === undefined ? { ...issue, ...locate(issue.path) } : issue,
+          ),
+        );
       }
       throw error;
     }
@@ -94,6 +102,7 @@ export async function resolveInputs(
   const knownDepth = await readModelDepth(modelConfig ?? modelId, revision, env);
   if (knownDepth !== null) layersFor(knownDepth);
   const stage2Revision = config.stage2.revision ?? null;
+  const embeds = await resolveEmbeds(config, configDir, promptSet.prompts);
   return {
     name: config.name ?? slugify(promptSet.prompts[0] ?? 'run'),
     promptSet,
@@ -128,5 +137,6 @@ export async function resolveInputs(
         : {}),
     },
     layersFor,
+    embeds,
   };
 }

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import type { FamilyOptions, LoadedMessage } from '../bridge/index.js';
 import {
   type ExperimentConfig,
+  type LensTokens,
   layerDepth,
   type ModelConfig,
   type NoiseMode,
@@ -15,6 +16,7 @@ import {
   type UncondMode,
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from '../version.js';
+import type { ResolvedMix } from './ablation.js';
 import type { Job, Plan } from './plan.js';
 import { type ImageReadout, imageReadout } from './readout.js';
 import type { WorkerInfo } from './resolution.js';
@@ -75,6 +77,12 @@ export interface ResolvedConfig {
     noise: NoiseMode;
     encoders: 'all' | string[];
     pooled: PooledMode;
+    /** Which positions followed the layer (`all`: every one). */
+    tokens: LensTokens;
+    /** lens.mix with its layers as hidden-state indices; null without one. */
+    mix: ResolvedMix | null;
+    /** The lens.embeds file (absolute) and the sha256 of its bytes; null without one. */
+    embeds: { path: string; sha256: string } | null;
   };
   seeds: number[];
   prompts: string[];
@@ -126,12 +134,25 @@ export interface Truncation {
   max_tokens: number;
 }
 
+/**
+ * With lens.tokens other than all: the positions of a prompt's sequence embedding that followed the
+ * layer, and their tokens as the tokenizer writes them (null for a position past the end-of-sequence
+ * token), as the worker reported them.
+ */
+export interface LensedTokens {
+  positions: number[];
+  tokens: (string | null)[];
+}
+
 /** One prompt of the run, with its prompt file's other columns (category, class, object1, ...). */
 export interface ManifestPrompt {
   prompt: string;
   columns: Record<string, string>;
   /** Set when the text encoder's token limit cut the prompt (the rest of it had no effect). */
   truncated: Truncation | null;
+  /** Set when lens.tokens is not all and this run's worker encoded the prompt: which positions followed
+   *  the layer. */
+  lensed_tokens: LensedTokens | null;
 }
 
 /** One layer × seed grid: of one prompt's images of one stage. */
@@ -194,6 +215,8 @@ export interface ManifestInput {
   promptSet: PromptSet;
   /** By prompt index. */
   truncated: ReadonlyMap<number, Truncation>;
+  /** By prompt index (lens.tokens other than all); default: none. */
+  lensedTokens?: ReadonlyMap<number, LensedTokens>;
   plan: Plan;
   loaded: LoadedMessage;
   modelId: string;
@@ -234,6 +257,9 @@ export function buildManifest(input: ManifestInput): Manifest {
       noise: config.lens.noise,
       encoders: plan.settings.lens.encoders ?? 'all',
       pooled: plan.settings.lens.pooled ?? 'final',
+      tokens: plan.settings.lens.tokens ?? 'all',
+      mix: plan.settings.lens.mix ?? null,
+      embeds: plan.embeds,
     },
     seeds: [...config.seeds],
     prompts: input.promptSet.prompts,
@@ -295,6 +321,7 @@ export function buildManifest(input: ManifestInput): Manifest {
       prompt,
       columns: { ...input.promptSet.rows[index] },
       truncated: input.truncated.get(index) ?? null,
+      lensed_tokens: input.lensedTokens?.get(index) ?? null,
     })),
     images: plan.jobs.filter((job) => input.done.has(job.key)).map((job) => manifestImage(job, plan)),
     grids: input.grids,

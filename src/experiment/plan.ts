@@ -11,6 +11,8 @@ import {
   type UncondMode,
 } from '../config/index.js';
 import { LENS_ALGORITHM_VERSION, TOOL_VERSION } from '../version.js';
+import { type AblationSettings, ablationSettings } from './ablation.js';
+import type { EmbedsFile } from './embeds.js';
 import { familyOptionsFor, NO_FAMILY_OPTIONS, type ResolvedFamilyOptions } from './family.js';
 import { type ReadoutSettings, readoutFor } from './readout.js';
 import type { Fingerprints } from './resolution.js';
@@ -73,8 +75,9 @@ export interface ImageSettings {
     scheduler: string;
     negative: string;
   }>;
-  /** With which encoders follow the layer and where the pooled vector comes from, where not stock. */
-  lens: { uncond: UncondMode; noise: NoiseMode } & ReadoutSettings;
+  /** With which encoders follow the layer and where the pooled vector comes from, where not stock, and
+   *  the ablations in use (lens.tokens, lens.mix, lens.embeds). */
+  lens: { uncond: UncondMode; noise: NoiseMode } & ReadoutSettings & AblationSettings;
   /** Present when the plan has stage II; it enters the keys of stage II images only. */
   stage2?: Stage2Settings;
 }
@@ -91,10 +94,12 @@ export function resolveSize(
   return [size[0], size[1]];
 }
 
+/** What imageSettings reads of the worker's `loaded` reply; the depth only with lens.mix. */
 export type LoadedForSettings = Pick<
   LoadedMessage,
   'revision' | 'family' | 'dtype' | 'defaults' | 'stage2' | 'capabilities' | 'family_options' | 'encoders'
->;
+> &
+  Partial<Pick<LoadedMessage, 'num_layers' | 'stock_layer'>>;
 
 /** The fingerprint of LoRA `index` (inputs.ts takes one of each). */
 function loraFiles(fingerprints: Fingerprints, index: number): string {
@@ -121,7 +126,7 @@ function withOptions<T extends object>(
  * options, checked against its capabilities: see familyOptionsFor). Unset steps and guidance become the
  * model's defaults here, once; the runner, keys and manifest all use these values. Not included: device,
  * offload, max_batch. `stage2ModelId` is the resolved stage II id, needed when the config's stages
- * include 2.
+ * include 2; `embeds` the checked lens.embeds file (its sha256), needed when the config has one.
  */
 export function imageSettings(
   config: ExperimentConfig,
@@ -129,6 +134,7 @@ export function imageSettings(
   modelId: string,
   stage2ModelId?: string,
   fingerprints: Fingerprints = { model: null, stage2: null },
+  embeds?: Pick<EmbedsFile, 'sha256'> | null,
 ): ImageSettings {
   const options = familyOptionsFor(config, loaded);
   const files = (fingerprint: string | null | undefined) =>
@@ -165,7 +171,12 @@ export function imageSettings(
   const settings: ImageSettings = {
     model: withOptions(model, options.load, 'load'),
     sampler: withOptions(sampler, options.sample, 'sampling'),
-    lens: { uncond: config.lens.uncond, noise: config.lens.noise, ...readoutFor(config, loaded.encoders) },
+    lens: {
+      uncond: config.lens.uncond,
+      noise: config.lens.noise,
+      ...readoutFor(config, loaded.encoders),
+      ...ablationSettings(config, { numLayers: loaded.num_layers, stockLayer: loaded.stock_layer }, embeds),
+    },
   };
   if (!resolveStages(config).includes(2)) return settings;
   const stage2 = loaded.stage2;
@@ -215,6 +226,8 @@ export interface Plan {
   stockLayer: number;
   /** The model's text encoders as the worker reported them (which hidden state each layer takes). */
   encoders: EncoderInfo[];
+  /** The lens.embeds file whose sha256 the settings name (the worker reads it); null without one. */
+  embeds: Pick<EmbedsFile, 'path' | 'sha256'> | null;
   jobs: Job[];
 }
 
@@ -286,8 +299,18 @@ export function planExperiment(input: {
   stockLayer?: number;
   /** Default: none (the manifest then records no readout). */
   encoders?: readonly EncoderInfo[];
+  /** The lens.embeds file of the settings (where it is); required when they name one. */
+  embeds?: Pick<EmbedsFile, 'path' | 'sha256'> | null;
   code?: KeyVersion;
 }): Plan {
+  const named = input.settings.lens.embeds?.sha256;
+  if (named !== input.embeds?.sha256) {
+    throw new Error(
+      named === undefined
+        ? 'a lens.embeds file was given, and the settings name none'
+        : 'the settings name a lens.embeds file, and the plan was given another (or none)',
+    );
+  }
   const stages: Stage[] = [...(input.stages ?? [1])];
   const jobs: Job[] = [];
   input.prompts.forEach((prompt, promptIndex) => {
@@ -318,6 +341,7 @@ export function planExperiment(input: {
     numLayers: input.numLayers,
     stockLayer: input.stockLayer ?? input.numLayers,
     encoders: [...(input.encoders ?? [])],
+    embeds: input.embeds ? { path: input.embeds.path, sha256: input.embeds.sha256 } : null,
     jobs,
   };
 }

@@ -4,6 +4,7 @@
 import type { GenerateRequest, ImageMessage, ProgressMessage, Stage2Generate } from '../bridge/index.js';
 import { WorkerError } from '../bridge/index.js';
 import type { ExperimentConfig, Stage } from '../config/index.js';
+import { ablationRequest } from './ablation.js';
 import type { Job, Plan } from './plan.js';
 import { readoutRequest } from './readout.js';
 
@@ -75,6 +76,7 @@ export function buildWork(config: ExperimentConfig, plan: Plan, isDone: (job: Jo
     uncond: settings.lens.uncond,
     noise: settings.lens.noise,
     ...readoutRequest(settings.lens),
+    ...ablationRequest(settings.lens, plan.embeds),
     max_batch: config.runtime.max_batch,
     stage2,
     family_options: plan.familyOptions.sample,

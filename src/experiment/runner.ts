@@ -23,7 +23,14 @@ import { writeGrids } from './grids.js';
 import { writeImagesCsv } from './images-csv.js';
 import { resolveInputs } from './inputs.js';
 import { FolderBusyError } from './lock.js';
-import { buildManifest, type Manifest, type Truncation, type VariantTag, writeManifest } from './manifest.js';
+import {
+  buildManifest,
+  type LensedTokens,
+  type Manifest,
+  type Truncation,
+  type VariantTag,
+  writeManifest,
+} from './manifest.js';
 import { type OutputFolder, OutputFolderError, openOutputFolder } from './outdir.js';
 import { canonicalJson, imageSettings, type Plan, planExperiment } from './plan.js';
 import { readResolution, type WorkerInfo, writeResolution } from './resolution.js';
@@ -121,10 +128,11 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     beforeLoad: (info) => checkNamedFamily(config, info.families),
   });
   const truncated = new Map<number, Truncation>();
+  const lensedTokens = new Map<number, LensedTokens>();
   let planned: Planned | null = null;
 
   const settingsFor = (loaded: LoadedMessage) =>
-    imageSettings(config, loaded, inputs.modelId, inputs.stage2ModelId, fingerprints);
+    imageSettings(config, loaded, inputs.modelId, inputs.stage2ModelId, fingerprints, inputs.embeds);
 
   /** Plans against what the worker resolved, and claims the folder (or its variant) for the plan. */
   const planFor = async (loaded: LoadedMessage, worker: WorkerInfo): Promise<Planned> => {
@@ -146,6 +154,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       numLayers,
       stockLayer,
       encoders: loaded.encoders,
+      embeds: inputs.embeds,
     });
     const claimed = await claimFolder({
       outDir,
@@ -170,6 +179,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       name: inputs.name,
       promptSet,
       truncated,
+      lensedTokens,
       plan,
       loaded,
       modelId: inputs.modelId,
@@ -253,7 +263,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         : null,
     });
 
-    await generateMissing({ config, plan, sink, supervisor, truncated, emit, notice, signal });
+    await generateMissing({ config, plan, sink, supervisor, truncated, lensedTokens, emit, notice, signal });
 
     const grids = await writeGrids({
       outDir,

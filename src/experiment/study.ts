@@ -276,6 +276,7 @@ async function shareImages(
       inputs.modelId,
       inputs.stage2ModelId,
       inputs.fingerprints,
+      inputs.embeds,
     );
     jobs = planExperiment({
       settings,
@@ -285,6 +286,7 @@ async function shareImages(
       stages: inputs.stages,
       numLayers: loaded.num_layers,
       stockLayer: loaded.stock_layer,
+      embeds: inputs.embeds,
     }).jobs;
   } catch {
     // The run itself reports what is wrong with the variant.

@@ -343,6 +343,12 @@ class Family(ABC):
         return {layer: embeds["prompt_embeds"] for layer, embeds in self.conditioning(prompt, layers).items()}
 
     @abstractmethod
+    def tokens(self, prompt: str) -> list[str | None]:
+        """The token at each position of ``prompt``'s ``prompt_embeds`` (its sequence axis), as the
+        tokenizer writes it, None past the prompt's end-of-sequence token (padding): what the token
+        ablations (``lens.tokens``) select by."""
+
+    @abstractmethod
     def token_count(self, prompt: str) -> tuple[int, int]:
         """(tokens of ``prompt`` as the encoder would see it, special tokens included; the most the
         encoder takes). ``encode`` silently cuts a prompt longer than that, so the user is told."""

@@ -33,7 +33,7 @@ from .base import (
     stock_defaults,
 )
 from .captions import CLEAN_CAPTION_OPTION, preprocess, require_caption_cleaning, resolve_caption_cleaning
-from .encoders import T5_NORM_RULE, t5_encoder, t5_hidden_states, token_count
+from .encoders import T5_NORM_RULE, sequence_tokens, t5_encoder, t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place, resolved_revision
 from .options import NO_OPTIONS, OptionsSchema, options_schema
 from .sampling import call_stock
@@ -165,6 +165,9 @@ class DeepFloydIFFamily(Family):
     def _text(self, prompt: str) -> str:
         """The prompt as IFPipeline tokenizes it: lower-cased and stripped, or cleaned."""
         return preprocess(self.pipe, prompt, self.clean_caption)
+
+    def tokens(self, prompt: str) -> list[str | None]:
+        return sequence_tokens(self.pipe.tokenizer, self._text(prompt), MAX_TOKENS)
 
     def token_count(self, prompt: str) -> tuple[int, int]:
         return token_count(self.pipe.tokenizer, self._text(prompt)), MAX_TOKENS

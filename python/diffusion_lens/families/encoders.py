@@ -34,20 +34,40 @@ def token_count(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, truncation=False, verbose=False).input_ids)
 
 
-def _hidden_states(
-    tokenizer: Any, encoder: torch.nn.Module, text: str, max_length: int, masked: bool, device: torch.device
-) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """Every hidden state of ``text`` tokenized as the stock pipelines do it (padded and truncated to
-    ``max_length``, special tokens added; batch of 1), encoded with its attention mask if ``masked``;
-    and that mask."""
-    tokens = tokenizer(
+def tokenize(tokenizer: Any, text: str, max_length: int, **options: Any) -> Any:
+    """``text`` tokenized as the stock pipelines do it: padded and truncated to ``max_length``, special
+    tokens added, batch of 1 (``input_ids`` and ``attention_mask``)."""
+    return tokenizer(
         [text],
         padding="max_length",
         max_length=max_length,
         truncation=True,
         add_special_tokens=True,
         return_tensors="pt",
+        **options,
     )
+
+
+def token_texts(tokenizer: Any, tokens: Any) -> list[str | None]:
+    """Each position's token as the tokenizer writes it (``a</w>``, ``▁cat``), None for the padding after
+    the end-of-sequence token (where the attention mask is 0)."""
+    texts = tokenizer.convert_ids_to_tokens(tokens.input_ids[0].tolist())
+    return [
+        text if keep else None for text, keep in zip(texts, tokens.attention_mask[0].tolist(), strict=True)
+    ]
+
+
+def sequence_tokens(tokenizer: Any, text: str, max_length: int) -> list[str | None]:
+    """``Family.tokens`` of an encoder whose hidden states are ``prompt_embeds`` position for position."""
+    return token_texts(tokenizer, tokenize(tokenizer, text, max_length))
+
+
+def _hidden_states(
+    tokenizer: Any, encoder: torch.nn.Module, text: str, max_length: int, masked: bool, device: torch.device
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Every hidden state of ``text`` tokenized as the stock pipelines do it (``tokenize``), encoded
+    with its attention mask if ``masked``; and that mask."""
+    tokens = tokenize(tokenizer, text, max_length)
     mask = tokens.attention_mask.to(device)
     output = encoder(
         tokens.input_ids.to(device), attention_mask=mask if masked else None, output_hidden_states=True
@@ -138,14 +158,7 @@ class ClipReading:
 @torch.no_grad()
 def clip_read(tokenizer: Any, encoder: torch.nn.Module, text: str, device: torch.device) -> ClipReading:
     """Every hidden state of ``text`` (batch of 1) as a CLIP encoder gives them, with its tokens."""
-    tokens = tokenizer(
-        [text],
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    input_ids = tokens.input_ids.to(device)
+    input_ids = tokenize(tokenizer, text, tokenizer.model_max_length).input_ids.to(device)
     output = encoder(input_ids, output_hidden_states=True)
     return ClipReading(encoder, output.hidden_states, input_ids)
 

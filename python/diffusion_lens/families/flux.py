@@ -26,6 +26,7 @@ from .encoders import (
     clip_read,
     pooled_rule,
     pooling_clip,
+    sequence_tokens,
     t5_encoder,
     t5_hidden_states,
     token_count,
@@ -91,6 +92,9 @@ class FluxFamily(Family):
             layer: {"prompt_embeds": state, "pooled_prompt_embeds": pooled[layer]}
             for layer, state in states.items()
         }
+
+    def tokens(self, prompt: str) -> list[str | None]:
+        return sequence_tokens(self.pipe.tokenizer_2, prompt, self.max_tokens)
 
     def token_count(self, prompt: str) -> tuple[int, int]:
         return token_count(self.pipe.tokenizer_2, prompt), self.max_tokens

@@ -28,7 +28,7 @@ from .base import (
     stock_defaults,
 )
 from .captions import CLEAN_CAPTION_OPTION, preprocess, require_caption_cleaning, resolve_caption_cleaning
-from .encoders import T5_NORM_RULE, t5_encoder, t5_hidden_states, token_count
+from .encoders import T5_NORM_RULE, sequence_tokens, t5_encoder, t5_hidden_states, token_count
 from .loading import from_pretrained, pipeline_class, place
 from .options import NO_OPTIONS, RESOLUTION_BINNING_OPTION, OptionsSchema, options_schema
 
@@ -117,6 +117,9 @@ class PixArtFamily(Family):
 
     def _text(self, prompt: str) -> str:
         return preprocess(self.pipe, prompt, self.clean_caption)
+
+    def tokens(self, prompt: str) -> list[str | None]:
+        return sequence_tokens(self.pipe.tokenizer, self._text(prompt), self.max_tokens)
 
     def token_count(self, prompt: str) -> tuple[int, int]:
         return token_count(self.pipe.tokenizer, self._text(prompt)), self.max_tokens

@@ -48,7 +48,7 @@ from .base import (
     stock_defaults,
 )
 from .captions import CLEAN_CAPTION_OPTION, caption_cleaning_missing, preprocess, require_caption_cleaning
-from .encoders import module_path, token_count
+from .encoders import module_path, token_count, token_texts, tokenize
 from .options import NO_OPTIONS, RESOLUTION_BINNING_OPTION, OptionsSchema, options_schema
 
 # The stock ``__call__``'s defaults: its complex human instruction and Gemma token count.
@@ -205,6 +205,14 @@ class SanaFamily(Family):
         chi = "\n".join(self.instruction)
         return token_count(tokenizer, chi + text) - len(tokenizer.encode(chi)) + 2, self.max_tokens
 
+    def tokens(self, prompt: str) -> list[str | None]:
+        """The selected positions: ``<bos>`` and the last ``max_sequence_length - 1`` of the instruction and
+        the prompt (the instruction's tokens among them where the prompt is short)."""
+        tokenizer = self.pipe.tokenizer
+        tokens, select = gemma_tokens(tokenizer, self._text(prompt), self.max_tokens, self.instruction)
+        texts = token_texts(tokenizer, tokens)
+        return texts if select is None else [texts[index] for index in select]
+
     def conditioning(
         self, prompt: str, layers: Sequence[int], readout: Readout = STOCK_READOUT
     ) -> dict[int, Embeds]:
@@ -250,6 +258,20 @@ def _caption_cleaning(asked: bool | None) -> tuple[bool, list[str]]:
     return bool(asked) and not missing, []
 
 
+def gemma_tokens(
+    tokenizer: Any, text: str, max_sequence_length: int, instruction: Sequence[str]
+) -> tuple[Any, list[int] | None]:
+    """``text`` (already preprocessed) after the ``instruction`` lines, tokenized as ``SanaPipeline`` does
+    (right-padded; without an instruction to ``max_sequence_length``), and the positions the stock
+    ``encode_prompt`` keeps of it (None: all)."""
+    if not instruction:
+        return tokenize(tokenizer, text, max_sequence_length, padding_side="right"), None
+    chi = "\n".join(instruction)
+    max_length = len(tokenizer.encode(chi)) + max_sequence_length - 2
+    tokens = tokenize(tokenizer, chi + text, max_length, padding_side="right")
+    return tokens, [0, *range(max_length - max_sequence_length + 1, max_length)]
+
+
 @torch.no_grad()
 def gemma_hidden_states(
     tokenizer: Any,
@@ -266,21 +288,7 @@ def gemma_hidden_states(
     ``max_sequence_length``, nothing selected, as the stock negative prompt); ``hidden_states[i]``
     through the final norm for ``i`` below the depth, the ``last_hidden_state`` (the stock embedding) at
     it; and the attention mask, selected alike (batch of 1)."""
-    if instruction:
-        chi = "\n".join(instruction)
-        text = chi + text
-        max_length = len(tokenizer.encode(chi)) + max_sequence_length - 2
-    else:
-        max_length = max_sequence_length
-    tokens = tokenizer(
-        [text],
-        padding="max_length",
-        max_length=max_length,
-        truncation=True,
-        add_special_tokens=True,
-        return_tensors="pt",
-        padding_side="right",
-    )
+    tokens, select = gemma_tokens(tokenizer, text, max_sequence_length, instruction)
     mask = tokens.attention_mask.to(device)
     output = encoder(tokens.input_ids.to(device), attention_mask=mask, output_hidden_states=True)
     last = int(encoder.config.num_hidden_layers)
@@ -288,8 +296,7 @@ def gemma_hidden_states(
         index: output.last_hidden_state if index == last else encoder.norm(output.hidden_states[index])
         for index in indices
     }
-    if instruction:
-        select = [0, *range(-max_sequence_length + 1, 0)]
+    if select is not None:
         states = {index: state[:, select] for index, state in states.items()}
         mask = mask[:, select]
     return {index: state.to(dtype=encoder.dtype, device=device) for index, state in states.items()}, mask

@@ -14,7 +14,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from .base import STOCK_READOUT, Embeds, Family, LoadOptions, Readout, TextEncoder, stock_defaults
-from .encoders import clip_hidden_states, final_layer_norm, module_path, token_count
+from .encoders import clip_hidden_states, final_layer_norm, module_path, sequence_tokens, token_count
 
 __all__ = ["StableDiffusionFamily", "final_layer_norm"]
 
@@ -57,6 +57,10 @@ class StableDiffusionFamily(Family):
         pipe = self.pipe
         states = clip_hidden_states(pipe.tokenizer, pipe.text_encoder, prompt, layers, self.device)
         return {layer: {"prompt_embeds": state} for layer, state in states.items()}
+
+    def tokens(self, prompt: str) -> list[str | None]:
+        tokenizer = self.pipe.tokenizer
+        return sequence_tokens(tokenizer, prompt, tokenizer.model_max_length)
 
     def token_count(self, prompt: str) -> tuple[int, int]:
         tokenizer = self.pipe.tokenizer

@@ -32,6 +32,7 @@ from .encoders import (
     clip_read,
     penultimate_clip,
     pooled_rule,
+    sequence_tokens,
     t5_encoder,
     t5_hidden_states,
     token_count,
@@ -134,6 +135,14 @@ class StableDiffusion3Family(Family):
                 "pooled_prompt_embeds": torch.cat([pooled_one[layer], pooled_two[layer]], dim=-1),
             }
         return conditioning
+
+    def tokens(self, prompt: str) -> list[str | None]:
+        """The CLIPs' positions (both tokenize alike), then T5's (padding all through without T5)."""
+        pipe = self.pipe
+        clip = sequence_tokens(pipe.tokenizer, prompt, pipe.tokenizer.model_max_length)
+        if pipe.text_encoder_3 is None:
+            return clip + [None] * self.max_tokens
+        return clip + sequence_tokens(pipe.tokenizer_3, prompt, self.max_tokens)
 
     def token_count(self, prompt: str) -> tuple[int, int]:
         if self.pipe.text_encoder_3 is not None:

@@ -28,7 +28,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from .base import STOCK_READOUT, Embeds, Family, Readout, TextEncoder, stock_defaults
-from .encoders import clip_pooled, clip_read, penultimate_clip, pooled_rule, token_count
+from .encoders import clip_pooled, clip_read, penultimate_clip, pooled_rule, sequence_tokens, token_count
 
 
 class StableDiffusionXLFamily(Family):
@@ -98,6 +98,11 @@ class StableDiffusionXLFamily(Family):
         embeds = self.conditioning("", layers[:1])[layers[0]]
         zeros = {name: torch.zeros_like(tensor) for name, tensor in embeds.items()}
         return {layer: zeros for layer in layers}
+
+    def tokens(self, prompt: str) -> list[str | None]:
+        """Both CLIPs' tokens sit at the same positions (their vocabularies are the same); bigG's."""
+        tokenizer = self.pipe.tokenizer_2
+        return sequence_tokens(tokenizer, prompt, tokenizer.model_max_length)
 
     def token_count(self, prompt: str) -> tuple[int, int]:
         tokenizer = self.pipe.tokenizer_2
