@@ -424,7 +424,7 @@ describe('the generate request, the manifest and the grid legend', () => {
     const manifest = buildManifest({
       config: cfg,
       name: 'x',
-      promptSet: { prompts: plan.prompts, columns: [], rows: plan.prompts.map(() => ({})) },
+      promptSet: { prompts: plan.prompts, columns: [], rows: plan.prompts.map(() => ({})), set: null },
       truncated: new Map(),
       lensedTokens: new Map([
         [1, { positions: [0, 1, 2, 3], tokens: ['<|startoftext|>', 'a</w>', 'dog</w>', null] }],
@@ -456,7 +456,7 @@ describe('the generate request, the manifest and the grid legend', () => {
     const embedsManifest = buildManifest({
       config: withEmbeds.cfg,
       name: 'x',
-      promptSet: { prompts: withEmbeds.plan.prompts, columns: [], rows: [{}, {}] },
+      promptSet: { prompts: withEmbeds.plan.prompts, columns: [], rows: [{}, {}], set: null },
       truncated: new Map(),
       plan: withEmbeds.plan,
       loaded: loadedMessage,

@@ -94,6 +94,7 @@ function manifestOf(config: ReturnType<typeof ifPlan>['config'], plan: Plan, don
       prompts: plan.prompts,
       columns: ['category'],
       rows: plan.prompts.map((prompt) => ({ category: prompt.split(' ').at(-1) ?? '' })),
+      set: null,
     },
     truncated: new Map([[1, { tokens: 90, max_tokens: 77 }]]),
     plan,
@@ -147,13 +148,25 @@ describe('manifest with stages', () => {
     const { config, plan } = ifPlan();
     const manifest = manifestOf(config, plan, new Set(plan.jobs.slice(0, 3).map((job) => job.key)));
     expect(manifest.prompt_columns).toEqual(['category']);
+    // No prompt set: each prompt has the generic question.
+    const generic = (prompt: string) => [
+      { id: 'matches_prompt', text: `Does the image show "${prompt}"?`, expected: 'yes' },
+    ];
+    expect(manifest.prompt_set).toBeNull();
     expect(manifest.prompts).toEqual([
-      { prompt: 'a red cube', columns: { category: 'cube' }, truncated: null, lensed_tokens: null },
+      {
+        prompt: 'a red cube',
+        columns: { category: 'cube' },
+        truncated: null,
+        lensed_tokens: null,
+        questions: generic('a red cube'),
+      },
       {
         prompt: 'a blue ball',
         columns: { category: 'ball' },
         truncated: { tokens: 90, max_tokens: 77 },
         lensed_tokens: null,
+        questions: generic('a blue ball'),
       },
     ]);
     const csv = imagesCsv(manifest).trimEnd().split('\n');
@@ -174,6 +187,7 @@ describe('manifest with stages', () => {
           columns: { layer: 'x', note: 'two\nlines' },
           truncated: null,
           lensed_tokens: null,
+          questions: [],
         },
       ],
       images: [

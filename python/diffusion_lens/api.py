@@ -46,6 +46,8 @@ UNCOND_MODES = ("final", "same-layer")
 NOISE_MODES = ("shared", "per-layer")
 # The code that made an image, in its content key: never equal to a CLI version, so keys never collide.
 KEY_TOOL = f"python-api/{__version__}"
+# The question of a prompt of no prompt set (src/config/prompt-sets.ts GENERIC_QUESTION).
+GENERIC_QUESTION = {"id": "matches_prompt", "text": 'Does the image show "{prompt}"?', "expected": "yes"}
 # Components the worker loads as None: the lens runs with the safety checker and watermark off.
 _CHECKERS = ("safety_checker", "watermarker")
 
@@ -187,12 +189,16 @@ class LensResult:
             "lens": run["lens"],
             "worker": run["worker"],
             "prompt_columns": [],
+            "prompt_set": None,
             "prompts": [
                 {
                     "prompt": prompt,
                     "columns": {},
                     "truncated": run["truncated"].get(index),
                     "lensed_tokens": run["lensed_tokens"].get(index),
+                    "questions": [
+                        dict(GENERIC_QUESTION, text=GENERIC_QUESTION["text"].format(prompt=prompt))
+                    ],
                 }
                 for index, prompt in enumerate(self.prompts)
             ],

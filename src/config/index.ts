@@ -29,12 +29,16 @@ export {
   SINGLE_FILE_SUFFIXES,
 } from './model-path.js';
 export {
+  GENERIC_QUESTION,
   type LoadedPromptSet,
   loadPromptSets,
   PROMPT_SETS_FILE,
   type PromptSetIndex,
   type PromptSetQuestion,
   type PromptSetRow,
+  type PromptSetSpec,
+  promptQuestions,
+  promptSetOfFile,
   type RenderedQuestion,
   renderQuestions,
 } from './prompt-sets.js';

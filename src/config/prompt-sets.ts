@@ -2,7 +2,7 @@
 // category, description, row count, columns and per-image questions. loadPromptSets reads the index and
 // every set's file and checks them against each other; renderQuestion fills a question in for one prompt.
 import { readFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { packageRoot } from '../paths.js';
 import { CsvSyntaxError, parseCsv } from './csv.js';
@@ -144,9 +144,56 @@ export function renderQuestion(text: string, values: Readonly<Record<string, str
 }
 
 /** A set's questions filled in for one of its rows. */
-export function renderQuestions(set: PromptSetSpec, row: PromptSetRow): RenderedQuestion[] {
+export function renderQuestions(
+  set: Pick<PromptSetSpec, 'questions'>,
+  row: Pick<PromptSetRow, 'prompt' | 'values'>,
+): RenderedQuestion[] {
   const values = { ...row.values, [PROMPT_COLUMN]: row.prompt };
   return set.questions.map((q) => ({ id: q.id, text: renderQuestion(q.text, values), expected: q.expected }));
+}
+
+/** The question of a prompt that belongs to no set: does the image show what the prompt says? */
+export const GENERIC_QUESTION: PromptSetQuestion = {
+  id: 'matches_prompt',
+  text: 'Does the image show "{prompt}"?',
+  expected: 'yes',
+};
+
+/** A prompt's questions: its set's, filled in for its row, else the generic one. */
+export function promptQuestions(
+  set: Pick<PromptSetSpec, 'questions'> | null,
+  prompt: string,
+  values: Record<string, string>,
+): RenderedQuestion[] {
+  return renderQuestions(set ?? { questions: [GENERIC_QUESTION] }, { prompt, values });
+}
+
+/**
+ * The set a prompt file is: the entry of the `sets.yaml` beside it whose `file` is the file's name, when
+ * the file has exactly the entry's columns; null otherwise (no index there, an index that does not parse,
+ * no entry, other columns), so that any CSV can still be a run's prompts.
+ */
+export async function promptSetOfFile(
+  path: string,
+  columns: readonly string[],
+): Promise<PromptSetSpec | null> {
+  let text: string;
+  try {
+    text = await readFile(join(dirname(path), 'sets.yaml'), 'utf8');
+  } catch {
+    return null;
+  }
+  let index: PromptSetIndex;
+  try {
+    index = parsePromptSetIndex(text);
+  } catch {
+    return null;
+  }
+  const spec = index.sets.find((set) => set.file === basename(path));
+  if (spec === undefined) return null;
+  const declared = spec.columns.map((column) => column.name);
+  const same = declared.length === columns.length && declared.every((name) => columns.includes(name));
+  return same ? spec : null;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, extname, resolve } from 'node:path';
 import { CsvSyntaxError, parseCsv } from './csv.js';
 import { ConfigError, type ConfigIssue, listIndexes, repeats, timesListed } from './errors.js';
+import { type PromptSetSpec, promptSetOfFile } from './prompt-sets.js';
 import type { ExperimentConfig, PromptFileSpec } from './schema.js';
 
 export interface LoadPromptsOptions {
@@ -34,6 +35,9 @@ export interface PromptSet {
   columns: string[];
   /** rows[i]: prompt i's values of `columns`. */
   rows: Record<string, string>[];
+  /** The prompt set the file is (the `sets.yaml` beside it lists it: its category and questions); null
+   *  for other files and inline lists. */
+  set: PromptSetSpec | null;
 }
 
 /** One prompt of a file, with its line and (CSV) its other columns' values. */
@@ -178,7 +182,8 @@ async function readPromptTable(spec: PromptFileSpec, options: LoadPromptsOptions
       : { columns: [], entries: parsePromptText(text).map((e) => ({ ...e, values: {} })) };
   if (entries.length === 0) fail({ path: ['prompts'], ...where, message: `${name} has no prompts` });
   refuseRepeats(entries, name, where);
-  return { prompts: entries.map((e) => e.prompt), columns, rows: entries.map((e) => e.values) };
+  const set = ext === '.csv' ? await promptSetOfFile(path, columns) : null;
+  return { prompts: entries.map((e) => e.prompt), columns, rows: entries.map((e) => e.values), set };
 }
 
 /**
@@ -212,7 +217,7 @@ export async function loadPromptSet(
     }),
   );
   failAll(issues, (n) => `and ${n} more prompts listed more than once`);
-  return { prompts: [...prompts], columns: [], rows: prompts.map(() => ({})) };
+  return { prompts: [...prompts], columns: [], rows: prompts.map(() => ({})), set: null };
 }
 
 /** The config's prompts as a list (loadPromptSet without the other columns). */

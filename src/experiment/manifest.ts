@@ -12,6 +12,8 @@ import {
   type PooledMode,
   type PromptFileSpec,
   type PromptSet,
+  promptQuestions,
+  type RenderedQuestion,
   type Stage,
   type UncondMode,
 } from '../config/index.js';
@@ -153,6 +155,9 @@ export interface ManifestPrompt {
   /** Set when lens.tokens is not all and this run's worker encoded the prompt: which positions followed
    *  the layer. */
   lensed_tokens: LensedTokens | null;
+  /** The per-image questions of the prompt (its prompt set's, filled in; else the generic one), which the
+   *  annotation mode asks and the scorers answer. */
+  questions: RenderedQuestion[];
 }
 
 /** One layer × seed grid: of one prompt's images of one stage. */
@@ -190,6 +195,8 @@ export interface Manifest {
   worker: Pick<WorkerInfo, 'python' | 'torch' | 'diffusers' | 'transformers'> & { version: string };
   /** The prompt file's extra column names (none for inline prompts and .txt files). */
   prompt_columns: string[];
+  /** The prompt set the run's prompts file is (configs/prompts/sets.yaml and the like); null otherwise. */
+  prompt_set: { id: string; category: string } | null;
   prompts: ManifestPrompt[];
   images: ManifestImage[];
   grids: ManifestGrid[];
@@ -234,6 +241,7 @@ export interface ManifestInput {
 
 export function buildManifest(input: ManifestInput): Manifest {
   const { config, plan, loaded, worker } = input;
+  const { set } = input.promptSet;
   const { steps, guidance, height, width } = plan.settings.sampler;
   const stage2 = plan.settings.stage2;
   const resolved: ResolvedConfig = {
@@ -317,11 +325,13 @@ export function buildManifest(input: ManifestInput): Manifest {
       transformers: worker.transformers,
     },
     prompt_columns: [...input.promptSet.columns],
+    prompt_set: set === null ? null : { id: set.id, category: set.category },
     prompts: input.promptSet.prompts.map((prompt, index) => ({
       prompt,
       columns: { ...input.promptSet.rows[index] },
       truncated: input.truncated.get(index) ?? null,
       lensed_tokens: input.lensedTokens?.get(index) ?? null,
+      questions: promptQuestions(set, prompt, input.promptSet.rows[index] ?? {}),
     })),
     images: plan.jobs.filter((job) => input.done.has(job.key)).map((job) => manifestImage(job, plan)),
     grids: input.grids,

@@ -116,6 +116,43 @@ export async function hashFile(path: string): Promise<{ sha256: string; bytes: n
   return { sha256: sha256Hex(data), bytes: data.length };
 }
 
+/** The lines of a JSONL file that an append-only writer keeps (a missing file has none). */
+export interface JsonLines<T> {
+  entries: T[];
+  /** Lines that are not JSON or not what `schema` accepts. */
+  skipped: number;
+  /** The length in bytes of the complete lines, when a torn last line (a crash mid-append) follows them;
+   *  the writer cuts it off before its next append. */
+  tornBytes: number | null;
+}
+
+/** Reads a JSONL file written by appending whole lines: every complete line `schema` accepts. */
+export async function readJsonLines<T>(file: string, schema: z.ZodType<T>): Promise<JsonLines<T>> {
+  let text = '';
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const complete = text.endsWith('\n') ? text : text.slice(0, text.lastIndexOf('\n') + 1);
+  const entries: T[] = [];
+  let skipped = 0;
+  for (const line of complete.split('\n')) {
+    if (!line.trim()) continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      skipped++;
+      continue;
+    }
+    const entry = schema.safeParse(parsed);
+    if (entry.success) entries.push(entry.data);
+    else skipped++;
+  }
+  return { entries, skipped, tornBytes: complete.length < text.length ? Buffer.byteLength(complete) : null };
+}
+
 /**
  * The append-only record of finished images: for each, the sha256 of the bytes its key produced. An
  * entry is appended only after the image's rename, and an image is reused only while the file at its
@@ -138,33 +175,8 @@ export class Journal {
   /** Reads DIR/.diffusion-lens/journal.jsonl (a missing file is an empty journal; nothing is created). */
   static async open(outDir: string): Promise<Journal> {
     const file = join(outDir, JOURNAL_FILE);
-    let text = '';
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    const complete = text.endsWith('\n') ? text : text.slice(0, text.lastIndexOf('\n') + 1);
-    const entries: JournalEntry[] = [];
-    let skipped = 0;
-    for (const line of complete.split('\n')) {
-      if (!line.trim()) continue;
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(line);
-      } catch {
-        skipped++;
-        continue;
-      }
-      const entry = journalEntrySchema.safeParse(parsed);
-      if (entry.success) entries.push(entry.data);
-      else skipped++;
-    }
-    const journal = new Journal(
-      file,
-      complete.length < text.length ? Buffer.byteLength(complete) : null,
-      skipped,
-    );
+    const { entries, skipped, tornBytes } = await readJsonLines(file, journalEntrySchema);
+    const journal = new Journal(file, tornBytes, skipped);
     for (const entry of entries) journal.remember(entry);
     return journal;
   }
