@@ -7,7 +7,11 @@ import { doctorText } from './cli/doctor-text.js';
 import { addLensOptions } from './cli/option-help.js';
 import { type LensCommandOptions, lensConfig } from './cli/options.js';
 import { estimateText, totalsText } from './cli/plan-text.js';
+import { addReportCommand } from './cli/report-command.js';
 import { createReporter, describeEvent, type Reporter, type ReportMode } from './cli/reporter.js';
+import { addScoreCommand } from './cli/score-command.js';
+import { addServeCommand } from './cli/serve-command.js';
+import { addStatsCommands } from './cli/stats-command.js';
 import { ConfigError, type ExperimentConfig, loadConfigFile, toJsonSchema } from './config/index.js';
 import { runDoctor } from './doctor.js';
 import {
@@ -393,6 +397,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
       setExitCode(report.ok ? 0 : EXIT_ERROR);
     });
 
+  addScoreCommand(program, setExitCode);
+  addStatsCommands(program);
+  addReportCommand(program, setExitCode);
+  addServeCommand(program, setExitCode);
   return program;
 }
 

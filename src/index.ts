@@ -37,6 +37,50 @@ export {
   toJsonSchema,
 } from './config/index.js';
 export { type DoctorProblem, type DoctorReport, runDoctor } from './doctor.js';
+// Statistics of judged images (`diffusion-lens stats`): labels, paper-layout CSVs, stats, plots.
+export {
+  accuracySpec,
+  cohensKappa,
+  computeStats,
+  DEFAULT_SCORER_MODELS,
+  DIMENSIONS,
+  type Dimension,
+  emergenceLayers,
+  emergenceSpec,
+  exportAnnotationCsvs,
+  importAnnotationCsvs,
+  type Label,
+  LabelSchema,
+  type LayerAccuracy,
+  type LoadLabelsOptions,
+  layerAccuracy,
+  loadLabels,
+  mergeScores,
+  PaperCsvError,
+  type PaperTable,
+  paperCsvFiles,
+  parsePaperCsv,
+  permutationTests,
+  type RunManifest,
+  readPaperCsvs,
+  readRunLabels,
+  readRunManifest,
+  readScores,
+  renderStatsPlots,
+  renderSvg,
+  SCORES_FILE,
+  type ScoreEvent,
+  type ScoreOptions,
+  type ScoreResult,
+  type ScoreRow,
+  ScoreRowSchema,
+  type StatsOptions,
+  type StatsSummary,
+  scoreRun,
+  statsPlotSpecs,
+  svgToPng,
+  writeStatsFiles,
+} from './eval/index.js';
 export {
   contentKey,
   defaultOutDir,
@@ -78,4 +122,16 @@ export {
   type VariantTag,
 } from './experiment/index.js';
 export { buildGrid, type GridOptions, gridLayout } from './render/index.js';
+// report.html and the local server with annotation mode (`diffusion-lens report` / `serve`).
+export {
+  REPORT_FILE,
+  type ReportData,
+  type ReportOptions,
+  type ReportResult,
+  type ReportResults,
+  renderReport,
+  reportResults,
+  writeReport,
+} from './render/report/index.js';
+export { type ReportServer, type ServeOptions, startReportServer } from './serve/index.js';
 export { LENS_ALGORITHM_VERSION, TOOL_NAME, TOOL_VERSION } from './version.js';

@@ -64,6 +64,7 @@ describe('diffusion-lens lens', () => {
         'lens',
         'model',
         'prompt_columns',
+        'prompt_set',
         'prompts',
         'timings',
         'tool',
@@ -443,7 +444,10 @@ describe('diffusion-lens run', () => {
       columns: { id: '2', category: 'vehicle' },
       truncated: null,
       lensed_tokens: null,
+      // Not a prompt set's file (no sets.yaml beside it): the generic question.
+      questions: [{ id: 'matches_prompt', text: 'Does the image show "a "blue" car"?', expected: 'yes' }],
     });
+    expect(manifest.prompt_set).toBeNull();
     const csv = readFileSync(join(out, 'images.csv'), 'utf8').trimEnd().split('\n');
     expect(csv[0]).toBe('prompt,id,category,layer,depth,stage,seed,path,key');
     expect(csv).toHaveLength(1 + 12);

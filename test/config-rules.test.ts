@@ -436,6 +436,7 @@ describe('loadPromptSet', () => {
         { id: '1', category: 'fruit', note: '' },
         { id: '2', category: 'animal', note: 'tall' },
       ],
+      set: null, // no sets.yaml beside it
     });
     expect(await loadPrompts({ file: 'p.csv', column: 'prompt' }, { configDir: dir })).toEqual(set.prompts);
   });
@@ -447,6 +448,7 @@ describe('loadPromptSet', () => {
       prompts: ['the text'],
       columns: ['prompt'],
       rows: [{ prompt: 'the prompt' }],
+      set: null,
     });
   });
 
@@ -457,11 +459,13 @@ describe('loadPromptSet', () => {
       prompts: ['a cat', 'a dog'],
       columns: [],
       rows: [{}, {}],
+      set: null,
     });
     expect(await loadPromptSet(['a cat', 'a dog'])).toEqual({
       prompts: ['a cat', 'a dog'],
       columns: [],
       rows: [{}, {}],
+      set: null,
     });
     expect(await loadPrompts(['a cat'])).toEqual(['a cat']);
   });
@@ -473,6 +477,7 @@ describe('loadPromptSet', () => {
       prompts: ['a', 'b'],
       columns: [],
       rows: [{}, {}],
+      set: null,
     });
   });
 });

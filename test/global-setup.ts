@@ -27,6 +27,10 @@ declare module 'vitest' {
     sd3Fixture: string;
     /** Tiny SanaPipeline (Gemma-2 with 3 layers, 32x DC-AE, 512x512 native). */
     sanaFixture: string;
+    /** Tiny CLIPModel with its processor (the clip scorer's model). */
+    clipScorerFixture: string;
+    /** Tiny BlipForQuestionAnswering with its processor (the vqa scorer's model). */
+    blipVqaFixture: string;
   }
 }
 
@@ -47,7 +51,7 @@ async function buildFixture(kind: string, out: string): Promise<string> {
 export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'dlens-fixture-'));
   // In parallel: most of each build is importing torch and diffusers.
-  const [sd, tinyIf, tinyIfSr, pixart, sdxl, flux, sd3, sana] = await Promise.all([
+  const [sd, tinyIf, tinyIfSr, pixart, sdxl, flux, sd3, sana, clipScorer, blipVqa] = await Promise.all([
     buildFixture('sd', join(dir, 'tiny-sd')),
     buildFixture('if', join(dir, 'tiny-if')),
     buildFixture('if-sr', join(dir, 'tiny-if-sr')),
@@ -56,6 +60,8 @@ export default async function setup(project: TestProject): Promise<() => void> {
     buildFixture('flux', join(dir, 'tiny-flux')),
     buildFixture('sd3', join(dir, 'tiny-sd3')),
     buildFixture('sana', join(dir, 'tiny-sana')),
+    buildFixture('clip-scorer', join(dir, 'tiny-clip-scorer')),
+    buildFixture('blip-vqa', join(dir, 'tiny-blip-vqa')),
   ]);
   project.provide('sdFixture', sd);
   project.provide('ifFixture', tinyIf);
@@ -65,5 +71,7 @@ export default async function setup(project: TestProject): Promise<() => void> {
   project.provide('fluxFixture', flux);
   project.provide('sd3Fixture', sd3);
   project.provide('sanaFixture', sana);
+  project.provide('clipScorerFixture', clipScorer);
+  project.provide('blipVqaFixture', blipVqa);
   return () => rmSync(dir, { recursive: true, force: true });
 }

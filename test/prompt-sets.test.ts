@@ -340,6 +340,34 @@ describe('loadPromptSets refuses', () => {
     );
   });
 
+  it("a question's clip texts with a bad template, a varied column not in the right text, a bad except", () => {
+    const clip = (spec: string) =>
+      INDEX.replace(
+        '- { id: colour_correct, text: "Is the {object} {colour}?" }',
+        `- { id: colour_correct, text: "Is the {object} {colour}?", clip: ${spec} }`,
+      );
+    expect(() =>
+      parsePromptSetIndex(
+        clip('{ right: "a {colour} {object}", contrast: [{ vary: colour }, "a {object}"] }'),
+      ),
+    ).not.toThrow();
+    expect(indexError(clip('{ right: "a {color} {object}", contrast: ["x"] }'))).toBe(
+      'sets.yaml:12: sets[0].questions[0].clip.right: {color} names no column of fruit.csv; its columns: prompt, object, colour',
+    );
+    expect(indexError(clip('{ right: "a {object}", contrast: [{ vary: colour }] }'))).toBe(
+      'sets.yaml:12: sets[0].questions[0].clip.contrast[0].vary: {colour} is not in the right text "a {object}", so varying it changes nothing',
+    );
+    expect(indexError(clip('{ right: "a {object}", contrast: [{ vary: weight }] }'))).toBe(
+      'sets.yaml:12: sets[0].questions[0].clip.contrast[0].vary: "weight" is no column of fruit.csv; its columns: object, colour',
+    );
+    expect(indexError(clip('{ right: "a {object}", contrast: [{ vary: object, except: [object] }] }'))).toBe(
+      'sets.yaml:12: sets[0].questions[0].clip.contrast[0].except[0]: "object" must be another column of fruit.csv than "object"; its columns: object, colour',
+    );
+    expect(indexError(clip('{ right: "a {object}", contrast: [] }'))).toMatch(
+      /^sets\.yaml:12: sets\[0\]\.questions\[0\]\.clip\.contrast: /,
+    );
+  });
+
   it('a set whose file is missing, naming the index line', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'sets.yaml'), INDEX);

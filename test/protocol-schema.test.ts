@@ -52,8 +52,24 @@ describe('protocol.schema.json', () => {
     );
     expect(Object.keys(schema.replies)).toEqual(incomingMessageSchema.options.map((o) => o.shape.type.value));
     expect(Object.keys(schema.replies).sort()).toEqual(
-      ['ack', 'bye', 'done', 'error', 'heartbeat', 'image', 'loaded', 'pong', 'progress', 'ready'].sort(),
+      [
+        'ack',
+        'bye',
+        'done',
+        'error',
+        'heartbeat',
+        'image',
+        'loaded',
+        'pong',
+        'progress',
+        'ready',
+        'score_done',
+        'scored',
+      ].sort(),
     );
+    expect(schema.requests.score?.properties?.items).toMatchObject({
+      items: { properties: { png: { [BINARY_KEYWORD]: true } } },
+    });
     expect(schema.replies.ack?.required).toContain('target');
     expect(schema.replies.pong?.required).toContain('busy');
     expect(schema.replies.heartbeat?.required).toContain('busy');

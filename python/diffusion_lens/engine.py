@@ -1,16 +1,18 @@
-"""The compute side of the worker: serves load and generate requests, one at a time, on its own thread.
+"""The compute side of the worker: serves load, generate and score requests, one at a time, on its own thread.
 It talks to the I/O thread only through ``emit`` and its per-request cancel flags."""
 
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from . import protocol
 from .ablations import Ablation, AblationError, Mix, read_embeds
-from .devices import resolve_device, resolve_dtype
+from .devices import is_out_of_memory, resolve_device, resolve_dtype
 from .families import (
     CheckpointError,
     CheckpointSource,
@@ -32,6 +34,16 @@ from .generation import (
     generate,
 )
 from .images import png_bytes
+from .scorers import Item as ScoreItem
+from .scorers import (
+    Question,
+    Scorer,
+    ScorerLoadError,
+    ScorerRequestError,
+    ScorerSpec,
+    decode_png,
+    load_scorer,
+)
 
 Emit = Callable[[protocol.Message], None]
 
@@ -71,11 +83,23 @@ class NotLoaded(Exception):
     """A generate request arrived before any model was loaded."""
 
 
+class ScorerLoadFailed(Exception):
+    """A scorer failed to load in a way its own checks did not foresee (answered load_failed, with the
+    traceback)."""
+
+
+# Items a scorer is given at once: the unit of cancellation, and of the `scored` messages' arrival.
+SCORE_CHUNK = 16
+
+
 class Engine:
     def __init__(self, emit: Emit) -> None:
         self.emit = emit
         self.family: Family | None = None
         self.model: str | None = None
+        # The scorer of the last score request, kept for the next one; loading another replaces it. The
+        # diffusion model (self.family) stays loaded either way.
+        self.scorer: tuple[ScorerSpec, Scorer] | None = None
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
 
@@ -88,27 +112,30 @@ class Engine:
             return request_id in self._cancelled
 
     def handle(self, request: protocol.Message) -> None:
-        """Serve one load or generate request; every outcome, failure included, becomes messages."""
+        """Serve one load, generate or score request; every outcome, failure included, becomes messages."""
         request_id = request["id"]
         try:
             if self._is_cancelled(request_id):
                 raise Cancelled()
             if request["type"] == "load":
                 self.emit(self._load(request))
+            elif request["type"] == "score":
+                self.emit(self._score(request))
             else:
                 self.emit(self._generate(request))
         except Cancelled:
             self.emit(protocol.error(request_id, "cancelled", f"request {request_id} was cancelled"))
         except NotLoaded as exc:
             self.emit(protocol.error(request_id, "not_loaded", str(exc)))
-        except BadRequest as exc:
+        except (BadRequest, ScorerRequestError) as exc:
             self.emit(protocol.error(request_id, "bad_request", str(exc)))
         except OutOfMemory as exc:
             self.emit(protocol.error(request_id, "oom", str(exc), traceback.format_exc()))
-        except CheckpointError as exc:
+        except (CheckpointError, ScorerLoadError) as exc:
             self.emit(protocol.error(request_id, "load_failed", str(exc)))
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an error
-            code = "load_failed" if request["type"] == "load" else "internal"
+            load = request["type"] == "load" or isinstance(exc, ScorerLoadFailed)
+            code = "load_failed" if load else "internal"
             self.emit(
                 protocol.error(
                     request_id,
@@ -204,3 +231,71 @@ class Engine:
             lambda: self._is_cancelled(request_id),
         )
         return protocol.reply(request_id, "done", **done)
+
+    def _scorer_for(self, spec: ScorerSpec) -> Scorer:
+        """The scorer ``spec`` names: the one kept from the last request when it is the same, else loaded
+        in its place."""
+        if self.scorer is not None and self.scorer[0] == spec:
+            return self.scorer[1]
+        self.scorer = None  # free the previous scorer before loading the next
+        try:
+            scorer = load_scorer(spec)
+        except (ScorerLoadError, ScorerRequestError):
+            raise
+        except Exception as exc:
+            what = f"the {spec.kind} scorer" + (f" {spec.model}" if spec.model else "")
+            raise ScorerLoadFailed(f"cannot load {what}: {type(exc).__name__}: {exc}") from exc
+        self.scorer = (spec, scorer)
+        return scorer
+
+    def _score(self, request: protocol.Message) -> protocol.Message:
+        """Answers every item's questions, one ``scored`` message per item, then ``score_done``. Needs no
+        diffusion model, and leaves a loaded one loaded."""
+        request_id = request["id"]
+        started = time.perf_counter()
+        spec = ScorerSpec(**request["scorer"])
+        items = [
+            ScoreItem(
+                image=decode_png(item["png"], f"items[{i}].png"),
+                prompt=item["prompt"],
+                questions=tuple(
+                    Question(q["id"], q["text"], q["right"], tuple(q["contrast"])) for q in item["questions"]
+                ),
+            )
+            for i, item in enumerate(request["items"])
+        ]
+        scorer = self._scorer_for(spec)
+        scorer.check(items)
+        for start in range(0, len(items), SCORE_CHUNK):
+            if self._is_cancelled(request_id):
+                raise Cancelled()
+            chunk = items[start : start + SCORE_CHUNK]
+            try:
+                results = scorer.score(chunk)
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise OutOfMemory(
+                        f"out of memory scoring {len(chunk)} images with the {spec.kind} scorer on "
+                        f"{scorer.loaded.device}: try --dtype fp16 or another device"
+                    ) from exc
+                raise
+            for offset, scored in enumerate(results):
+                answers = [asdict(answer) for answer in scored.answers]
+                for answer in answers:
+                    if not 0.0 <= answer["score"] <= 1.0:  # NaN too: an overflow in half precision
+                        raise ValueError(
+                            f"the {spec.kind} scorer gave question {answer['question']} the score "
+                            f"{answer['score']!r} (try --dtype fp32)"
+                        )
+                self.emit(
+                    protocol.reply(
+                        request_id, "scored", item=start + offset, answers=answers, skipped=scored.skipped
+                    )
+                )
+        return protocol.reply(
+            request_id,
+            "score_done",
+            items=len(items),
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            scorer=asdict(scorer.loaded),
+        )

@@ -13,6 +13,8 @@ weights are not all ones) so that hard-coded assumptions fail in tests rather th
     python -m diffusion_lens.fixtures flux OUT_DIR    Flux.1-dev-shaped (CLIP pooled, T5 with 3 blocks, 32x32)
     python -m diffusion_lens.fixtures sd3 OUT_DIR     SD3-shaped (CLIPs with 3 and 4 layers, T5 with 3, 32x32)
     python -m diffusion_lens.fixtures sana OUT_DIR    Sana-shaped (Gemma-2 with 3 layers, 32x DC-AE, 512 px)
+    python -m diffusion_lens.fixtures clip-scorer OUT_DIR   a CLIPModel and its processor (the clip scorer)
+    python -m diffusion_lens.fixtures blip-vqa OUT_DIR      a BlipForQuestionAnswering and its processor (vqa)
     python -m diffusion_lens.fixtures sd OUT.safetensors --single-file   its weights as one file (LDM layout)
     python -m diffusion_lens.fixtures sd OUT.safetensors --lora          random LoRA weights for it
 """
@@ -529,6 +531,89 @@ def tiny_sana_pipeline(num_layers: int = 3, seed: int = FIXTURE_SEED + 6):
     )
 
 
+class ModelWithProcessor:
+    """A transformers model and its processor, saved together into one folder (a scorer's model)."""
+
+    def __init__(self, model, processor) -> None:
+        self.model, self.processor = model, processor
+
+    def save_pretrained(self, out: str | Path, safe_serialization: bool = True) -> None:
+        self.model.save_pretrained(out)
+        self.processor.save_pretrained(out)
+
+
+SCORER_IMAGE_SIZE = 30  # no power of two: the processors resize 32x32 images to it
+
+
+def tiny_clip_scorer(seed: int = FIXTURE_SEED + 20) -> ModelWithProcessor:
+    """A CLIPModel (text and vision towers of 2 layers, 24 wide, 16-d projections; 30x30 images in
+    patches of 6) with its CLIPProcessor, for the clip scorer."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = clip_tokenizer(words=_prompt_words())
+    torch.manual_seed(seed)
+    common = {"hidden_size": 24, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = CLIPConfig(
+        text_config={
+            **common,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": tokenizer.model_max_length,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={**common, "image_size": SCORER_IMAGE_SIZE, "patch_size": 6},
+        projection_dim=16,
+    )
+    side = {"height": SCORER_IMAGE_SIZE, "width": SCORER_IMAGE_SIZE}
+    image_processor = CLIPImageProcessor(size={"shortest_edge": SCORER_IMAGE_SIZE}, crop_size=side)
+    return ModelWithProcessor(
+        CLIPModel(config).eval(), CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    )
+
+
+def bert_tokenizer():
+    """A BERT (WordPiece) tokenizer built in memory, as BLIP's: its special tokens, BLIP's [DEC] (the answer
+    decoder's start), the letters and digits with and without ##, "yes", "no" and the prompt sets' words."""
+    from transformers import BertTokenizer
+
+    characters = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "yes", "no"]
+    tokens += characters + [f"##{c}" for c in characters]
+    tokens += [w for w in _prompt_words() if len(w) > 1 and w not in tokens]
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(tokens)})
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    return tokenizer
+
+
+def tiny_blip_vqa(seed: int = FIXTURE_SEED + 21) -> ModelWithProcessor:
+    """A BlipForQuestionAnswering (vision tower, question encoder and answer decoder of 2 layers, 24 wide;
+    30x30 images in patches of 6) with its BlipProcessor, for the vqa scorer."""
+    from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
+
+    tokenizer = bert_tokenizer()
+    torch.manual_seed(seed)
+    common = {"hidden_size": 24, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = BlipConfig(
+        text_config={
+            **common,
+            "vocab_size": len(tokenizer),
+            "encoder_hidden_size": 24,
+            "max_position_embeddings": 64,
+            "bos_token_id": tokenizer.bos_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={**common, "image_size": SCORER_IMAGE_SIZE, "patch_size": 6},
+        projection_dim=16,
+    )
+    image_processor = BlipImageProcessor(size={"height": SCORER_IMAGE_SIZE, "width": SCORER_IMAGE_SIZE})
+    return ModelWithProcessor(
+        BlipForQuestionAnswering(config).eval(),
+        BlipProcessor(image_processor=image_processor, tokenizer=tokenizer),
+    )
+
+
 BUILDERS = {
     "sd": tiny_sd_pipeline,
     "if": tiny_if_pipeline,
@@ -539,6 +624,8 @@ BUILDERS = {
     "flux": tiny_flux_pipeline,
     "sd3": tiny_sd3_pipeline,
     "sana": tiny_sana_pipeline,
+    "clip-scorer": tiny_clip_scorer,
+    "blip-vqa": tiny_blip_vqa,
 }
 
 

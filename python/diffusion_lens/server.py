@@ -1,6 +1,6 @@
 """The worker's I/O side: a ZeroMQ ROUTER loop on the main thread.
 
-Only this thread touches the ROUTER socket. Load and generate requests go to the compute thread
+Only this thread touches the ROUTER socket. Load, generate and score requests go to the compute thread
 (engine.py) through a queue; its messages come back over an inproc PUSH/PULL pair. So pings,
 cancels and heartbeats are answered even while a long GPU step runs.
 """
@@ -28,8 +28,9 @@ OUTBOX = "inproc://diffusion-lens-outbox"
 FINAL_TYPES = (
     "loaded",
     "done",
+    "score_done",
     "error",
-)  # the last message of a load or generate request
+)  # the last message of a load, generate or score request
 
 
 def default_endpoint() -> tuple[str, str | None]:
@@ -229,7 +230,7 @@ class LensServer:
         elif kind == "shutdown":
             self._send(envelope, protocol.reply(request_id, "bye"))
             self.stopping.set()
-        else:  # load, generate: the compute thread serves them in order
+        else:  # load, generate, score: the compute thread serves them in order
             self.routes[request_id] = envelope
             self.requests.put(message)
 

@@ -238,9 +238,10 @@ def test_integer_fields_refuse_floats_nan_and_inf(bad):
 def test_the_schema_file_is_a_valid_json_schema_for_this_protocol():
     """Generated from the zod schemas (test/protocol-schema.test.ts checks it is not stale)."""
     assert protocol.SCHEMA["protocol"] == PROTOCOL_VERSION
-    assert set(protocol.REQUEST_TYPES) == {"hello", "load", "generate", "cancel", "ping", "shutdown"}
+    assert set(protocol.REQUEST_TYPES) == {"hello", "load", "generate", "score", "cancel", "ping", "shutdown"}
     assert set(protocol.REPLY_TYPES) == {
-        "ready", "loaded", "progress", "image", "done", "error", "ack", "pong", "bye", "heartbeat",
+        "ready", "loaded", "progress", "image", "done", "scored", "score_done", "error", "ack", "pong", "bye",
+        "heartbeat",
     }  # fmt: skip
     for group in ("requests", "replies"):
         for schema in protocol.SCHEMA[group].values():

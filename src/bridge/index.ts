@@ -28,10 +28,21 @@ export {
   protocolJsonSchema,
   type ReadyMessage,
   readyMessageSchema,
+  SCORER_KINDS,
+  type ScoreAnswer,
+  type ScoreDoneMessage,
+  type ScoredMessage,
+  type ScoreItem,
+  type ScoreQuestion,
+  type ScoreRequest,
+  type ScorerKind,
+  type ScorerSpec,
   type Stage2Generate,
   type Stage2Load,
+  scoreRequestSchema,
 } from './protocol.js';
 export { findPython, packageRoot, pythonDir } from './python.js';
+export type { ScoreHandlers } from './score-call.js';
 export {
   type ConnectOptions,
   connectWorker,

@@ -29,6 +29,15 @@ export const PROTOCOL_ERROR_CODES = [
 
 const envelope = { v: z.literal(PROTOCOL_VERSION), id: z.string() };
 
+/** msgpack `bin` decodes to a Buffer in Node, to `bytes` in Python. */
+const binaryPng = z.custom<Uint8Array>((value) => value instanceof Uint8Array, {
+  message: 'expected binary PNG bytes',
+});
+/** Normalises any Uint8Array view to a Buffer. */
+const pngBytes = binaryPng.transform((bytes) =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+);
+
 /** Where model weights wait while not in use: `encoder` keeps the text encoder on the CPU between
  *  encodings (frees ~9.5 GB for IF's T5-XXL); `model` is diffusers' model CPU offload. */
 export const OFFLOAD_MODES = ['none', 'encoder', 'model'] as const;
@@ -147,6 +156,43 @@ export const generateRequestSchema = z
     path: ['items'],
   });
 
+/** The automatic scorers the worker runs (`score`): CLIP similarity, a VQA model, the shapes world's
+ *  ground-truth scorer. */
+export const SCORER_KINDS = ['clip', 'vqa', 'shapes'] as const;
+
+/** Which scorer answers, and where it runs. Loaded on first use and kept (a diffusion model stays loaded). */
+export const scorerSpecSchema = z.strictObject({
+  kind: z.enum(SCORER_KINDS),
+  // clip: a CLIPModel with its processor; vqa: a BLIP VQA model (BlipForQuestionAnswering) with its
+  // processor: a hub id or a local folder. null for shapes, which needs no model (and only there).
+  model: z.string().min(1).nullable(),
+  // The hub revision of `model`; null = the default branch (or a local folder).
+  revision: z.string().min(1).nullable(),
+  device: z.enum(['auto', 'cpu', 'cuda', 'mps']),
+  dtype: z.enum(['auto', 'fp32', 'fp16', 'bf16']),
+});
+
+/** A question about an image. clip compares the image with `right` against the `contrast` texts (both
+ *  needed); vqa asks `text`; shapes answers its own questions from the item's prompt (send none). */
+export const scoreQuestionSchema = z.strictObject({
+  id: z.string().min(1),
+  text: z.string(),
+  right: z.string().min(1).nullable(),
+  contrast: z.array(z.string().min(1)),
+});
+
+export const scoreItemSchema = z.strictObject({
+  png: binaryPng,
+  // The prompt the image was made from (what shapes parses; the others ignore it).
+  prompt: z.string(),
+  questions: z.array(scoreQuestionSchema),
+});
+
+export const scoreRequestSchema = z.strictObject({
+  scorer: scorerSpecSchema,
+  items: z.array(scoreItemSchema).min(1),
+});
+
 export const helloMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('hello'),
@@ -164,10 +210,15 @@ export const generateMessageSchema = z.strictObject({
   type: z.literal('generate'),
   ...generateRequestSchema.shape,
 });
+export const scoreMessageSchema = z.strictObject({
+  ...envelope,
+  type: z.literal('score'),
+  ...scoreRequestSchema.shape,
+});
 export const cancelMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('cancel'),
-  // The id of a generate (or load) request; an unknown or finished one is acknowledged and ignored.
+  // The id of a generate, score (or load) request; an unknown or finished one is acknowledged and ignored.
   target: z.string(),
 });
 export const pingMessageSchema = z.strictObject({ ...envelope, type: z.literal('ping') });
@@ -177,6 +228,7 @@ export const outgoingMessageSchema = z.discriminatedUnion('type', [
   helloMessageSchema,
   loadMessageSchema,
   generateMessageSchema,
+  scoreMessageSchema,
   cancelMessageSchema,
   pingMessageSchema,
   shutdownMessageSchema,
@@ -184,15 +236,6 @@ export const outgoingMessageSchema = z.discriminatedUnion('type', [
 
 // ---------------------------------------------------------------------------------------------
 // Replies and streamed messages (worker → orchestrator).
-
-/** msgpack `bin` decodes to a Buffer in Node, to `bytes` in Python. */
-const binaryPng = z.custom<Uint8Array>((value) => value instanceof Uint8Array, {
-  message: 'expected binary PNG bytes',
-});
-/** Normalises any Uint8Array view to a Buffer. */
-const pngBytes = binaryPng.transform((bytes) =>
-  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
-);
 
 /** The keyword that stands for msgpack `bin` in the JSON Schema, which has no binary type: the worker's
  *  validator (python/diffusion_lens/protocol.py) checks it as `bytes`; other validators ignore it. */
@@ -355,6 +398,44 @@ export const doneMessageSchema = z.strictObject({
   ),
 });
 
+/** One question's answer: 1 = yes, 0 = no; `score` in 0..1 is how sure of yes (clip: the softmax
+ *  probability of the right text; vqa: P(yes) / (P(yes) + P(no)) of the first answer token; shapes: 0 or
+ *  1); `note` says what the user should know (vqa: an answer that was neither yes nor no). */
+export const scoreAnswerSchema = z.strictObject({
+  question: z.string().min(1),
+  answer: z.literal([0, 1]),
+  score: z.number().min(0).max(1),
+  note: z.string().nullable(),
+});
+
+/** The answers for one item of a score request (`item` indexes its items), streamed as they are known. */
+export const scoredMessageSchema = z.strictObject({
+  ...envelope,
+  type: z.literal('scored'),
+  item: z.int().nonnegative(),
+  answers: z.array(scoreAnswerSchema),
+  // Why the item got no answers (shapes: its prompt is not one of the shapes world's); else null.
+  skipped: z.string().nullable(),
+});
+
+/** The end of a score request: the scorer that answered, as loaded. */
+export const scoreDoneMessageSchema = z.strictObject({
+  ...envelope,
+  type: z.literal('score_done'),
+  items: z.int().nonnegative(),
+  elapsed_ms: z.number().nonnegative(),
+  scorer: z.strictObject({
+    kind: z.enum(SCORER_KINDS),
+    model: z.string().nullable(),
+    // The model's resolved hub commit (null for a local folder or no model).
+    revision: z.string().nullable(),
+    // What the answers depend on besides the model: the scorer's rule version and the libraries'.
+    version: z.string().min(1),
+    device: z.string(),
+    dtype: z.string(),
+  }),
+});
+
 export const errorMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('error'),
@@ -365,7 +446,7 @@ export const errorMessageSchema = z.strictObject({
 
 /** The answer to `cancel`, naming the request it was for. */
 export const ackMessageSchema = z.strictObject({ ...envelope, type: z.literal('ack'), target: z.string() });
-/** `busy`: a load or generate request is being served. */
+/** `busy`: a load, generate or score request is being served. */
 export const pongMessageSchema = z.strictObject({ ...envelope, type: z.literal('pong'), busy: z.boolean() });
 export const byeMessageSchema = z.strictObject({ ...envelope, type: z.literal('bye') });
 /** Unsolicited (id ""), every `ready.heartbeat_s` seconds; `busy` as in `pong`. */
@@ -381,6 +462,8 @@ export const incomingMessageSchema = z.discriminatedUnion('type', [
   progressMessageSchema,
   imageMessageSchema,
   doneMessageSchema,
+  scoredMessageSchema,
+  scoreDoneMessageSchema,
   errorMessageSchema,
   ackMessageSchema,
   pongMessageSchema,
@@ -458,6 +541,14 @@ export type EncoderInfo = z.infer<typeof encoderSchema>;
 export type LoadRequest = z.infer<typeof loadRequestSchema>;
 export type GenerateItem = z.infer<typeof generateItemSchema>;
 export type GenerateRequest = z.infer<typeof generateRequestSchema>;
+export type ScorerKind = (typeof SCORER_KINDS)[number];
+export type ScorerSpec = z.infer<typeof scorerSpecSchema>;
+export type ScoreQuestion = z.infer<typeof scoreQuestionSchema>;
+export type ScoreItem = z.infer<typeof scoreItemSchema>;
+export type ScoreRequest = z.infer<typeof scoreRequestSchema>;
+export type ScoreAnswer = z.infer<typeof scoreAnswerSchema>;
+export type ScoredMessage = z.infer<typeof scoredMessageSchema>;
+export type ScoreDoneMessage = z.infer<typeof scoreDoneMessageSchema>;
 export type OutgoingMessage = z.infer<typeof outgoingMessageSchema>;
 export type RequestType = OutgoingMessage['type'];
 export type ReadyMessage = z.infer<typeof readyMessageSchema>;

@@ -15,7 +15,11 @@ import {
   loadRequestSchema,
   PROTOCOL_VERSION,
   type ReadyMessage,
+  type ScoreDoneMessage,
+  type ScoreRequest,
+  scoreRequestSchema,
 } from './protocol.js';
+import { ScoreCall, type ScoreHandlers } from './score-call.js';
 
 export interface WorkerOptions {
   /** Interpreter to run the worker with (default: findPython()). */
@@ -154,6 +158,33 @@ export class LensWorker {
     );
     this.activeCalls.add(id);
     this.connection.begin(id, 'generate', parsed.data, call);
+    return call.result;
+  }
+
+  /**
+   * Runs one score request: each item's answers go to `handlers.onScored` as they arrive; resolves with
+   * `score_done` (which names the scorer as loaded). Aborting `signal` cancels it (rejects 'cancelled').
+   * Needs no diffusion model loaded, and leaves a loaded one loaded.
+   */
+  score(req: ScoreRequest, handlers: ScoreHandlers = {}, signal?: AbortSignal): Promise<ScoreDoneMessage> {
+    const parsed = scoreRequestSchema.safeParse(req);
+    if (!parsed.success) return Promise.reject(invalidRequest('score', describeIssues(parsed.error)));
+    if (signal?.aborted) return Promise.reject(new WorkerError('cancelled', 'the score request was aborted'));
+    const refused = this.unlessClosing();
+    if (refused) return refused;
+    const id = this.connection.newId();
+    const call = new ScoreCall(
+      handlers,
+      () => {
+        this.connection.call('cancel', { target: id }, 'ack').catch((error: unknown) => {
+          this.onLog(`bridge: cancel of ${id} failed: ${(error as Error).message}`);
+        });
+      },
+      () => this.activeCalls.delete(id),
+      signal,
+    );
+    this.activeCalls.add(id);
+    this.connection.begin(id, 'score', parsed.data, call);
     return call.result;
   }
 

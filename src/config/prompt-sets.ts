@@ -32,12 +32,34 @@ export const PromptSetColumnSchema = z
     message: 'a column has either `values` (categorical) or `type: number`, not both',
   });
 
+/**
+ * A contrast of a question's CLIP texts: a template filled in for the row, or `{vary: column}`: the `right`
+ * template with that column set to each other value it takes (its `values`, else those of the set's rows),
+ * skipping the values this row has in the `except` columns (what the image rightly shows too).
+ */
+export const ClipContrastSchema = z.union([
+  z.string().min(1),
+  z.strictObject({
+    vary: snakeCase('a column name'),
+    except: z.array(snakeCase('a column name')).optional(),
+  }),
+]);
+
+/** How the clip scorer answers a question: is the image closer to `right` than to every contrast text? */
+export const ClipTextsSpecSchema = z.strictObject({
+  /** What an image for which the answer is yes shows: a template, e.g. `a photo of {a object}`. */
+  right: z.string().min(1),
+  contrast: z.array(ClipContrastSchema).min(1),
+});
+
 export const PromptSetQuestionSchema = z.strictObject({
   id: snakeCase('a question id'),
   /** A template: `{column}` is the row's value, `{a column}` the value with its indefinite article. */
   text: z.string().min(1),
   /** The answer an image that is correct for its prompt gives. */
   expected: z.enum(['yes', 'no']).default('yes'),
+  /** The texts the clip scorer compares the image with (the scorer refuses questions without). */
+  clip: ClipTextsSpecSchema.optional(),
 });
 
 export const PromptSetSpecSchema = z.strictObject({
@@ -62,6 +84,8 @@ export const PromptSetIndexSchema = z.strictObject({
 
 export type PromptSetColumn = z.infer<typeof PromptSetColumnSchema>;
 export type PromptSetQuestion = z.infer<typeof PromptSetQuestionSchema>;
+export type ClipContrast = z.infer<typeof ClipContrastSchema>;
+export type ClipTextsSpec = z.infer<typeof ClipTextsSpecSchema>;
 export type PromptSetSpec = z.infer<typeof PromptSetSpecSchema>;
 export type PromptSetIndex = z.infer<typeof PromptSetIndexSchema>;
 
@@ -238,9 +262,8 @@ export function indexIssues(index: PromptSetIndex): { path: FieldPath; message: 
       (i) => ['sets', s, 'questions', i, 'id'],
     );
     const known = new Set([PROMPT_COLUMN, ...names]);
-    set.questions.forEach((question, q) => {
-      const path = ['sets', s, 'questions', q, 'text'];
-      const { placeholders, errors } = parseTemplate(question.text);
+    const template = (text: string, path: FieldPath): Placeholder[] => {
+      const { placeholders, errors } = parseTemplate(text);
       for (const error of errors) issues.push({ path, message: error });
       for (const { column, article } of placeholders) {
         if (!known.has(column)) {
@@ -249,6 +272,55 @@ export function indexIssues(index: PromptSetIndex): { path: FieldPath; message: 
             message: `{${article ? 'a ' : ''}${column}} names no column of ${set.file}; its columns: ${[...known].join(', ')}`,
           });
         }
+      }
+      return placeholders;
+    };
+    set.questions.forEach((question, q) => {
+      const at: FieldPath = ['sets', s, 'questions', q];
+      template(question.text, [...at, 'text']);
+      if (question.clip)
+        issues.push(...clipIssues(question.clip, names, set.file, [...at, 'clip'], template));
+    });
+  });
+  return issues;
+}
+
+/** What is wrong with a question's CLIP texts: their templates (checked by `template`), a `vary` column
+ *  that is no column of the set or not in the right text (varying it would change nothing), an `except`
+ *  column that is no column or the varied one. */
+function clipIssues(
+  clip: ClipTextsSpec,
+  columns: readonly string[],
+  file: string,
+  at: FieldPath,
+  template: (text: string, path: FieldPath) => Placeholder[],
+): { path: FieldPath; message: string }[] {
+  const issues: { path: FieldPath; message: string }[] = [];
+  const inRight = new Set(template(clip.right, [...at, 'right']).map((p) => p.column));
+  clip.contrast.forEach((contrast, c) => {
+    const path: FieldPath = [...at, 'contrast', c];
+    if (typeof contrast === 'string') {
+      template(contrast, path);
+      return;
+    }
+    const { vary, except = [] } = contrast;
+    if (!columns.includes(vary)) {
+      issues.push({
+        path: [...path, 'vary'],
+        message: `"${vary}" is no column of ${file}; its columns: ${columns.join(', ')}`,
+      });
+    } else if (!inRight.has(vary)) {
+      issues.push({
+        path: [...path, 'vary'],
+        message: `{${vary}} is not in the right text ${JSON.stringify(clip.right)}, so varying it changes nothing`,
+      });
+    }
+    except.forEach((column, e) => {
+      if (!columns.includes(column) || column === vary) {
+        issues.push({
+          path: [...path, 'except', e],
+          message: `"${column}" must be another column of ${file} than "${vary}"; its columns: ${columns.join(', ')}`,
+        });
       }
     });
   });

@@ -3,8 +3,11 @@
     python -m diffusion_lens.shapes.bench [--model models/shapes] [--per-kind 16] [--seeds 4]
 
 For held-out prompts (combinations never seen in training), every encoder layer x seed is generated
-through the lens and scored from pixels by the ground-truth scorer; per layer and attribute it reports
-accuracy with a 95% bootstrap interval (resampling prompts), as CSV and an SVG plot.
+through the lens and scored from pixels by the ground-truth scorer. Each image's answers are written in
+the paper's CSV layout, one file per question (``OUT/labels/shapes__<question>.csv``: prompt, a column
+per layer, seed; 1 = right, 0 = wrong, empty = does not apply), and ``diffusion-lens stats`` computes
+from them, as for any run, the per-layer accuracy with 95% bootstrap intervals (resampling prompts, then
+seeds), the emergence layers, CSV tables and the SVG plots (``OUT/accuracy.csv``, ``OUT/accuracy.svg``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import shutil
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,25 +27,19 @@ import torch
 from ..devices import resolve_device, resolve_dtype
 from ..families import LoadOptions, SamplerSettings, load_family
 from ..generation import Item, LensOptions, generate
-from .plot import accuracy_svg
+from ..scorers.shapes import QUESTIONS
 from .scorer import score
 from .world import Scene, all_scenes, is_heldout
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_MODEL = REPO / "models" / "shapes"
-# Attribute → its name in the CSV and plot, in reading order.
-ATTRIBUTES = {
-    "single_color_shape": "single object (colour + shape)",
-    "color_shape": "object (colour + shape)",
-    "color": "colour",
-    "shape": "shape",
-    "size": "size",
-    "position": "position",
-    "count": "count",
-    "second": "second object",
-    "binding": "two-colour binding",
-    "relation": "relation",
-}
+CLI = REPO / "dist" / "cli.js"
+# The model's name in the label files (`<model>__<question>.csv`).
+MODEL_SLUG = "shapes"
+# The scorer's attributes as question ids (the shapes scorer's, scorers/shapes.py), plus the model card's
+# quality bar: colour and shape right on single-object prompts.
+SINGLE_OBJECT = "single_object_correct"
+QUESTION_OF = {"single_color_shape": SINGLE_OBJECT, **QUESTIONS}
 
 
 def heldout_scenes(per_kind: int, seed: int = 0) -> list[Scene]:
@@ -54,17 +53,27 @@ def heldout_scenes(per_kind: int, seed: int = 0) -> list[Scene]:
     ]
 
 
-def bootstrap(per_prompt: list[list[float]], rounds: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean accuracy over images, and a 95% percentile interval from resampling prompts (an image's seeds
-    share its prompt, so prompts are the independent units)."""
-    rng = np.random.default_rng(seed)
-    sums = np.array([sum(v) for v in per_prompt])
-    counts = np.array([len(v) for v in per_prompt])
-    mean = sums.sum() / counts.sum()
-    picks = rng.integers(0, len(per_prompt), size=(rounds, len(per_prompt)))
-    resampled = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    return float(mean), float(low), float(high)
+def write_labels(
+    folder: Path,
+    answers: dict[str, dict[tuple[int, int], dict[int, int]]],
+    prompts: list[str],
+    layers: list[int],
+) -> list[Path]:
+    """One paper-layout CSV per question: a row per (prompt, seed), a cell per layer (empty: not asked)."""
+    if folder.exists():
+        shutil.rmtree(folder)  # a smaller rerun must not leave an earlier run's files behind
+    folder.mkdir(parents=True)
+    files = []
+    for question, by_image in answers.items():
+        path = folder / f"{MODEL_SLUG}__{question}.csv"
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["prompt", *layers, "seed"])
+            for prompt, seed in sorted(by_image):
+                cells = by_image[(prompt, seed)]
+                writer.writerow([prompts[prompt], *(cells.get(layer, "") for layer in layers), seed])
+        files.append(path)
+    return files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,20 +107,18 @@ def main(argv: list[str] | None = None) -> None:
     settings = SamplerSettings(args.steps, args.guidance, size, size, None)
     print(f"{len(scenes)} held-out prompts x {len(layers)} layers x {args.seeds} seeds = {len(items)} images")
 
-    # results[attribute][layer][prompt] = list of 0/1 over seeds
-    results: dict[str, dict[int, dict[int, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
+    # answers[question][(prompt, seed)][layer] = 1 (right) or 0 (wrong); absent where it does not apply
+    answers: dict[str, dict[tuple[int, int], dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
     started = time.perf_counter()
 
     def on_image(index: int, item: Item, stage: int, image: np.ndarray, elapsed_ms: float) -> None:
         scene = scenes[item.prompt]
-        answers = score(scene, image)
-        if scene.kind == "single":  # the model card's quality bar
-            answers["single_color_shape"] = answers["color_shape"]
-        for attribute, correct in answers.items():
-            if correct is not None and attribute in ATTRIBUTES:
-                results[attribute][item.layer][item.prompt].append(float(correct))
+        truth = score(scene, image)
+        if scene.kind == "single":
+            truth["single_color_shape"] = truth["color_shape"]
+        for attribute, question in QUESTION_OF.items():
+            if truth.get(attribute) is not None:
+                answers[question][(item.prompt, item.seed)][item.layer] = int(bool(truth[attribute]))
 
     def on_progress(progress) -> None:
         if (
@@ -126,30 +133,20 @@ def main(argv: list[str] | None = None) -> None:
         )
     seconds = time.perf_counter() - started
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    series: dict[str, list[tuple[int, float, float, float]]] = {}
-    with open(out / "accuracy.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["attribute", "layer", "images", "accuracy", "ci_low", "ci_high"])
-        for attribute, label in ATTRIBUTES.items():
-            if attribute not in results:
-                continue
-            for layer in layers:
-                per_prompt = list(results[attribute][layer].values())
-                mean, low, high = bootstrap(per_prompt)
-                writer.writerow(
-                    [attribute, layer, sum(map(len, per_prompt)), f"{mean:.4f}", f"{low:.4f}", f"{high:.4f}"]
-                )
-                series.setdefault(label, []).append((layer, mean, low, high))
-    title = f"Diffusion Lens on the shapes model: held-out prompts, {args.seeds} seeds, {args.steps} steps"
-    (out / "accuracy.svg").write_text(accuracy_svg(series, title))
-
     print(f"{len(items)} images in {seconds:.0f} s ({len(items) / seconds:.1f} images/s)")
-    print("attribute".ljust(32) + "".join(f"L{layer:<6}" for layer in layers))
-    for label, points in series.items():
-        print(label.ljust(32) + "".join(f"{mean:<7.2f}" for _, mean, _, _ in points))
-    print(f"wrote {out / 'accuracy.csv'} and {out / 'accuracy.svg'}")
+
+    out = Path(args.out)
+    labels = write_labels(out / "labels", answers, prompts, layers)
+    print(f"wrote {len(labels)} label files to {out / 'labels'}")
+    title = f"Shapes model, held-out prompts, {args.seeds} seeds, {args.steps} steps"
+    stats = ["stats", "--annotations", str(out / "labels"), "--by", "question", "--out", str(out)]
+    stats += ["--title", title]
+    if not CLI.exists():
+        print(f"{CLI} is missing: run `npm run build`, then `node dist/cli.js {' '.join(stats)}`")
+        raise SystemExit(1)
+    # The statistics and plots of every run: the same code as `diffusion-lens stats` on a run folder.
+    subprocess.run(["node", str(CLI), *stats], check=True)
+    (out / "labels.csv").unlink()  # every judgment again, in one file: labels/ holds them already
 
 
 if __name__ == "__main__":
