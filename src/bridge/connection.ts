@@ -22,7 +22,7 @@ export interface Exchange {
   fail(error: WorkerError): void;
 }
 
-type Fields<T extends RequestType> = Omit<Extract<OutgoingMessage, { type: T }>, 'v' | 'id' | 'type'>;
+export type Fields<T extends RequestType> = Omit<Extract<OutgoingMessage, { type: T }>, 'v' | 'id' | 'type'>;
 export type Reply<T extends IncomingType> = Extract<IncomingMessage, { type: T }>;
 
 export interface ConnectionOptions {

@@ -1,15 +1,16 @@
 // LensWorker: the orchestrator's handle on one Python worker (spawned and managed, or attached to).
 import { performance } from 'node:perf_hooks';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
-import { Connection } from './connection.js';
+import { Connection, type Fields } from './connection.js';
 import { WorkerError } from './errors.js';
-import { abortedError, GenerateCall, type GenerateHandlers } from './generate-call.js';
+import { GenerateCall, type GenerateHandlers } from './generate-call.js';
 import { describeExit, type ExitInfo, spawnWorkerProcess, type WorkerProcess } from './process.js';
 import {
   type DoneMessage,
   describeIssues,
   type GenerateRequest,
   generateRequestSchema,
+  type IncomingMessage,
   type LoadedMessage,
   type LoadRequest,
   loadRequestSchema,
@@ -20,6 +21,7 @@ import {
   scoreRequestSchema,
 } from './protocol.js';
 import { ScoreCall, type ScoreHandlers } from './score-call.js';
+import { abortedError, type StreamingCall, type StreamingRequest } from './streaming-call.js';
 
 export interface WorkerOptions {
   /** Interpreter to run the worker with (default: findPython()). */
@@ -142,23 +144,9 @@ export class LensWorker {
   ): Promise<DoneMessage> {
     const parsed = generateRequestSchema.safeParse(req);
     if (!parsed.success) return Promise.reject(invalidRequest('generate', describeIssues(parsed.error)));
-    if (signal?.aborted) return Promise.reject(abortedError());
-    const refused = this.unlessClosing();
-    if (refused) return refused;
-    const id = this.connection.newId();
-    const call = new GenerateCall(
-      handlers,
-      () => {
-        this.connection.call('cancel', { target: id }, 'ack').catch((error: unknown) => {
-          this.onLog(`bridge: cancel of ${id} failed: ${(error as Error).message}`);
-        });
-      },
-      () => this.activeCalls.delete(id),
-      signal,
-    );
-    this.activeCalls.add(id);
-    this.connection.begin(id, 'generate', parsed.data, call);
-    return call.result;
+    return this.stream('generate', parsed.data, signal, (sendCancel, onEnded) => {
+      return new GenerateCall(handlers, sendCancel, onEnded, signal);
+    });
   }
 
   /**
@@ -169,22 +157,32 @@ export class LensWorker {
   score(req: ScoreRequest, handlers: ScoreHandlers = {}, signal?: AbortSignal): Promise<ScoreDoneMessage> {
     const parsed = scoreRequestSchema.safeParse(req);
     if (!parsed.success) return Promise.reject(invalidRequest('score', describeIssues(parsed.error)));
-    if (signal?.aborted) return Promise.reject(new WorkerError('cancelled', 'the score request was aborted'));
+    return this.stream('score', parsed.data, signal, (sendCancel, onEnded) => {
+      return new ScoreCall(handlers, sendCancel, onEnded, signal);
+    });
+  }
+
+  /** Sends a streaming request, its call made by `create` with how to cancel it and what ends it. */
+  private stream<T extends StreamingRequest, Final extends IncomingMessage>(
+    request: T,
+    data: Fields<T>,
+    signal: AbortSignal | undefined,
+    create: (sendCancel: () => void, onEnded: () => void) => StreamingCall<Final>,
+  ): Promise<Final> {
+    if (signal?.aborted) return Promise.reject(abortedError(request));
     const refused = this.unlessClosing();
     if (refused) return refused;
     const id = this.connection.newId();
-    const call = new ScoreCall(
-      handlers,
+    const call = create(
       () => {
         this.connection.call('cancel', { target: id }, 'ack').catch((error: unknown) => {
           this.onLog(`bridge: cancel of ${id} failed: ${(error as Error).message}`);
         });
       },
       () => this.activeCalls.delete(id),
-      signal,
     );
     this.activeCalls.add(id);
-    this.connection.begin(id, 'score', parsed.data, call);
+    this.connection.begin(id, request, data, call);
     return call.result;
   }
 
