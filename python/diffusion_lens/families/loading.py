@@ -61,9 +61,6 @@ def hub_unreachable(errors: list[BaseException]) -> bool:
 def _user_error(model: str, exc: Exception, options: LoadOptions | None = None) -> CheckpointError | None:
     """A message the user can act on for a load failure that has one (hub unreachable, not on the hub,
     pickled weights only); None for the rest, which keep diffusers' own message."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError
-
     errors = list(error_chain(exc))
     if options is not None and not options.allow_pickle:
         pickles = _pickle_only(model, errors, options.variant)
@@ -73,28 +70,38 @@ def _user_error(model: str, exc: Exception, options: LoadOptions | None = None) 
                 "code: if you trust this checkpoint, pass --allow-pickle (config: model.allow_pickle: true) "
                 "to load pickled weights"
             )
+    problem = hub_problem(model, f'"{model}"', errors, f"a local {CHECKPOINT_FOLDER}")
+    return None if problem is None else CheckpointError(problem)
+
+
+def hub_problem(model: str, subject: str, errors: list[BaseException], local: str) -> str | None:
+    """What the user can do when loading ``model`` (named ``subject`` in the message) from the hub failed
+    with ``errors``: gated, not on the hub, or the hub unreachable and not cached; ``local`` is what to
+    pass instead. None for a local folder and for other failures. Shared by checkpoints and scorers."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError
+
     if Path(model).expanduser().exists():
         return None  # a local folder: no hub involved
     if any(isinstance(error, GatedRepoError) for error in errors):
-        return CheckpointError(
-            f'"{model}" is a gated model on the Hugging Face hub: accept its licence at '
-            f"https://huggingface.co/{model} and log in (hf auth login), "
-            f"or pass a local {CHECKPOINT_FOLDER}"
+        return (
+            f"{subject} is a gated model on the Hugging Face hub: accept its licence at "
+            f"https://huggingface.co/{model} and log in (hf auth login), or pass {local}"
         )
     if any(isinstance(error, RepositoryNotFoundError) for error in errors):
-        return CheckpointError(
-            f'"{model}" is neither a local folder nor a model on the Hugging Face hub (or it is private: '
-            f"log in with hf auth login): check the name, or pass a local {CHECKPOINT_FOLDER}"
+        return (
+            f"{subject} is neither a local folder nor a model on the Hugging Face hub (or it is private: "
+            f"log in with hf auth login): check the name, or pass {local}"
         )
     if not hub_unreachable(errors):
         return None
     offline = constants.HF_HUB_OFFLINE or any(isinstance(error, OfflineModeIsEnabled) for error in errors)
     why = "HF_HUB_OFFLINE is set" if offline else str(errors[-1]) or type(errors[-1]).__name__
     online = "unset HF_HUB_OFFLINE, connect to the internet" if offline else "connect to the internet"
-    return CheckpointError(
-        f'cannot reach the Hugging Face hub for "{model}" ({why}) and it is not (fully) in the local cache '
+    return (
+        f"cannot reach the Hugging Face hub for {subject} ({why}) and it is not (fully) in the local cache "
         f"(HF_HOME={constants.HF_HOME}, looked in {constants.HF_HUB_CACHE}): {online} and run again to "
-        f"download it, set HF_HOME to a cache that has it, or pass a local {CHECKPOINT_FOLDER}"
+        f"download it, set HF_HOME to a cache that has it, or pass {local}"
     )
 
 

@@ -33,10 +33,7 @@ def placement(spec: ScorerSpec) -> tuple[str, torch.dtype]:
 
 
 def _user_error(spec: ScorerSpec, what: str, exc: Exception) -> ScorerLoadError | None:
-    from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError
-
-    from ..families.loading import error_chain, hub_unreachable  # here: scoring needs no diffusers
+    from ..families.loading import error_chain, hub_problem  # here: scoring needs no diffusers
 
     model = spec.model or ""
     errors = list(error_chain(exc))
@@ -47,28 +44,8 @@ def _user_error(spec: ScorerSpec, what: str, exc: Exception) -> ScorerLoadError 
             "(loading a pickle can run code): convert it (save_pretrained writes safetensors) or pass "
             f"{local}"
         )
-    if Path(model).expanduser().exists():
-        return None
-    if any(isinstance(error, GatedRepoError) for error in errors):
-        return ScorerLoadError(
-            f'{spec.kind} scorer model "{model}" is gated on the Hugging Face hub: accept its licence at '
-            f"https://huggingface.co/{model} and log in (hf auth login), or pass {local}"
-        )
-    if any(isinstance(error, RepositoryNotFoundError) for error in errors):
-        return ScorerLoadError(
-            f'{spec.kind} scorer model "{model}" is neither a local folder nor a model on the Hugging Face '
-            f"hub (or it is private: log in with hf auth login): check the name, or pass {local}"
-        )
-    if not hub_unreachable(errors):
-        return None
-    offline = constants.HF_HUB_OFFLINE or any(isinstance(error, OfflineModeIsEnabled) for error in errors)
-    why = "HF_HUB_OFFLINE is set" if offline else str(errors[-1]) or type(errors[-1]).__name__
-    online = "unset HF_HUB_OFFLINE, connect to the internet" if offline else "connect to the internet"
-    return ScorerLoadError(
-        f'cannot reach the Hugging Face hub for the {spec.kind} scorer model "{model}" ({why}) and it is not '
-        f"(fully) in the local cache (HF_HOME={constants.HF_HOME}, looked in {constants.HF_HUB_CACHE}): "
-        f"{online} and run again to download it, set HF_HOME to a cache that has it, or pass {local}"
-    )
+    problem = hub_problem(model, f'the {spec.kind} scorer model "{model}"', errors, local)
+    return None if problem is None else ScorerLoadError(problem)
 
 
 def from_pretrained(loader: Any, spec: ScorerSpec, what: str, **kwargs: Any) -> Any:
