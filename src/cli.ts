@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { WorkerError } from './bridge/index.js';
 import { doctorText } from './cli/doctor-text.js';
+import { addKeysCommand } from './cli/keys-command.js';
+import { addMergeCommand } from './cli/merge-command.js';
 import { addLensOptions } from './cli/option-help.js';
 import { type LensCommandOptions, lensConfig } from './cli/options.js';
 import { estimateText, totalsText } from './cli/plan-text.js';
@@ -11,7 +13,9 @@ import { addReportCommand } from './cli/report-command.js';
 import { createReporter, describeEvent, type Reporter, type ReportMode } from './cli/reporter.js';
 import { addScoreCommand } from './cli/score-command.js';
 import { addServeCommand } from './cli/serve-command.js';
+import { addSlurmCommand } from './cli/slurm-command.js';
 import { addStatsCommands } from './cli/stats-command.js';
+import { type AttachFlags, addAttachOptions, addWorkerCommand, remoteWorkers } from './cli/worker-command.js';
 import { ConfigError, type ExperimentConfig, loadConfigFile, toJsonSchema } from './config/index.js';
 import { runDoctor } from './doctor.js';
 import {
@@ -20,11 +24,13 @@ import {
   expandSweep,
   GPU_SPEED,
   gpuKey,
+  parseShard,
   REFERENCE_GPU,
   type RunEstimate,
   type RunEvent,
   runExperiment,
   runStudy,
+  type ShardSpec,
   type StudyEvent,
 } from './experiment/index.js';
 import { TOOL_VERSION } from './version.js';
@@ -38,16 +44,17 @@ const debug = (): boolean => process.env.DIFFUSION_LENS_DEBUG === '1';
 /** A ConfigError from command-line options is a usage error (exit 2). */
 class UsageError extends Error {}
 
-interface RunFlags {
+interface RunFlags extends AttachFlags {
   json?: boolean;
   verbose?: boolean;
   overwrite?: boolean;
   newVariant?: boolean;
+  shard?: ShardSpec;
 }
 
 /** The options every command that runs the lens has. */
 function addRunFlags(command: Command): Command {
-  return command
+  return addAttachOptions(command)
     .option(
       '--new-variant',
       'if the output folder holds images made with other settings, write this run to ' +
@@ -57,6 +64,18 @@ function addRunFlags(command: Command): Command {
       '--overwrite',
       'if the output folder holds images made with other settings, delete them and make these ' +
         '(default: refuse)',
+    )
+    .option(
+      '--shard <i/n>',
+      'make only shard I (0-based) of N: every Nth batch of the plan, with the same keys and bytes as the ' +
+        'whole run; no grids. `diffusion-lens merge` combines the N shard folders (default: the whole run)',
+      (text: string) => {
+        try {
+          return parseShard(text);
+        } catch (error) {
+          throw new InvalidArgumentError((error as Error).message);
+        }
+      },
     )
     .option('--json', 'print one JSON event per line on stdout (default: progress on stderr)')
     .option('-v, --verbose', "show the worker's log lines (default: off)");
@@ -73,6 +92,8 @@ async function runWithUi(config: ExperimentConfig, outDir: string, flags: RunFla
       outDir,
       overwrite: flags.overwrite,
       newVariant: flags.newVariant,
+      remote: remoteWorkers(flags),
+      shard: flags.shard,
       signal,
       onEvent: (event) => reporter.onEvent(event),
       onLog: flags.verbose ? (line) => reporter.note(`worker: ${line}`) : undefined,
@@ -106,6 +127,7 @@ async function studyWithUi(config: ExperimentConfig, outDir: string, flags: RunF
       outDir,
       overwrite: flags.overwrite,
       newVariant: flags.newVariant,
+      remote: remoteWorkers(flags),
       signal,
       onEvent: (event) => {
         if (event.type === 'study-start' || event.type === 'variant-start' || event.type === 'study-done') {
@@ -310,6 +332,11 @@ function buildProgram(setExitCode: (code: number) => void): Command {
     const config = await loadConfigFile(file);
     const outDir = options.out === undefined ? defaultOutDir(config) : resolve(options.out);
     if (config.sweep !== undefined) {
+      if (options.shard) {
+        const message = `--shard splits one run; ${file} has a sweep: (a study): write a config per variant`;
+        process.stderr.write(`error: ${message}\n`);
+        throw new UsageError(message);
+      }
       expandSweep(config); // every variant checked before anything starts
       setExitCode(await studyWithUi(config, outDir, options));
     } else {
@@ -401,6 +428,10 @@ function buildProgram(setExitCode: (code: number) => void): Command {
   addStatsCommands(program);
   addReportCommand(program, setExitCode);
   addServeCommand(program, setExitCode);
+  addMergeCommand(program);
+  addSlurmCommand(program);
+  addWorkerCommand(program, setExitCode);
+  addKeysCommand(program);
   return program;
 }
 

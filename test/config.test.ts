@@ -47,7 +47,7 @@ describe('parseConfig', () => {
       },
       seeds: [0, 1, 2, 3],
       prompts: ['a cat'],
-      runtime: { max_batch: 8 },
+      runtime: { max_batch: 8, gpus: 'auto', remote: [] },
       stage2: { scheduler: 'default', seed: 'same' },
       grid: { min_cell: 128 },
     });

@@ -5,9 +5,10 @@ import { describe, expect, it } from 'vitest';
 import type { ImageMessage, LoadedMessage } from '../src/bridge/index.js';
 import { WorkerError } from '../src/bridge/index.js';
 import { parseConfig } from '../src/config/index.js';
+import { planBatches } from '../src/experiment/batches.js';
 import { familyOptionsFor } from '../src/experiment/family.js';
 import { buildWork, imageSettings, type Job, jobOfImage, planExperiment } from '../src/experiment/index.js';
-import { layersInFlight, RunProgress } from '../src/experiment/request.js';
+import { layersInFlight } from '../src/experiment/request.js';
 import { ifCapabilities, oneEncoder } from './capabilities.js';
 
 const stage2: NonNullable<LoadedMessage['stage2']> = {
@@ -142,13 +143,19 @@ describe('progress', () => {
     expect(layersInFlight(work, { images_done: 6, batch_items: 0 })).toEqual([4]);
   });
 
-  it('goes on across requests: a later request for what is left starts where the first got to', () => {
-    const first = buildWork(config, plan, none);
-    const later = buildWork(config, plan, (job) => job.promptIndex === 0);
-    if (!first || !later) throw new Error('expected work');
-    const progress = new RunProgress();
-    expect(progress.of(first, 10)).toEqual({ done: 10, total: 40 });
-    expect(progress.of(later, 0)).toEqual({ done: 20, total: 40 });
-    expect(progress.of(later, 20)).toEqual({ done: 40, total: 40 });
+  it('cuts the plan into the batches the worker samples, and a batch into its request', () => {
+    const batches = planBatches(plan, 3);
+    const items = batches.flatMap((batch) => batch.items);
+    expect(batches.map((batch) => batch.items.length)).toEqual([3, 3, 2]);
+    expect(items.map((item) => `${item.promptIndex}/${item.layer}/${item.seed}`)).toEqual(
+      buildWork(config, plan, none)?.request.items.map((item) => `${item.prompt}/${item.layer}/${item.seed}`),
+    );
+    const second = batches[1];
+    if (!second) throw new Error('expected a second batch');
+    const work = buildWork(config, plan, none, second.items);
+    expect(work?.request.items).toHaveLength(3);
+    // A batch whose images are all made asks for nothing.
+    const made = new Set(second.items.flatMap((item) => Object.values(item.jobs).map((job) => job.key)));
+    expect(buildWork(config, plan, (job) => made.has(job.key), second.items)).toBeNull();
   });
 });

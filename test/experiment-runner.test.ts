@@ -162,19 +162,23 @@ describe('runExperiment', () => {
   it('restarts a worker that crashes mid-run and loses no image', async () => {
     const out = tempDir();
     const events: RunEvent[] = [];
-    let killed = false;
-    const result = await runExperiment(config(), {
+    let killedAt: RunEvent | undefined;
+    // Killed at the run's first progress event, emitted as the worker's first denoising step arrives. (A
+    // kill at the second image event, which waits for its file to be written, could land after `done`
+    // under load: with 3 steps, five batches of 3 steps were left.) The worker is then in the first of its
+    // six batches with about 6 x 25 steps to go, far more than the event can lag: the kill lands mid-run.
+    const result = await runExperiment(config({ sampler: { steps: 25, size: 32 } }), {
       outDir: out,
       onEvent: (event) => {
         events.push(event);
-        if (event.type === 'image' && event.images_done === 2 && !killed) {
-          killed = true;
+        if (event.type === 'progress' && !killedAt) {
+          killedAt = event;
           const ready = events.find((e) => e.type === 'worker-ready');
           if (ready?.type === 'worker-ready' && ready.pid) process.kill(ready.pid, 'SIGKILL');
         }
       },
     });
-    expect(killed).toBe(true);
+    expect(killedAt).toMatchObject({ type: 'progress', images_done: 0 });
     expect(result.complete).toBe(true);
     const lost = events.find((e) => e.type === 'worker-lost');
     expect(lost).toMatchObject({ type: 'worker-lost', code: 'worker_exited', restarting: true, restarts: 0 });

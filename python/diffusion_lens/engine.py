@@ -3,10 +3,13 @@ It talks to the I/O thread only through ``emit`` and its per-request cancel flag
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import asdict
 from typing import Any
 
@@ -46,6 +49,27 @@ from .scorers import (
 )
 
 Emit = Callable[[protocol.Message], None]
+log = logging.getLogger("diffusion_lens.engine")
+
+# The clients whose last load the engine remembers (a persistent worker meets many); the oldest is forgotten.
+MAX_CLIENTS = 1024
+# A load request's envelope; the rest of its fields say what model it loads.
+_ENVELOPE = ("v", "id", "type")
+
+
+def load_fields(request: protocol.Message) -> dict[str, Any]:
+    """What a load request asks for: its fields less the envelope."""
+    return {name: value for name, value in request.items() if name not in _ENVELOPE}
+
+
+def _same_load(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two loads' fields are the same, types included (Python has True == 1 == 1.0)."""
+    if a is None or b is None:
+        return False
+    try:
+        return json.dumps(a, sort_keys=True, default=repr) == json.dumps(b, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return False
 
 
 def _ablation(request: protocol.Message) -> Ablation:
@@ -83,6 +107,11 @@ class NotLoaded(Exception):
     """A generate request arrived before any model was loaded."""
 
 
+class ModelLoadFailed(Exception):
+    """Loading a client's model again before its generate failed unexpectedly (load_failed, with the
+    traceback)."""
+
+
 class ScorerLoadFailed(Exception):
     """A scorer failed to load in a way its own checks did not foresee (answered load_failed, with the
     traceback)."""
@@ -93,36 +122,71 @@ SCORE_CHUNK = 16
 
 
 class Engine:
+    """Serves one request at a time. Several clients may share it: each remembers its own last successful
+    load, and a generate from a client whose model is not the one loaded (another client loaded another
+    since) first loads that client's model again. A load equal to the loaded one is answered at once.
+
+    ``handle``'s ``key`` names the request for ``cancel`` (the server makes it unique across clients;
+    by default the request's id) and ``client`` is who sent it (None: the one client of a library user)."""
+
     def __init__(self, emit: Emit) -> None:
         self.emit = emit
         self.family: Family | None = None
         self.model: str | None = None
+        # The fields of the load request that is loaded (None when none is) and its `loaded` reply.
+        self.loaded: dict[str, Any] | None = None
+        self._loaded_reply: protocol.Message | None = None
+        self._client_loads: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
+        self.reloads = 0  # loads made again for a client's generate (tests and logs)
         # The scorer of the last score request, kept for the next one; loading another replaces it. The
         # diffusion model (self.family) stays loaded either way.
         self.scorer: tuple[ScorerSpec, Scorer] | None = None
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
 
-    def cancel(self, request_id: str) -> None:
+    def cancel(self, key: str) -> None:
         with self._lock:
-            self._cancelled.add(request_id)
+            self._cancelled.add(key)
 
-    def _is_cancelled(self, request_id: str) -> bool:
+    def forget_cancel(self, key: str) -> None:
+        """The request ``key`` has ended: a cancel that came too late must not cancel a later one."""
         with self._lock:
-            return request_id in self._cancelled
+            self._cancelled.discard(key)
 
-    def handle(self, request: protocol.Message) -> None:
+    def _is_cancelled(self, key: str) -> bool:
+        with self._lock:
+            return key in self._cancelled
+
+    def forget_client(self, client: Hashable) -> None:
+        """``client`` has gone: forget its load (the model stays loaded for the others)."""
+        with self._lock:
+            self._client_loads.pop(client, None)
+
+    def _client_load(self, client: Hashable) -> dict[str, Any] | None:
+        with self._lock:
+            return self._client_loads.get(client)
+
+    def _remember_load(self, client: Hashable, fields: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._client_loads.pop(client, None)
+            if fields is not None:
+                self._client_loads[client] = fields
+                while len(self._client_loads) > MAX_CLIENTS:
+                    self._client_loads.popitem(last=False)
+
+    def handle(self, request: protocol.Message, key: str | None = None, client: Hashable = None) -> None:
         """Serve one load, generate or score request; every outcome, failure included, becomes messages."""
         request_id = request["id"]
+        key = request_id if key is None else key
         try:
-            if self._is_cancelled(request_id):
+            if self._is_cancelled(key):
                 raise Cancelled()
             if request["type"] == "load":
-                self.emit(self._load(request))
+                self.emit(self._load(request, client))
             elif request["type"] == "score":
-                self.emit(self._score(request))
+                self.emit(self._score(request, key))
             else:
-                self.emit(self._generate(request))
+                self.emit(self._generate(request, key, client))
         except Cancelled:
             self.emit(protocol.error(request_id, "cancelled", f"request {request_id} was cancelled"))
         except NotLoaded as exc:
@@ -134,7 +198,7 @@ class Engine:
         except (CheckpointError, ScorerLoadError) as exc:
             self.emit(protocol.error(request_id, "load_failed", str(exc)))
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client as an error
-            load = request["type"] == "load" or isinstance(exc, ScorerLoadFailed)
+            load = request["type"] == "load" or isinstance(exc, ScorerLoadFailed | ModelLoadFailed)
             code = "load_failed" if load else "internal"
             self.emit(
                 protocol.error(
@@ -146,9 +210,29 @@ class Engine:
             )
         finally:
             with self._lock:
-                self._cancelled.discard(request_id)
+                self._cancelled.discard(key)
 
-    def _load(self, request: protocol.Message) -> protocol.Message:
+    def _load(self, request: protocol.Message, client: Hashable) -> protocol.Message:
+        """Loads the model (or keeps it, when it is the one loaded) and makes it ``client``'s. A failed
+        load leaves the client with none (it asked for this one, not its last)."""
+        fields = load_fields(request)
+        self._remember_load(client, None)
+        if _same_load(fields, self.loaded) and self._loaded_reply is not None:
+            log.info("%s is loaded already: not loaded again", fields["model"])
+            reply = {**self._loaded_reply, "id": request["id"]}
+        else:
+            reply = {**self.load_model(fields), "id": request["id"]}
+        self._remember_load(client, fields)
+        return reply
+
+    def load_model(self, fields: dict[str, Any]) -> protocol.Message:
+        """Loads the model a load request's ``fields`` name in place of the loaded one; the ``loaded``
+        reply (with id ""). Raises what loading raises."""
+        request = fields
+        self.family = None  # free the previous model before loading the next
+        self.model = None
+        self.loaded = None
+        self._loaded_reply = None
         device = resolve_device(request["device"])
         options = LoadOptions(
             model=request["model"],
@@ -166,17 +250,41 @@ class Engine:
                 LoraWeights(path=lora["path"], scale=float(lora["scale"])) for lora in request["lora"]
             ),
         )
-        self.family = None  # free the previous model before loading the next
+        started = time.perf_counter()
         self.family = load_family(options, request["family"])
         self.model = request["model"]
-        return protocol.reply(
-            request["id"], "loaded", model=request["model"], family=self.family.name, **self.family.describe()
+        log.info(
+            "loaded %s (%s) in %.1f s", request["model"], self.family.name, time.perf_counter() - started
         )
+        reply = protocol.reply(
+            "", "loaded", model=request["model"], family=self.family.name, **self.family.describe()
+        )
+        self.loaded, self._loaded_reply = dict(fields), reply
+        return reply
 
-    def _generate(self, request: protocol.Message) -> protocol.Message:
-        request_id = request["id"]
-        if self.family is None:
+    def _model_for(self, client: Hashable) -> Family:
+        """The family to serve ``client``'s generate with: its own last load, loaded again when another
+        client has loaded another model since."""
+        fields = self._client_load(client)
+        if fields is None:
             raise NotLoaded("no model is loaded; send 'load' first")
+        if not _same_load(fields, self.loaded) or self.family is None:
+            log.info("loading %s again: another client's model was loaded since", fields["model"])
+            self.reloads += 1
+            try:
+                self.load_model(fields)
+            except CheckpointError:
+                raise
+            except Exception as exc:
+                raise ModelLoadFailed(
+                    f"loading this client's model {fields['model']} again failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        assert self.family is not None
+        return self.family
+
+    def _generate(self, request: protocol.Message, key: str, client: Hashable) -> protocol.Message:
+        request_id = request["id"]
+        family = self._model_for(client)
         settings = SamplerSettings(
             num_inference_steps=request["steps"],
             guidance_scale=float(request["guidance"]),
@@ -221,14 +329,14 @@ class Engine:
             self.emit(protocol.reply(request_id, "progress", **progress.__dict__))
 
         done = generate(
-            self.family,
+            family,
             request["prompts"],
             items,
             settings,
             options,
             on_image,
             on_progress,
-            lambda: self._is_cancelled(request_id),
+            lambda: self._is_cancelled(key),
         )
         return protocol.reply(request_id, "done", **done)
 
@@ -248,7 +356,7 @@ class Engine:
         self.scorer = (spec, scorer)
         return scorer
 
-    def _score(self, request: protocol.Message) -> protocol.Message:
+    def _score(self, request: protocol.Message, key: str) -> protocol.Message:
         """Answers every item's questions, one ``scored`` message per item, then ``score_done``. Needs no
         diffusion model, and leaves a loaded one loaded."""
         request_id = request["id"]
@@ -267,7 +375,7 @@ class Engine:
         scorer = self._scorer_for(spec)
         scorer.check(items)
         for start in range(0, len(items), SCORE_CHUNK):
-            if self._is_cancelled(request_id):
+            if self._is_cancelled(key):
                 raise Cancelled()
             chunk = items[start : start + SCORE_CHUNK]
             try:

@@ -236,7 +236,8 @@ def decode(frame: bytes) -> Message:
     if not isinstance(request_id, str):
         raise ProtocolError("bad_message", "field 'id' must be a string")
     version = message.get("v")
-    if isinstance(version, bool) or version != PROTOCOL_VERSION:
+    # Only the integer: 1.0 == 1 and True == 1 in Python, but neither is what the bridge sends.
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(
             "version_mismatch",
             f"protocol version {version!r} is not supported; this worker speaks v{PROTOCOL_VERSION}",

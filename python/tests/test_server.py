@@ -21,21 +21,53 @@ SERVER = Path(__file__).resolve().parents[1] / "lens_server.py"
 
 
 class Client:
-    def __init__(self, heartbeat: float = 0.5, env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER), "--heartbeat", str(heartbeat)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=None if env is None else {**os.environ, **env},
-        )
-        assert self.process.stdout is not None
-        self.announcement = json.loads(self.process.stdout.readline())
-        Draft202012Validator(protocol.SCHEMA["listening"]).validate(self.announcement)
+    """A worker process and a DEALER connected to it; ``another()`` connects a second client to the same
+    worker. ``stderr``: a file for the worker's log (else discarded)."""
+
+    def __init__(
+        self,
+        heartbeat: float = 0.5,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        stderr: Path | None = None,
+        worker: subprocess.Popen | None = None,
+        endpoint: str | None = None,
+        curve: object = None,  # diffusion_lens.auth.ClientKeys
+    ) -> None:
+        self.owner = worker is None
+        if worker is None:
+            self.log = stderr
+            self.process = subprocess.Popen(
+                [sys.executable, str(SERVER), "--heartbeat", str(heartbeat), *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL if stderr is None else stderr.open("wb"),
+                env=None if env is None else {**os.environ, **env},
+            )
+            assert self.process.stdout is not None
+            self.announcement = json.loads(self.process.stdout.readline())
+            Draft202012Validator(protocol.SCHEMA["listening"]).validate(self.announcement)
+            endpoint = self.announcement["endpoint"]
+        else:
+            self.process, self.log = worker, None
+        assert endpoint is not None
+        self.endpoint = endpoint
         self.received: list[dict] = []  # every message, heartbeats included
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(self.announcement["endpoint"])
+        if curve is not None:
+            from diffusion_lens.auth import connect_curve
+
+            connect_curve(self.socket, curve)  # type: ignore[arg-type]
+        self.socket.connect(endpoint)
+
+    def another(self, curve: object = None) -> Client:
+        """A second client of the same worker (its own DEALER, so its own identity)."""
+        return Client(worker=self.process, endpoint=self.endpoint, curve=curve)
+
+    def log_text(self) -> str:
+        assert self.log is not None
+        return self.log.read_text(errors="replace")
 
     def send(self, **message: object) -> None:
         self.socket.send(msgpack.packb({"v": 1, **message}, use_bin_type=True))
@@ -64,6 +96,8 @@ class Client:
 
     def close(self) -> None:
         self.socket.close()
+        if not self.owner:
+            return
         if self.process.poll() is None:
             self.process.terminate()  # SIGTERM: the worker removes its socket folder
             try:
@@ -82,16 +116,26 @@ def client():
     c.close()
 
 
-def load(
-    client: Client, model: Path | str, stage2: Path | None = None, config: Path | None = None, lora=()
-) -> dict:
-    client.send(
-        id="load", type="load", model=str(model), family=None, dtype="auto", device="cpu",
+def load_fields(model: Path | str, stage2: Path | None = None, config: Path | None = None, lora=()) -> dict:
+    """A load request's fields (less v, id and type), as the bridge sends them."""
+    return dict(
+        model=str(model), family=None, dtype="auto", device="cpu",
         revision=None, offload="none", allow_pickle=False, variant=None, family_options={},
         stage2=None if stage2 is None else {"model": str(stage2), "revision": None},
         config=None if config is None else str(config), lora=list(lora),
     )  # fmt: skip
-    return client.until("load", ("loaded", "error"))[-1]
+
+
+def load(
+    client: Client,
+    model: Path | str,
+    stage2: Path | None = None,
+    config: Path | None = None,
+    lora=(),
+    request_id: str = "load",
+) -> dict:
+    client.send(id=request_id, type="load", **load_fields(model, stage2, config, lora))
+    return client.until(request_id, ("loaded", "error"))[-1]
 
 
 def generate_request(request_id: str, layers, seeds, steps: int = 2, max_batch: int = 8) -> dict:
@@ -299,3 +343,188 @@ def test_shutdown_and_stdin_eof_end_the_process():
     orphan.process.stdin.close()  # what the OS does when the parent dies
     assert orphan.process.wait(10) == 0
     orphan.close()
+
+
+# --- several clients, ids, versions, the warm worker ---------------------------------------------------
+
+
+def test_only_the_integer_1_is_version_1(client):
+    for version in (1.0, True, "1", None, 0, 2):
+        client.send(id="p", type="ping", v=version)
+        reply = client.receive()
+        assert (reply["id"], reply["code"]) == ("p", "version_mismatch"), version
+        assert f"protocol version {version!r} is not supported" in reply["message"]
+    client.send(id="p", type="ping", v=1)
+    assert client.receive()["type"] == "pong"
+    for version in (1.0, True):
+        with pytest.raises(protocol.ProtocolError) as caught:
+            protocol.decode(msgpack.packb({"v": version, "id": "x", "type": "ping"}))
+        assert caught.value.code == "version_mismatch"
+
+
+def test_request_ids_belong_to_their_client(client, sd_dir):
+    """Two clients using the same ids get their own replies; a cancel names the sender's own request."""
+    other = client.another()
+    try:
+        other.send(id="h", type="hello", protocol=1, client="other")
+        assert other.receive()["type"] == "ready"
+        assert load(client, sd_dir)["type"] == "loaded"
+        assert load(other, sd_dir)["type"] == "loaded"  # the same load: answered at once
+        client.send(**generate_request("r1", layers=[1], seeds=[10, 11]))
+        other.send(**generate_request("r1", layers=[2], seeds=[20]))
+        other.send(id="c", type="cancel", target="r1")  # other's r1, not client's
+        mine, theirs = client.until("r1"), other.until("r1")
+        assert mine[-1]["type"] == "done" and mine[-1]["images"] == 2
+        assert sorted((m["layer"], m["seed"]) for m in mine if m["type"] == "image") == [(1, 10), (1, 11)]
+        assert theirs[-1]["type"] in ("done", "error")
+        assert all((m["layer"], m["seed"]) == (2, 20) for m in theirs if m["type"] == "image")
+        if theirs[-1]["type"] == "error":
+            assert theirs[-1]["code"] == "cancelled"
+        assert not [m for m in client.received if m["type"] == "ack"]
+        assert {"v": 1, "id": "c", "type": "ack", "target": "r1"} in other.received
+    finally:
+        other.close()
+
+
+def test_an_id_in_use_is_refused_and_the_first_request_goes_on(client, sd_dir):
+    assert load(client, sd_dir)["type"] == "loaded"
+    client.send(**generate_request("r1", layers=[0, 1], seeds=[0, 1], steps=10, max_batch=1))
+    client.send(**generate_request("q", layers=[0], seeds=[0]))
+    client.send(**generate_request("r1", layers=[5], seeds=[9]))  # r1 is running (or about to run)
+    client.send(**generate_request("q", layers=[5], seeds=[9]))  # q is queued behind r1
+    client.send(id="r1", type="load", **load_fields(sd_dir))
+    client.send(id="q", type="score", scorer={"kind": "shapes", "model": None, "revision": None,
+                "device": "cpu", "dtype": "auto"},
+                items=[{"png": b"\x89PNG", "prompt": "", "questions": []}])  # fmt: skip
+    # The refusals come from the I/O thread, the first requests' messages from the compute thread.
+    refusals, streams, finished = [], {"r1": [], "q": []}, set()
+    while finished != {"r1", "q"}:
+        message = client.receive()
+        if message["type"] == "error" and "already in use" in message["message"]:
+            refusals.append((message["id"], message["code"], message["message"]))
+            continue
+        streams[message["id"]].append(message)
+        if message["type"] in ("done", "error"):
+            finished.add(message["id"])
+    # r1 is running, or still queued if the compute thread has not taken it yet; q waits behind it.
+    state = "running" if "running" in refusals[0][2] else "queued"
+    assert refusals == [
+        ("r1", "bad_request", f"request id 'r1' is already in use by a {state} generate request"),
+        ("q", "bad_request", "request id 'q' is already in use by a queued generate request"),
+        ("r1", "bad_request", f"request id 'r1' is already in use by a {state} generate request"),
+        ("q", "bad_request", "request id 'q' is already in use by a queued generate request"),
+    ]
+    first = streams["r1"]
+    assert first[-1]["type"] == "done" and first[-1]["images"] == 4
+    assert {(m["layer"], m["seed"]) for m in first if m["type"] == "image"} == {
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    }
+    assert streams["q"][-1]["type"] == "done" and streams["q"][-1]["images"] == 1
+    # Once a request has ended, its id is free again.
+    client.send(**generate_request("r1", layers=[5], seeds=[9]))
+    assert client.until("r1")[-1]["type"] == "done"
+
+
+def images_of(messages: list[dict]) -> dict[tuple[int, int], bytes]:
+    return {(m["layer"], m["seed"]): m["png"] for m in messages if m["type"] == "image"}
+
+
+def test_clients_share_a_worker_each_with_its_own_model(sd_dir, tmp_path):
+    """A warm worker pays no reload for the model it has; a client whose model another client replaced
+    gets its own back, transparently; a client that never loaded gets not_loaded."""
+    from diffusion_lens.fixtures import tiny_sd_pipeline
+
+    small = tmp_path / "tiny-sd-3"
+    tiny_sd_pipeline(num_layers=3).save_pretrained(small)
+    log = tmp_path / "worker.log"
+    first = Client(stderr=log)
+    second, third = first.another(), first.another()
+    try:
+        for c in (first, second, third):
+            c.send(id="h", type="hello", protocol=1, client="pytest")
+            assert c.receive()["type"] == "ready"
+        assert load(first, sd_dir)["num_layers"] == 5
+        first.send(**generate_request("a", layers=[5], seeds=[0]))
+        alone = images_of(first.until("a"))
+        assert load(second, small)["num_layers"] == 3
+        # first's model is 5 layers deep: layer 5 works only if the worker loads it again for first.
+        first.send(**generate_request("b", layers=[5], seeds=[0]))
+        again = first.until("b")
+        assert again[-1]["type"] == "done" and images_of(again) == alone
+        second.send(**generate_request("c", layers=[5], seeds=[0]))
+        refused = second.until("c")[-1]
+        assert refused["code"] == "bad_request" and "out of range 0..3" in refused["message"]
+        third.send(**generate_request("d", layers=[0], seeds=[0]))
+        assert third.until("d")[-1]["code"] == "not_loaded"
+        # The same load as the one loaded is answered at once, with the kept reply and the new id.
+        reply = load(second, small, request_id="again")
+        assert reply["id"] == "again" and reply["num_layers"] == 3 and reply["model"] == str(small)
+        text = first.log_text()
+        assert text.count(f"loaded {sd_dir} (sd)") == 2  # first's load, and its model loaded again once
+        assert text.count(f"loaded {small} (sd)") == 2  # second's, and again after first's came back
+        assert text.count(f"{small} is loaded already") == 1
+        # A failed load leaves its client with no model (not its last one).
+        assert load(first, sd_dir / "missing")["code"] == "load_failed"
+        first.send(**generate_request("e", layers=[0], seeds=[0]))
+        assert first.until("e")[-1]["code"] == "not_loaded"
+    finally:
+        third.close()
+        second.close()
+        first.close()
+
+
+def start_worker(*args: str, stderr: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(SERVER), "--heartbeat", "0.5", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr is None else stderr.open("wb"),
+    )
+
+
+def test_load_at_start_keeps_the_model_warm(sd_dir, tmp_path):
+    log = tmp_path / "worker.log"
+    c = Client(args=("--load", json.dumps(load_fields(sd_dir))), stderr=log)
+    try:
+        assert c.process.stdout is not None
+        assert json.loads(c.process.stdout.readline()) == {
+            "event": "loaded",
+            "model": str(sd_dir),
+            "family": "sd",
+            "num_layers": 5,
+        }
+        c.send(id="h", type="hello", protocol=1, client="pytest")
+        assert c.receive()["type"] == "ready"
+        loaded = load(c, sd_dir)
+        assert loaded["type"] == "loaded" and loaded["num_layers"] == 5
+        assert f"{sd_dir} is loaded already" in c.log_text()
+        c.send(**generate_request("g", layers=[5], seeds=[0]))
+        assert c.until("g")[-1]["type"] == "done"
+    finally:
+        c.close()
+
+
+def test_a_bad_load_at_start_is_said_and_ends_the_worker(sd_dir, tmp_path):
+    bad = start_worker("--load", json.dumps({**load_fields(sd_dir), "dtype": "fp64"}))
+    _, stderr = bad.communicate(timeout=60)
+    assert bad.returncode == 2
+    assert stderr.decode().strip().splitlines()[-1] == (
+        "error: --load: field 'dtype' must be one of auto, fp32, fp16, bf16"
+    )
+    fields = load_fields(sd_dir)
+    del fields["lora"]
+    bad = start_worker("--load", json.dumps(fields))
+    assert bad.communicate(timeout=60)[1].decode().strip().endswith("error: --load: missing field 'lora'")
+    assert bad.returncode == 2
+    bad = start_worker("--load", "{model: x}")
+    assert "error: --load is not JSON" in bad.communicate(timeout=60)[1].decode() and bad.returncode == 2
+
+    missing = start_worker("--load", json.dumps(load_fields(sd_dir / "missing")))
+    stdout, _ = missing.communicate(timeout=120)
+    listening, failed = (json.loads(line) for line in stdout.decode().splitlines())
+    assert listening["event"] == "listening"
+    assert failed["event"] == "load_failed" and failed["message"].startswith("model folder not found")
+    assert missing.returncode == 3

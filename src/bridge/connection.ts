@@ -1,9 +1,10 @@
 // The DEALER side of the protocol: sends requests, matches every incoming message to its request by
 // `id`, validates what arrives, and watches the worker's heartbeat.
 import { performance } from 'node:perf_hooks';
-import { Dealer } from 'zeromq';
+import { Dealer, Observer } from 'zeromq';
 import { decodeFrame, encodeMessage } from './codec.js';
 import { WorkerError } from './errors.js';
+import type { CurveKeys } from './keys.js';
 import {
   describeIssues,
   type IncomingMessage,
@@ -27,6 +28,23 @@ export type Reply<T extends IncomingType> = Extract<IncomingMessage, { type: T }
 
 export interface ConnectionOptions {
   onLog: (line: string) => void;
+  /** CURVE keys, for a worker started with `--keys` (see keys.ts); without them, no security. */
+  keys?: CurveKeys;
+  /**
+   * Called for each failed security handshake, until stopWatchingHandshake(): a worker that refuses our
+   * key (or wants one) otherwise looks like silence.
+   */
+  onHandshakeProblem?: (problem: HandshakeProblem) => void;
+}
+
+/**
+ * A failed ZMTP security handshake: `auth` when the worker refused our key (its ZAP handler said no),
+ * `mechanism` when one side uses CURVE and the other does not, `other` for the rest (a worker that cannot
+ * read our hello, e.g. because we hold the wrong worker.key, drops the connection).
+ */
+export interface HandshakeProblem {
+  kind: 'auth' | 'mechanism' | 'other';
+  message: string;
 }
 
 /** Maps a worker `error` message to a WorkerError. */
@@ -35,7 +53,7 @@ export function errorFromMessage(message: Reply<'error'>): WorkerError {
 }
 
 export class Connection {
-  private readonly socket = new Dealer({ linger: 0 });
+  private readonly socket: Dealer;
   private readonly pending = new Map<string, Exchange>();
   private readonly abandoned = new Set<string>();
   private sendQueue: Promise<void> = Promise.resolve();
@@ -44,14 +62,37 @@ export class Connection {
   private receiving = false;
   private lastHeardAt = performance.now();
   private watchdog: NodeJS.Timeout | null = null;
+  private observer: Observer | null = null;
 
   constructor(
     readonly endpoint: string,
     private readonly opts: ConnectionOptions,
   ) {
+    const { keys } = opts;
+    try {
+      this.socket = new Dealer({
+        linger: 0,
+        ...(keys
+          ? {
+              curveServerKey: keys.serverPublicKey,
+              curvePublicKey: keys.publicKey,
+              curveSecretKey: keys.secretKey,
+            }
+          : {}),
+      });
+    } catch (error) {
+      throw new WorkerError(
+        'start_failed',
+        `cannot set up the ZeroMQ socket for ${endpoint}${keys ? ' with these CURVE keys' : ''}: ` +
+          `${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    if (opts.onHandshakeProblem) this.watchHandshake(opts.onHandshakeProblem);
     try {
       this.socket.connect(endpoint);
     } catch (error) {
+      this.stopWatchingHandshake();
       this.socket.close();
       throw new WorkerError(
         'start_failed',
@@ -61,6 +102,53 @@ export class Connection {
         },
       );
     }
+  }
+
+  /** Whether the connection uses CURVE keys. */
+  get secure(): boolean {
+    return this.opts.keys !== undefined;
+  }
+
+  /** Stops reporting handshake problems (see ConnectionOptions.onHandshakeProblem). Idempotent. */
+  stopWatchingHandshake(): void {
+    if (this.observer && !this.observer.closed) this.observer.close();
+    this.observer = null;
+  }
+
+  /**
+   * Reports each failed security handshake to `onProblem` until stopWatchingHandshake(). Started before
+   * the socket connects, so that the first attempt's failure is not missed.
+   */
+  private watchHandshake(onProblem: (problem: HandshakeProblem) => void): void {
+    let observer: Observer;
+    try {
+      observer = new Observer(this.socket);
+    } catch (error) {
+      this.opts.onLog(`bridge: cannot watch the ZeroMQ handshake: ${(error as Error).message}`);
+      return;
+    }
+    this.observer = observer;
+    const read = async (): Promise<void> => {
+      while (!observer.closed) {
+        const event = await observer.receive();
+        switch (event.type) {
+          case 'handshake:error:auth':
+            onProblem({ kind: 'auth', message: event.error.message });
+            break;
+          case 'handshake:error:protocol':
+            onProblem({
+              kind: event.error.code === 'ERR_ZMTP_MECHANISM_MISMATCH' ? 'mechanism' : 'other',
+              message: `${event.error.message}${event.error.code ? ` (${event.error.code})` : ''}`,
+            });
+            break;
+          case 'handshake:error:other':
+            onProblem({ kind: 'other', message: event.error.message });
+            break;
+        }
+      }
+    };
+    // The read ends with an error once the observer or the socket is closed.
+    read().catch(() => undefined);
   }
 
   /** Why the connection is unusable, or null while it works. */
@@ -152,6 +240,7 @@ export class Connection {
   /** Fails what is outstanding with `error` and closes the socket. */
   close(error: WorkerError): void {
     this.fail(error);
+    this.stopWatchingHandshake();
     if (!this.socket.closed) this.socket.close();
   }
 

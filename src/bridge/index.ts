@@ -1,6 +1,30 @@
 // The bridge's public surface: the worker handle, its errors, and the protocol types.
 export { BRIDGE_ERROR_CODES, WORKER_ERROR_CODES, WorkerError, type WorkerErrorCode } from './errors.js';
 export type { GenerateHandlers } from './generate-call.js';
+export {
+  AUTHORIZED_DIR,
+  addClient,
+  type Certificate,
+  CLIENT_PUBLIC,
+  CLIENT_SECRET,
+  CLIENTS_DIR,
+  type CurveKeys,
+  certificateText,
+  curvePublicKey,
+  isZ85Key,
+  type KeyPair,
+  KeysError,
+  loadClientKeys,
+  loadWorkerKeys,
+  type MadeKeys,
+  makeKeys,
+  newKeyPair,
+  readCertificate,
+  resolveClientKeys,
+  WORKER_PUBLIC,
+  WORKER_SECRET,
+  type WorkerKeys,
+} from './keys.js';
 export type { ExitInfo } from './process.js';
 export {
   type DoneMessage,

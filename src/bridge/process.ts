@@ -22,6 +22,11 @@ export interface SpawnOptions {
   startTimeoutMs: number;
   onLog: (line: string) => void;
   extraArgs: string[];
+  /**
+   * Receives the stdout lines after the listening line (`lens_server.py --load` announces the load on
+   * one). Default: each is logged as a stray `[stdout]` line.
+   */
+  onStdout?: (line: string) => void;
 }
 
 const STDERR_TAIL_LINES = 50;
@@ -238,6 +243,8 @@ export async function spawnWorkerProcess(opts: SpawnOptions): Promise<WorkerProc
       if (first) {
         first = false;
         resolve(line);
+      } else if (opts.onStdout) {
+        opts.onStdout(line);
       } else {
         // The protocol keeps stdout for the one listening line; anything else is a stray print.
         opts.onLog(`[stdout] ${line}`);

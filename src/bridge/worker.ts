@@ -1,9 +1,12 @@
 // LensWorker: the orchestrator's handle on one Python worker (spawned and managed, or attached to).
+import { existsSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { TOOL_NAME, TOOL_VERSION } from '../version.js';
-import { Connection, type Fields } from './connection.js';
+import { Connection, type Fields, type HandshakeProblem } from './connection.js';
 import { WorkerError } from './errors.js';
 import { GenerateCall, type GenerateHandlers } from './generate-call.js';
+import { type CurveKeys, KeysError, resolveClientKeys } from './keys.js';
 import { describeExit, type ExitInfo, spawnWorkerProcess, type WorkerProcess } from './process.js';
 import {
   type DoneMessage,
@@ -38,9 +41,23 @@ export interface WorkerOptions {
   extraArgs?: string[];
 }
 
-export type ConnectOptions = Pick<WorkerOptions, 'heartbeatTimeoutMs' | 'startTimeoutMs' | 'onLog'>;
+export interface ConnectOptions extends Pick<WorkerOptions, 'heartbeatTimeoutMs' | 'onLog'> {
+  /**
+   * CURVE keys for a worker started with `--keys`: a keys folder (its client.key_secret and worker.key,
+   * see `diffusion-lens keys`) or the keys themselves. Default: none (an ipc socket, or an `--insecure`
+   * worker).
+   */
+  keys?: string | CurveKeys;
+  /** Time allowed for the worker to answer hello (default 10 s: it is running already). */
+  startTimeoutMs?: number;
+}
 
 const DEFAULT_START_TIMEOUT_MS = 60_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** What a worker that refuses a client does: nothing. */
+const KEYS_HINT =
+  'A worker started with --keys DIR answers only clients whose public key is in its DIR/authorized/, ' +
+  'and only clients that hold its worker.key.';
 const SHUTDOWN_GRACE_MS = 3_000;
 const TERM_GRACE_MS = 3_000;
 
@@ -101,18 +118,66 @@ export class LensWorker {
   }
 
   /**
-   * Attaches to a worker that is already running at `endpoint` (e.g. on a GPU host). No process
-   * management: close() only disconnects.
+   * Attaches to a worker that is already running at `endpoint` (`diffusion-lens worker`, e.g. on a GPU
+   * host), with CURVE keys when it has them. No process management: close() only disconnects. A worker
+   * that refuses our key answers nothing; the error then says to check the keys.
    */
   static async connect(endpoint: string, opts: ConnectOptions = {}): Promise<LensWorker> {
     const onLog = opts.onLog ?? (() => {});
-    const connection = new Connection(endpoint, { onLog });
+    let keys: CurveKeys | undefined;
     try {
-      const info = await handshake(connection, opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS, null, null);
+      keys = opts.keys === undefined ? undefined : resolveClientKeys(opts.keys);
+    } catch (error) {
+      if (!(error instanceof KeysError)) throw error;
+      throw new WorkerError('start_failed', `cannot connect to the worker at ${endpoint}: ${error.message}`, {
+        cause: error,
+      });
+    }
+    const socketFile = endpoint.startsWith('ipc://') ? endpoint.slice('ipc://'.length) : null;
+    if (socketFile !== null && process.platform !== 'win32') {
+      const why = !existsSync(socketFile)
+        ? `there is no socket file ${socketFile}`
+        : (await unixSocketAnswers(socketFile))
+          ? null
+          : `${socketFile} is left from a worker that has stopped`;
+      if (why !== null) {
+        throw new WorkerError(
+          'start_failed',
+          `no worker listens on ${endpoint} (${why}): start one with \`diffusion-lens worker\` (its first ` +
+            'line names its endpoint)',
+        );
+      }
+    }
+    const timeoutMs = opts.startTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    let refuse: (error: WorkerError) => void = () => {};
+    const refused = new Promise<never>((_, reject) => {
+      refuse = reject;
+    });
+    let lastProblem: HandshakeProblem | null = null;
+    const connection = new Connection(endpoint, {
+      onLog,
+      keys,
+      onHandshakeProblem: (problem) => {
+        if (lastProblem?.message !== problem.message) {
+          onLog(`bridge: the security handshake with ${endpoint} failed: ${problem.message}`);
+        }
+        lastProblem = problem;
+        // A refused key and a mismatch of mechanisms are final; anything else may be a worker starting.
+        if (problem.kind !== 'other') refuse(handshakeRefused(endpoint, problem, keys !== undefined));
+      },
+    });
+    try {
+      const info = await handshake(connection, timeoutMs, null, null, {
+        refused,
+        noAnswer: () => noAnswer(endpoint, timeoutMs, keys !== undefined, lastProblem),
+      });
       return new LensWorker(connection, info, null, opts.heartbeatTimeoutMs, onLog);
     } catch (error) {
       connection.close(new WorkerError('closed', 'the handshake failed'));
       throw error;
+    } finally {
+      refused.catch(() => undefined);
+      connection.stopWatchingHandshake();
     }
   }
 
@@ -276,23 +341,33 @@ export function connectWorker(endpoint: string, opts: ConnectOptions = {}): Prom
   return LensWorker.connect(endpoint, opts);
 }
 
-/** hello → ready, bounded by `timeoutMs` and by the process exiting. */
+/** How an attached worker's handshake fails besides a reply: refused, or no answer in time. */
+interface RemoteHandshake {
+  /** Rejects when the security handshake is refused. */
+  refused: Promise<never>;
+  /** The error for no answer in time. */
+  noAnswer: () => WorkerError;
+}
+
+/** hello → ready, bounded by `timeoutMs` and by the process exiting (or, attached, by a refusal). */
 async function handshake(
   connection: Connection,
   timeoutMs: number,
   announcedProtocol: number | null,
   workerProcess: WorkerProcess | null,
+  remote?: RemoteHandshake,
 ): Promise<ReadyMessage> {
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () =>
         reject(
-          new WorkerError(
-            'start_failed',
-            `The diffusion-lens worker at ${connection.endpoint} did not answer hello within ` +
-              `${Math.round(timeoutMs / 1_000)} s.${workerProcess ? `\nLast stderr lines:\n${workerProcess.stderrTail()}` : ''}`,
-          ),
+          remote?.noAnswer() ??
+            new WorkerError(
+              'start_failed',
+              `The diffusion-lens worker at ${connection.endpoint} did not answer hello within ` +
+                `${Math.round(timeoutMs / 1_000)} s.${workerProcess ? `\nLast stderr lines:\n${workerProcess.stderrTail()}` : ''}`,
+            ),
         ),
       timeoutMs,
     );
@@ -306,14 +381,17 @@ async function handshake(
   });
   const hello = connection.call('hello', { protocol: PROTOCOL_VERSION, client: clientName() }, 'ready');
   try {
-    const ready = await Promise.race([hello, timedOut, ...(exited ? [exited] : [])]).catch(
-      (error: unknown) => {
-        if (error instanceof WorkerError && error.code === 'version_mismatch') {
-          throw versionMismatch(announcedProtocol, `it refused our hello: ${error.message}`);
-        }
-        throw error;
-      },
-    );
+    const ready = await Promise.race([
+      hello,
+      timedOut,
+      ...(exited ? [exited] : []),
+      ...(remote ? [remote.refused] : []),
+    ]).catch((error: unknown) => {
+      if (error instanceof WorkerError && error.code === 'version_mismatch') {
+        throw versionMismatch(announcedProtocol, `it refused our hello: ${error.message}`);
+      }
+      throw error;
+    });
     if (ready.protocol !== PROTOCOL_VERSION) throw versionMismatch(ready.protocol, 'its ready reply says so');
     return ready;
   } finally {
@@ -321,6 +399,72 @@ async function handshake(
     hello.catch(() => undefined);
     exited?.catch(() => undefined);
   }
+}
+
+/**
+ * Whether something accepts connections on the unix socket `path`: false for a file left by a worker
+ * that stopped (ZeroMQ would retry it quietly until the timeout).
+ */
+export function unixSocketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolvePromise) => {
+    const socket = netConnect({ path });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolvePromise(true);
+    });
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      socket.destroy();
+      // Refused or gone: nobody listens. Anything else (no permission, ...): let ZeroMQ try and say.
+      resolvePromise(error.code !== 'ECONNREFUSED' && error.code !== 'ENOENT');
+    });
+  });
+}
+
+/** No hello answered by an attached worker within `timeoutMs`. */
+function noAnswer(
+  endpoint: string,
+  timeoutMs: number,
+  withKeys: boolean,
+  lastProblem: HandshakeProblem | null,
+): WorkerError {
+  const seen = lastProblem
+    ? ` The secure handshake kept failing (${lastProblem.message})${withKeys ? ": a worker.key that is not the worker's does that" : ''}.`
+    : '';
+  const ours = withKeys
+    ? ''
+    : ' We connected without keys: give --keys DIR (or set DIFFUSION_LENS_KEYS) for a worker that has them.';
+  return new WorkerError(
+    'start_failed',
+    `no answer from ${endpoint} within ${formatSeconds(timeoutMs)}: is a worker running there, and do the ` +
+      `keys match? ${KEYS_HINT}${ours}${seen}`,
+  );
+}
+
+/** The worker's end of the security handshake said no. */
+function handshakeRefused(endpoint: string, problem: HandshakeProblem, withKeys: boolean): WorkerError {
+  let why: string;
+  if (problem.kind === 'auth') {
+    why =
+      `the worker at ${endpoint} refused our key (${problem.message}): do the keys match? ${KEYS_HINT} ` +
+      "Copy this client's client.key into the worker's DIR/authorized/ (or make a pair for this client " +
+      'with `diffusion-lens keys DIR --add-client NAME` where the keys were made).';
+  } else if (withKeys) {
+    why =
+      `the worker at ${endpoint} uses no CURVE keys, but we connected with keys (${problem.message}): do the ` +
+      'keys match? Connect without --keys to a worker started with --insecure (or an ipc socket), or ' +
+      'restart the worker with --keys DIR.';
+  } else {
+    why =
+      `the worker at ${endpoint} wants CURVE keys, and we connected without (${problem.message}): do the ` +
+      `keys match? Give --keys DIR (or set DIFFUSION_LENS_KEYS): a folder with this client's ` +
+      `client.key_secret and the worker's worker.key. ${KEYS_HINT}`;
+  }
+  return new WorkerError('start_failed', why);
+}
+
+function formatSeconds(ms: number): string {
+  const seconds = ms / 1_000;
+  return `${Number.isInteger(seconds) ? seconds : seconds.toFixed(1)} s`;
 }
 
 function versionMismatch(workerProtocol: number | null, detail: string): WorkerError {

@@ -17,14 +17,25 @@ function seconds(s: number): string {
 
 const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
+/** "worker 2: " for an event of a pool's second worker; "" when the run has one worker. */
+function workerPrefix(event: { worker?: number }): string {
+  return event.worker === undefined ? '' : `worker ${event.worker + 1}: `;
+}
+
 /** One-line description of an event for humans; null for events not worth a line. */
 export function describeEvent(event: RunEvent): string | null {
+  const line = describeRunEvent(event);
+  return line === null || !('worker' in event) ? line : `${workerPrefix(event)}${line}`;
+}
+
+function describeRunEvent(event: RunEvent): string | null {
   switch (event.type) {
     case 'start':
       return `run "${event.name}": ${plural(event.prompts, 'prompt')} -> ${event.out_dir}`;
     case 'worker-ready':
       return (
-        `${event.restart > 0 ? `worker restarted (${event.restart})` : 'worker ready'}: python ${event.python}, ` +
+        `${event.restart > 0 ? `worker restarted (${event.restart})` : 'worker ready'}` +
+        `${event.endpoint ? ` at ${event.endpoint}` : ''}: python ${event.python}, ` +
         `torch ${event.torch}, diffusers ${event.diffusers}, device ${event.device}`
       );
     case 'model-loaded': {

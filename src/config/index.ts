@@ -72,6 +72,8 @@ export {
   POOLED_MODES,
   type PooledMode,
   type PromptFileSpec,
+  type RemoteWorker,
+  type RuntimeConfig,
   resolveStages,
   type SamplerConfig,
   STAGES,

@@ -34,8 +34,21 @@ function specError(message: string): ConfigError {
 function parseInt10(text: string, whole: string): number {
   if (!INT.test(text))
     throw specError(`"${whole}" is not a layer spec: "${text}" is not an integer; ${SYNTAX}`);
-  return Number.parseInt(text, 10);
+  const n = Number.parseInt(text, 10);
+  // Beyond 2^53 integers are not exact (n + 1 === n): no layer is that deep anyway.
+  if (!Number.isSafeInteger(n)) throw specError(`"${whole}": ${text} is too large to be a layer`);
+  return n;
 }
+
+/** A layer given as a number: an integer JavaScript counts exactly. */
+function checkInteger(n: number): number {
+  if (!Number.isInteger(n)) throw specError(`${n} is not an integer`);
+  if (!Number.isSafeInteger(n)) throw specError(`${n} is too large to be a layer`);
+  return n;
+}
+
+/** The smallest step of a relative range (10,000 points from 0% to 100%). */
+const MIN_PERCENT_STEP = 0.01;
 
 /** `25%` → 25; checks the range 0..100. */
 function parsePercent(text: string, whole: string): number {
@@ -58,6 +71,9 @@ function parseRelative(pieces: string[], part: string, whole: string): LayerRang
   const end = b === '' ? 100 : parsePercent(b, whole);
   const step = c === '' ? 0 : parsePercent(c, whole);
   if (c !== '' && step <= 0) throw specError(`"${whole}": step ${c} must be above 0%`);
+  if (c !== '' && step < MIN_PERCENT_STEP) {
+    throw specError(`"${whole}": step ${c} is below ${MIN_PERCENT_STEP}% (every layer: leave the step out)`);
+  }
   if (start > end) throw specError(`range ${part} is empty (${a} > ${b})`);
   return { start, end, step, relative: true, text: part };
 }
@@ -93,7 +109,7 @@ function parsePart(part: string, whole: string): LayerRange {
  */
 export function parseLayerSpec(spec: string | number | readonly number[]): LayerSpec {
   if (typeof spec === 'number') {
-    if (!Number.isInteger(spec)) throw specError(`${spec} is not an integer`);
+    checkInteger(spec);
     return { kind: 'ranges', ranges: [{ start: spec, end: spec, step: 1 }] };
   }
   if (Array.isArray(spec)) {
@@ -101,7 +117,7 @@ export function parseLayerSpec(spec: string | number | readonly number[]): Layer
     return {
       kind: 'ranges',
       ranges: spec.map((n) => {
-        if (!Number.isInteger(n)) throw specError(`${n} is not an integer`);
+        checkInteger(n);
         return { start: n, end: n, step: 1 };
       }),
     };

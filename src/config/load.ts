@@ -2,10 +2,11 @@
 // and, for files, the line.
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
-import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import { type Document, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, visit } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue, type FieldPath, formatPath, nearest } from './errors.js';
 import { type ExperimentConfig, ExperimentConfigSchema } from './schema.js';
+import { decodeUtf8 } from './text.js';
 
 /** Maps a config field to where it was written. */
 export type Locator = (path: FieldPath, key?: boolean) => Pick<ConfigIssue, 'file' | 'line' | 'column'>;
@@ -101,9 +102,12 @@ function schemasAt(path: FieldPath): AnySchema[] {
         element?: AnySchema;
         items?: AnySchema[];
       };
+      // Own keys only: a key such as "constructor" or "__proto__" is no field.
       const child =
         typeof part === 'string'
-          ? def.shape?.[part]
+          ? def.shape && Object.hasOwn(def.shape, part)
+            ? def.shape[part]
+            : undefined
           : (def.element ?? (def.items ? def.items[part] : undefined));
       return child ? [child] : [];
     });
@@ -257,6 +261,49 @@ function labelFor(labels: Record<string, string>, field: string): string | undef
 }
 
 /**
+ * The first value that holds itself (a YAML alias inside its own anchor: `a: &x [*x]`), which no config
+ * field may (the run would recurse forever writing it out), or the first key named `__proto__` (which a
+ * mapping of names such as `sweep` or `family_options` would otherwise drop without a word); undefined
+ * when there is none. Values met twice elsewhere (an anchor used twice) are fine. Iterative: no depth is
+ * too deep.
+ */
+function structureIssue(input: unknown): { path: FieldPath; message: string; key?: FieldPath } | undefined {
+  const done = new Set<object>();
+  const open = new Set<object>();
+  type Frame = { value: object; path: FieldPath; keys: (string | number)[]; next: number };
+  const enter = (value: object, path: FieldPath): Frame => {
+    open.add(value);
+    const keys = Array.isArray(value) ? value.map((_, i) => i) : Object.keys(value);
+    return { value, path, keys, next: 0 };
+  };
+  if (input === null || typeof input !== 'object') return undefined;
+  const stack: Frame[] = [enter(input, [])];
+  while (stack.length > 0) {
+    const frame = stack[stack.length - 1] as Frame;
+    if (frame.next >= frame.keys.length) {
+      stack.pop();
+      open.delete(frame.value);
+      done.add(frame.value);
+      continue;
+    }
+    const key = frame.keys[frame.next++] as string | number;
+    if (key === '__proto__') {
+      return { path: frame.path, key: [...frame.path, key], message: 'unexpected key "__proto__"' };
+    }
+    const child = (frame.value as Record<string | number, unknown>)[key];
+    if (child === null || typeof child !== 'object' || done.has(child)) continue;
+    if (open.has(child)) {
+      return {
+        path: [...frame.path, key],
+        message: 'holds itself (a YAML alias inside its own anchor); write the value out',
+      };
+    }
+    stack.push(enter(child, [...frame.path, key]));
+  }
+  return undefined;
+}
+
+/**
  * Validates a config object (parsed YAML/JSON, or built by the CLI) and fills in defaults. Throws
  * ConfigError with one issue per bad field.
  */
@@ -264,6 +311,15 @@ export function parseConfig(input: unknown, options: ParseConfigOptions = {}): E
   const { source, labels } = options;
   if (input === null || input === undefined) {
     throw new ConfigError({ path: [], file: source?.file, message: 'the config is empty' });
+  }
+  const bad = structureIssue(input);
+  if (bad !== undefined) {
+    const where = bad.key ? source?.locate?.(bad.key, true) : source?.locate?.(bad.path);
+    throw new ConfigError({
+      path: bad.path,
+      message: bad.message,
+      ...(where ?? (source?.file ? { file: source.file } : {})),
+    });
   }
   const result = ExperimentConfigSchema.safeParse(input);
   if (!result.success) {
@@ -291,10 +347,11 @@ export function parseConfig(input: unknown, options: ParseConfigOptions = {}): E
 }
 
 /**
- * A YAML text as a document and a locator of its fields (file and line of a path); a ConfigError naming
- * the line of each syntax error.
+ * A YAML text as a document, its value and a locator of its fields (file and line of a path); a
+ * ConfigError naming the line of each syntax error, or of an alias that names no anchor or expands the
+ * document too far (see yamlValue).
  */
-export function parseYaml(text: string, file: string): { doc: Document; locate: Locator } {
+export function parseYaml(text: string, file: string): { doc: Document; locate: Locator; value: unknown } {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -304,11 +361,59 @@ export function parseYaml(text: string, file: string): { doc: Document; locate: 
         file,
         line: error.linePos?.[0]?.line,
         column: error.linePos?.[0]?.col,
-        message: `invalid YAML: ${(error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '')}`,
+        message: `invalid YAML: ${yamlErrorText(error.message)}`,
       })),
     );
   }
-  return { doc, locate: yamlLocator(doc, lines, file) };
+  return { doc, locate: yamlLocator(doc, lines, file), value: yamlValue(doc, lines, file) };
+}
+
+function yamlErrorText(message: string): string {
+  const text = (message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+  // The parser recurses once per level of nesting; JavaScript's stack ends somewhere under a thousand.
+  if (/Maximum call stack size exceeded/.test(text)) return 'nested too deeply';
+  if (/multiple documents/.test(text)) return 'the file holds more than one document (a second "---")';
+  return text;
+}
+
+/** How far aliases may expand a document: the yaml package's count (alias uses x the aliases they name). */
+const MAX_ALIAS_COUNT = 100;
+
+/**
+ * A parsed YAML document's value. Refuses, as a ConfigError naming the file and the alias's line, an alias
+ * that names no anchor before it (`model: *base` without `&base`), and a document whose aliases would
+ * expand it beyond MAX_ALIAS_COUNT (a "billion laughs" bomb of nested aliases), rather than letting the
+ * yaml package's ReferenceError (or an exhausted stack) through.
+ */
+function yamlValue(doc: Document, lines: LineCounter, file: string): unknown {
+  try {
+    return doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (error) {
+    if (!(error instanceof ReferenceError || error instanceof RangeError)) throw error;
+    // "Unresolved alias (the anchor must be set before the alias): NAME"
+    const unresolved = /^Unresolved alias[^:]*: ?(.*)$/s.exec(error.message);
+    let where: Pick<ConfigIssue, 'file' | 'line' | 'column'> = { file };
+    visit(doc, {
+      Alias(_key, node) {
+        if (unresolved && node.source !== unresolved[1]) return undefined;
+        const offset = node.range?.[0];
+        if (offset !== undefined) {
+          const pos = lines.linePos(offset);
+          where = { file, line: pos.line, column: pos.col };
+        }
+        return visit.BREAK;
+      },
+    });
+    let message: string;
+    if (error instanceof RangeError) message = 'invalid YAML: nested too deeply';
+    else if (unresolved) {
+      const name = JSON.stringify(unresolved[1]);
+      message = `invalid YAML: the alias *${name.slice(1, -1)} names no anchor (&${name.slice(1, -1)}) before it`;
+    } else if (/Excessive alias count/.test(error.message)) {
+      message = 'invalid YAML: its aliases expand it too far (an alias bomb?); write the values out';
+    } else message = `invalid YAML: ${error.message}`;
+    throw new ConfigError({ path: [], ...where, message });
+  }
 }
 
 function yamlLocator(doc: Document, lines: LineCounter, file: string): Locator {
@@ -382,17 +487,26 @@ function integerLiteralIssues(doc: Document, locate: Locator): ConfigIssue[] {
 export async function loadConfigFile(path: string): Promise<ExperimentConfig> {
   const file = resolve(path);
   const display = path;
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(file, 'utf8');
+    bytes = await readFile(file);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why =
       code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder' : (error as Error).message;
     throw new ConfigError({ path: [], file: display, message: `cannot read the config: ${why}` });
   }
-  const { doc, locate } = parseYaml(text, display);
-  const input = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  const decoded = decodeUtf8(bytes);
+  if ('error' in decoded) {
+    throw new ConfigError({
+      path: [],
+      file: display,
+      line: decoded.line,
+      message: `the config ${decoded.error}`,
+    });
+  }
+  const { text } = decoded;
+  const { doc, locate, value: input } = parseYaml(text, display);
   const source: ConfigSource = { file: display, dir: dirname(file), locate };
   if (input === null || input === undefined) {
     throw new ConfigError({ path: [], file: display, message: 'the config is empty' });

@@ -8,6 +8,7 @@ import { packageRoot } from '../paths.js';
 import { CsvSyntaxError, parseCsv } from './csv.js';
 import { ConfigError, type ConfigIssue, type FieldPath, repeats, timesListed } from './errors.js';
 import { type Locator, parseYaml } from './load.js';
+import { decodeUtf8 } from './text.js';
 
 /** The index shipped with the package: configs/prompts/sets.yaml. */
 export const PROMPT_SETS_FILE = join(packageRoot, 'configs', 'prompts', 'sets.yaml');
@@ -341,8 +342,8 @@ export function parsePromptSetIndex(text: string, file = 'sets.yaml'): PromptSet
 }
 
 function parseIndex(text: string, file: string): { index: PromptSetIndex; locate: Locator } {
-  const { doc, locate } = parseYaml(text, file);
-  const result = PromptSetIndexSchema.safeParse(doc.toJS());
+  const { value, locate } = parseYaml(text, file);
+  const result = PromptSetIndexSchema.safeParse(value);
   if (!result.success) {
     throw new ConfigError(
       result.error.issues.map((issue) => {
@@ -466,8 +467,9 @@ export async function loadPromptSets(indexFile: string = PROMPT_SETS_FILE): Prom
   const path = resolve(indexFile);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = utf8Text(await readFile(path), indexFile);
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     throw new ConfigError({ path: [], file: indexFile, message: `cannot read: ${readError(error)}` });
   }
   const { index, locate } = parseIndex(text, indexFile);
@@ -478,8 +480,12 @@ export async function loadPromptSets(indexFile: string = PROMPT_SETS_FILE): Prom
     const display = join(dirname(indexFile), set.file);
     let csv: string;
     try {
-      csv = await readFile(csvPath, 'utf8');
+      csv = utf8Text(await readFile(csvPath), display);
     } catch (error) {
+      if (error instanceof ConfigError) {
+        issues.push(...error.issues.map((issue) => ({ ...issue, label: set.id })));
+        continue;
+      }
       issues.push({
         path: ['sets', s, 'file'],
         message: `cannot read ${display}: ${readError(error)}`,
@@ -493,6 +499,14 @@ export async function loadPromptSets(indexFile: string = PROMPT_SETS_FILE): Prom
   }
   throwAll(issues);
   return sets;
+}
+
+/** A file's bytes as UTF-8 text; a ConfigError naming the file and line where they are not. */
+function utf8Text(bytes: Uint8Array, file: string): string {
+  const decoded = decodeUtf8(bytes);
+  if ('error' in decoded)
+    throw new ConfigError({ path: [], file, line: decoded.line, message: decoded.error });
+  return decoded.text;
 }
 
 function readError(error: unknown): string {

@@ -5,6 +5,7 @@ import { CsvSyntaxError, parseCsv } from './csv.js';
 import { ConfigError, type ConfigIssue, listIndexes, repeats, timesListed } from './errors.js';
 import { type PromptSetSpec, promptSetOfFile } from './prompt-sets.js';
 import type { ExperimentConfig, PromptFileSpec } from './schema.js';
+import { decodeUtf8 } from './text.js';
 
 export interface LoadPromptsOptions {
   /** Folder that relative prompt files are resolved against (the config file's folder); default cwd. */
@@ -105,7 +106,9 @@ function parsePromptTable(
     throw error;
   }
   const header = rows[0];
-  if (!header) fail({ path: ['prompts', 'file'], message: `${file} is empty (expected a header row)` });
+  if (!header) {
+    fail({ path: ['prompts', 'file'], ...rowWhere, message: `${file} is empty (expected a header row)` });
+  }
   const columns = header.fields.map((c) => c.trim());
   const index = columns.indexOf(column);
   if (index < 0) {
@@ -166,9 +169,9 @@ async function readPromptTable(spec: PromptFileSpec, options: LoadPromptsOptions
   if (ext !== '.csv' && ext !== '.txt') {
     fail({ path: ['prompts', 'file'], ...where, message: `"${spec.file}" must be a .csv or .txt file` });
   }
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const why =
@@ -176,6 +179,11 @@ async function readPromptTable(spec: PromptFileSpec, options: LoadPromptsOptions
     fail({ path: ['prompts', 'file'], ...where, message: `cannot read "${spec.file}" (${path}): ${why}` });
   }
   const name = basename(path);
+  const decoded = decodeUtf8(bytes);
+  if ('error' in decoded) {
+    fail({ path: ['prompts'], file: name, line: decoded.line, message: `${name} ${decoded.error}` });
+  }
+  const { text } = decoded;
   const { columns, entries } =
     ext === '.csv'
       ? parsePromptTable(text, spec.column, name, options.locate?.(['prompts', 'column']) ?? where, where)

@@ -224,16 +224,23 @@ const SamplerSchema = z
   })
   .describe('sampling settings');
 
+/** Layer specs reaching deeper than this are checked against the model's depth only. */
+const MAX_CHECKED_LAYER = 10_000;
+
 /**
  * Checks a layer spec as far as it can be without L: its syntax, and, when every bound is written out and
  * not negative, that no layer is listed twice and no range is empty (else resolveLayers says so later).
  */
 function checkLayerSpec(value: string | number[], ctx: z.core.$RefinementCtx<string | number[]>): void {
+  // An item beyond the safe integers is reported as such, on the item.
+  if (Array.isArray(value) && !value.every((n) => Number.isSafeInteger(n))) return;
   try {
     const spec = parseLayerSpec(value);
     const plain = (r: LayerRange) => !r.relative && !r.stock && r.start >= 0 && r.end >= 0;
     if (spec.kind === 'ranges' && spec.ranges.every(plain)) {
-      resolveLayers(value, Math.max(...spec.ranges.map((r) => r.end)));
+      // Deeper than any encoder: resolveLayers says so against the model's depth (not worth listing here).
+      const deepest = spec.ranges.reduce((max, r) => Math.max(max, r.end), 0);
+      if (deepest <= MAX_CHECKED_LAYER) resolveLayers(value, deepest);
     }
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
@@ -485,6 +492,43 @@ const GridSchema = z
 const RuntimeSchema = z
   .strictObject({
     max_batch: z.number().int().min(1).default(8).describe('items per UNet batch (halved on out-of-memory)'),
+    workers: z
+      .number()
+      .int()
+      .min(0)
+      .max(256)
+      .optional()
+      .describe(
+        'local workers sharing the run, batches handed out as they free up (default 1, or 0 when `remote` lists workers)',
+      ),
+    gpus: z
+      .union([z.literal('auto'), z.array(z.string().regex(/^[A-Za-z0-9-]+$/, 'a GPU index or UUID')).min(1)])
+      .default('auto')
+      .describe(
+        'GPUs for local workers, one each in turn through CUDA_VISIBLE_DEVICES; auto: those in CUDA_VISIBLE_DEVICES, else those nvidia-smi lists (none: CPU workers)',
+      ),
+    remote: z
+      .array(
+        z.strictObject({
+          endpoint: z
+            .string()
+            .regex(/^(tcp|ipc):\/\/\S+$/, 'a ZeroMQ endpoint such as tcp://gpu-host:5555 or ipc:///path')
+            .describe('where a `diffusion-lens worker` listens'),
+          keys: z
+            .string()
+            .min(1)
+            .optional()
+            .describe(
+              "folder with this client's keys (client.key_secret, worker.key; see `diffusion-lens keys`)",
+            ),
+        }),
+      )
+      .default([])
+      .describe('running workers (e.g. on GPU hosts) to use, alongside `workers` local ones'),
+  })
+  .refine((runtime) => (runtime.workers ?? 1) + runtime.remote.length > 0, {
+    message: 'no worker: set runtime.workers to 1 or more, or list runtime.remote workers',
+    path: ['workers'],
   })
   .describe('execution settings (do not change the images)');
 
@@ -496,6 +540,9 @@ function stableJson(value: unknown): string {
       : v,
   );
 }
+
+/** The most variants (combinations of swept values) a study may have: each is a whole run. */
+export const MAX_SWEEP_VARIANTS = 10_000;
 
 /** Config fields a sweep may not vary: the study's own name, and the sweep itself. */
 export const UNSWEPT_FIELDS = ['name', 'sweep'] as const;
@@ -522,6 +569,21 @@ const SweepSchema = z
       }),
     { error: 'must map dotted config fields to lists of values, e.g. {lens.uncond: [final, same-layer]}' },
   )
+  .superRefine((sweep, ctx) => {
+    const lists = Object.values(sweep);
+    const variants = lists.reduce(
+      (product, values) => product * (Array.isArray(values) ? values.length : 1),
+      1,
+    );
+    if (lists.length > 0 && variants > MAX_SWEEP_VARIANTS) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          `makes ${variants.toLocaleString('en-US')} variants (every combination of its values); ` +
+          `at most ${MAX_SWEEP_VARIANTS.toLocaleString('en-US')}: sweep fewer fields or values`,
+      });
+    }
+  })
   .describe(
     'a study: dotted config fields (lens.uncond, sampler.guidance, model.id, ...), each with a list of ' +
       'values; every combination runs as one variant, into OUT/<variant>/, with OUT/study.json listing them ' +
@@ -552,8 +614,9 @@ export function unknownFieldAt(parts: readonly string[]): { index: number; keys:
         shape?: Record<string, AnySchema>;
         valueType?: AnySchema;
       };
-      if (def.shape) return def.shape[part] ? [def.shape[part]] : [];
-      return def.type === 'record' && def.valueType ? [def.valueType] : [];
+      // Own keys only ("constructor" is no field); "__proto__" is no key of a mapping either.
+      if (def.shape) return Object.hasOwn(def.shape, part) ? [def.shape[part] as AnySchema] : [];
+      return def.type === 'record' && def.valueType && part !== '__proto__' ? [def.valueType] : [];
     });
     if (schemas.length === 0 || part === '') return { index, keys };
   }
@@ -650,6 +713,9 @@ export type LayerSpecInput = LensConfig['layers'];
 export type PromptFileSpec = z.infer<typeof PromptFileSchema>;
 export type Stage2Config = ExperimentConfig['stage2'];
 export type GridConfig = ExperimentConfig['grid'];
+export type RuntimeConfig = ExperimentConfig['runtime'];
+/** A running worker to attach to: its endpoint and the folder of this client's keys. */
+export type RemoteWorker = RuntimeConfig['remote'][number];
 export type Stage = (typeof STAGES)[number];
 export type OffloadMode = (typeof OFFLOAD_MODES)[number];
 export type UncondMode = (typeof UNCOND_MODES)[number];

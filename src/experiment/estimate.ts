@@ -349,7 +349,7 @@ async function journaledOnDisk(outDir: string, journal: Journal): Promise<number
 }
 
 /** The exact plan for what the worker loaded: as the runner makes it. */
-function exactPlan(config: ExperimentConfig, inputs: RunInputs, loaded: LoadedMessage): Plan {
+export function exactPlan(config: ExperimentConfig, inputs: RunInputs, loaded: LoadedMessage): Plan {
   const settings = imageSettings(
     config,
     loaded,

@@ -13,7 +13,11 @@ export type RunEvent =
   | { type: 'start'; name: string; out_dir: string; prompts: number }
   | {
       type: 'worker-ready';
+      /** Which worker of a pool (0-based); absent when the run has one worker. */
+      worker?: number;
       pid: number | null;
+      /** Where an attached (remote or persistent) worker listens. */
+      endpoint?: string;
       python: string;
       torch: string;
       diffusers: string;
@@ -24,6 +28,7 @@ export type RunEvent =
     }
   | {
       type: 'model-loaded';
+      worker?: number;
       model: string;
       family: string;
       pipeline_class: string;
@@ -77,6 +82,7 @@ export type RunEvent =
     })
   | {
       type: 'worker-lost';
+      worker?: number;
       code: string;
       message: string;
       /** How many requested images were not received. */

@@ -48,6 +48,7 @@ export {
   VariantTagSchema,
   writeManifest,
 } from './manifest.js';
+export { MergeError, type MergeOptions, type MergeResult, mergeShards } from './merge.js';
 export { OutputFolderError } from './outdir.js';
 export {
   CODE_VERSION,
@@ -68,6 +69,27 @@ export { type ImageReadout, imageReadout, type ReadoutSettings, readoutFor } fro
 export { buildWork, jobOfImage, type RequestItem, requestItems, type Work } from './request.js';
 export { type RunOptions, type RunResult, runExperiment } from './runner.js';
 export { describeChanges, diffSettings, type SettingChange, settingsId, variantName } from './settings.js';
+export {
+  checkShard,
+  parseShard,
+  SHARD_FILE,
+  ShardError,
+  type ShardRecord,
+  ShardRecordSchema,
+  type ShardSpec,
+  selectShard,
+  shardBatches,
+} from './shard.js';
+export {
+  SlurmError,
+  type SlurmFile,
+  type SlurmOptions,
+  type SlurmScripts,
+  shellQuote,
+  slurmJobName,
+  slurmScripts,
+  writeSlurmScripts,
+} from './slurm.js';
 export {
   gridPath,
   imagePath,

@@ -11,6 +11,7 @@ import {
   isLocalFile,
   loadPromptSet,
   type PromptSet,
+  type RemoteWorker,
   readModelDepth,
   resolveLocalPath,
   resolveModelId,
@@ -38,6 +39,8 @@ export interface RunInputs {
   layersFor: (numLayers: number, stockLayer?: number) => number[];
   /** The lens.embeds file, checked against the prompts and hashed; null without one. */
   embeds: EmbedsFile | null;
+  /** runtime.remote, its keys folders resolved against the config's folder. */
+  remote: RemoteWorker[];
 }
 
 export async function resolveInputs(
@@ -138,5 +141,11 @@ export async function resolveInputs(
     },
     layersFor,
     embeds,
+    remote: config.runtime.remote.map(({ endpoint, keys }, index) => {
+      const field = ['runtime', 'remote', index, 'keys'];
+      return keys === undefined
+        ? { endpoint }
+        : { endpoint, keys: resolveLocalPath(keys, configDir, locate(field), field) };
+    }),
   };
 }

@@ -22,6 +22,7 @@ import type { ResolvedMix } from './ablation.js';
 import type { Job, Plan } from './plan.js';
 import { type ImageReadout, imageReadout } from './readout.js';
 import type { WorkerInfo } from './resolution.js';
+import type { ShardRecord } from './shard.js';
 import { MANIFEST_FILE, writeFileAtomic } from './store.js';
 
 export const MANIFEST_VERSION = 1;
@@ -173,6 +174,11 @@ export interface Manifest {
   complete: boolean;
   /** Set only when the run is a variant of a study (runStudy). */
   variant?: VariantTag;
+  /** Set only when the run is a shard (`--shard I/N`): which share of the plan it made. Its images,
+   *  images.csv and journal are that share's; it has no grids. */
+  shard?: ShardRecord;
+  /** Set only when the run was merged from shards (`merge`): their folders, by shard index. */
+  merged_from?: string[];
   config: ResolvedConfig;
   model: {
     id: string;
@@ -237,6 +243,8 @@ export interface ManifestInput {
   skipped: number;
   /** The study variant the run is (recorded only when given). */
   variant?: VariantTag;
+  /** The shard the run is (recorded only when given). */
+  shard?: ShardRecord;
 }
 
 export function buildManifest(input: ManifestInput): Manifest {
@@ -295,6 +303,7 @@ export function buildManifest(input: ManifestInput): Manifest {
     tool: { name: TOOL_NAME, version: TOOL_VERSION, lens_algorithm: LENS_ALGORITHM_VERSION },
     complete: input.complete,
     ...(input.variant ? { variant: input.variant } : {}),
+    ...(input.shard ? { shard: input.shard } : {}),
     config: resolved,
     model: {
       id: input.modelId,

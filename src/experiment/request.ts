@@ -1,6 +1,6 @@
 // What to ask the worker for, as pure functions of the plan and what is done (testable without Python):
-// one generate request for every (prompt, layer, seed) with an image missing, the job each image the
-// worker sends belongs to, and the progress of the whole run across requests.
+// one generate request for every (prompt, layer, seed) with an image missing (or those of a batch), and
+// the job each image the worker sends belongs to.
 import type { GenerateRequest, ImageMessage, ProgressMessage, Stage2Generate } from '../bridge/index.js';
 import { WorkerError } from '../bridge/index.js';
 import type { ExperimentConfig, Stage } from '../config/index.js';
@@ -56,9 +56,19 @@ export function stage2Request(config: ExperimentConfig, plan: Plan): Stage2Gener
   };
 }
 
-/** The request for every image of the plan not done yet; null when there is none. */
-export function buildWork(config: ExperimentConfig, plan: Plan, isDone: (job: Job) => boolean): Work | null {
-  const items = requestItems(plan.jobs, isDone);
+/**
+ * The request for every image of the plan not done yet (or of `among` those items: a batch of a pool's);
+ * null when there is none.
+ */
+export function buildWork(
+  config: ExperimentConfig,
+  plan: Plan,
+  isDone: (job: Job) => boolean,
+  among?: readonly RequestItem[],
+): Work | null {
+  const items = among
+    ? among.filter((item) => Object.values(item.jobs).some((job) => !isDone(job)))
+    : requestItems(plan.jobs, isDone);
   if (items.length === 0) return null;
   const { settings } = plan;
   const missing = items.flatMap((item) => Object.values(item.jobs).filter((job) => !isDone(job)));
@@ -112,19 +122,4 @@ export function layersInFlight(work: Work, progress: Pick<ProgressMessage, 'imag
     progress.images_done + Math.max(1, progress.batch_items),
   );
   return [...new Set(batch.map((item) => item.layer))];
-}
-
-/**
- * Units (denoising steps of one item) of the whole run, fixed by its first request, so that progress
- * goes on across worker restarts: a later request, for what is left, starts where the first one got to.
- */
-export class RunProgress {
-  private total: number | null = null;
-
-  /** Run units done, from a request's units done. */
-  of(work: Work, requestUnitsDone: number): { done: number; total: number } {
-    this.total ??= work.units;
-    const base = Math.max(0, this.total - work.units);
-    return { done: Math.min(this.total, base + requestUnitsDone), total: this.total };
-  }
 }

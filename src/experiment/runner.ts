@@ -1,6 +1,6 @@
 // runExperiment: config → images, grids, a manifest and images.csv in an output folder, resumable. It
 // composes one-concern modules: inputs (resolved and checked before anything starts), outdir (checked,
-// locked folders), resolution (reruns without Python), supervisor (the worker: start, load, restart),
+// locked folders), resolution (reruns without Python), pool (the workers: start or attach, load, restart),
 // family (the config against what the worker reports of the model's family), folder (one set of
 // settings per folder: refuse, variant or overwrite; what is reused), generation (asking the worker for
 // what is missing; request: what to ask for, pure), sink (images written and journaled), grids and
@@ -14,7 +14,7 @@ import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { LensWorker, LoadedMessage } from '../bridge/index.js';
 import { WorkerError } from '../bridge/index.js';
-import { ConfigError, type ExperimentConfig, locateField } from '../config/index.js';
+import { ConfigError, type ExperimentConfig, locateField, type RemoteWorker } from '../config/index.js';
 import type { RunEvent } from './events.js';
 import { checkNamedFamily, familyOptionsFor } from './family.js';
 import { claimFolder, FolderConflictError } from './folder.js';
@@ -33,10 +33,19 @@ import {
 } from './manifest.js';
 import { type OutputFolder, OutputFolderError, openOutputFolder } from './outdir.js';
 import { canonicalJson, imageSettings, type Plan, planExperiment } from './plan.js';
-import { readResolution, type WorkerInfo, writeResolution } from './resolution.js';
+import { WorkerPool } from './pool.js';
+import { type Resolution, readResolution, type WorkerInfo, writeResolution } from './resolution.js';
 import { recordSettings } from './settings.js';
+import {
+  checkShard,
+  configDirOf,
+  type ShardRecord,
+  type ShardSpec,
+  selectShard,
+  writeShardState,
+} from './shard.js';
 import { ImageSink } from './sink.js';
-import { Aborted, WorkerSupervisor } from './supervisor.js';
+import { Aborted } from './supervisor.js';
 
 export interface RunOptions {
   /** The output folder (created when the first file is written). */
@@ -49,6 +58,9 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Reuse a running worker (it is not closed at the end). Default: start one. */
   worker?: LensWorker;
+  /** Running workers to attach to (`--worker`), besides the config's runtime.remote; `keys`: the
+   *  folder of this client's CURVE keys. */
+  remote?: RemoteWorker[];
   /** Python interpreter for workers this run starts (default: findPython()). */
   python?: string;
   /** Environment for workers this run starts. */
@@ -66,6 +78,15 @@ export interface RunOptions {
   newVariant?: boolean;
   /** The study variant this run is (runStudy sets it): recorded in its manifest. */
   variant?: VariantTag;
+  /**
+   * Make only shard `index` (0-based) of `count`: the plan's batches (runtime.max_batch items) b with
+   * b mod count = index, with the same keys and bytes as an unsharded run; no grids (see shard.ts and
+   * mergeShards).
+   */
+  shard?: ShardSpec;
+  /** What a worker resolved for this run's load, to plan with instead of the folder's record
+   *  (mergeShards passes the shards'): a run whose images are all on disk then starts no worker. */
+  resolution?: Resolution;
 }
 
 export interface RunResult {
@@ -87,6 +108,8 @@ interface Planned {
   worker: WorkerInfo;
   sink: ImageSink;
   skipped: number;
+  /** Set when the run is a shard (the plan is then its share). */
+  shard: ShardRecord | null;
 }
 
 /** Runs an experiment; see the module comment. Rejects on errors (ConfigError, WorkerError, I/O). */
@@ -103,6 +126,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const seconds = (): number => Math.round(performance.now() - t0) / 1000;
   const emit = (event: RunEvent): void => options.onEvent?.(event);
   const { signal } = options;
+  if (options.shard) checkShard(options.shard);
   const inputs = await resolveInputs(config, options);
   const { promptSet, fingerprints } = inputs;
   let outDir = resolve(options.outDir);
@@ -116,8 +140,10 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     shown.add(message);
     emit({ type: 'notice', message });
   };
-  const supervisor = new WorkerSupervisor({
+  const pool = await WorkerPool.create({
     ...options,
+    runtime: config.runtime,
+    remote: [...inputs.remote, ...(options.remote ?? [])],
     load: inputs.load,
     loading: inputs.loading,
     maxRestarts: options.maxRestarts ?? 2,
@@ -144,18 +170,22 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     const { stages } = inputs;
     const seeds = config.seeds;
     const stockLayer = loaded.stock_layer;
-    const plan = planExperiment({
-      settings,
-      familyOptions,
-      prompts,
-      layers,
-      seeds,
-      stages,
-      numLayers,
-      stockLayer,
-      encoders: loaded.encoders,
-      embeds: inputs.embeds,
-    });
+    const { plan, record: shard } = selectShard(
+      planExperiment({
+        settings,
+        familyOptions,
+        prompts,
+        layers,
+        seeds,
+        stages,
+        numLayers,
+        stockLayer,
+        encoders: loaded.encoders,
+        embeds: inputs.embeds,
+      }),
+      config.runtime.max_batch,
+      options.shard,
+    );
     const claimed = await claimFolder({
       outDir,
       plan,
@@ -168,12 +198,21 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     });
     outDir = claimed.outDir;
     const sink = new ImageSink(outDir, claimed.journal, plan, claimed.done, emit);
-    return { plan, loaded, worker, sink, skipped: claimed.done.size };
+    return { plan, loaded, worker, sink, skipped: claimed.done.size, shard };
   };
 
   const writeRecords = async (complete: boolean, grids: Manifest['grids']) => {
     if (!planned) return null;
-    const { plan, loaded, worker, sink, skipped } = planned;
+    const { plan, loaded, worker, sink, skipped, shard } = planned;
+    if (shard && options.shard) {
+      const configDir = configDirOf(config, options.configDir);
+      await writeShardState(outDir, {
+        shard: options.shard,
+        config,
+        configDir,
+        resolution: { loaded, worker },
+      });
+    }
     const manifest = buildManifest({
       config,
       name: inputs.name,
@@ -192,6 +231,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       generated: sink.generated,
       skipped,
       variant: options.variant,
+      shard: shard ?? undefined,
     });
     const manifestPath = await writeManifest(outDir, manifest);
     await writeImagesCsv(outDir, manifest);
@@ -229,11 +269,11 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   let failed = true;
   try {
     // A rerun whose images are all on disk needs no worker: plan it with what the worker resolved last time.
-    const recorded = await readResolution(baseDir, inputs.load, fingerprints);
+    const recorded = options.resolution ?? (await readResolution(baseDir, inputs.load, fingerprints));
     const candidate = recorded ? await planFor(recorded.loaded, recorded.worker) : null;
     if (candidate?.sink.todo === 0) planned = candidate;
     if (!planned) {
-      const { worker, loaded } = await supervisor.ready();
+      const { worker, loaded } = await pool.first();
       await writeResolution(baseDir, inputs.load, fingerprints, { loaded, worker: worker.info });
       // The worker resolved as recorded: the folder has been looked at for this plan already.
       const same =
@@ -263,18 +303,21 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         : null,
     });
 
-    await generateMissing({ config, plan, sink, supervisor, truncated, lensedTokens, emit, notice, signal });
+    await generateMissing({ config, plan, sink, pool, truncated, lensedTokens, emit, notice, signal });
 
-    const grids = await writeGrids({
-      outDir,
-      plan,
-      prompts: plan.prompts,
-      layers: plan.layers,
-      seeds: plan.seeds,
-      minCell: config.grid.min_cell,
-      isDone: sink.isDone,
-      onGrid: (grid) => emit({ type: 'grid', ...grid }),
-    });
+    // A shard writes no grids: a grid shows a prompt's images of every shard (the merge writes them).
+    const grids = planned.shard
+      ? []
+      : await writeGrids({
+          outDir,
+          plan,
+          prompts: plan.prompts,
+          layers: plan.layers,
+          seeds: plan.seeds,
+          minCell: config.grid.min_cell,
+          isDone: sink.isDone,
+          onGrid: (grid) => emit({ type: 'grid', ...grid }),
+        });
     failed = false;
     return await finish(true, false, grids);
   } catch (error) {
@@ -303,7 +346,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
     });
     throw error;
   } finally {
-    await supervisor.close();
+    await pool.close();
     // A run that made nothing leaves no folder behind that it created.
     const discard = failed && (planned?.sink.generated ?? 0) === 0;
     for (const folder of folders.reverse()) await folder.close(discard);

@@ -12,6 +12,7 @@ export class ImageSink {
   /** Images written by this run. */
   generated = 0;
   private readonly settingsIds: Record<1 | 2, string>;
+  private readonly writing = new Map<string, Promise<void>>();
 
   constructor(
     private readonly outDir: string,
@@ -30,9 +31,20 @@ export class ImageSink {
 
   isDone = (job: Job): boolean => this.done.has(job.key);
 
-  /** Writes a job's image, unless it is on disk already (e.g. the stage I image of a missing stage II one). */
-  async write(job: Job, png: Buffer, elapsedMs: number): Promise<void> {
-    if (this.done.has(job.key)) return;
+  /**
+   * Writes a job's image, unless it is on disk already (e.g. the stage I image of a missing stage II one)
+   * or being written (two workers made it: a pool copies a slow batch): each image once.
+   */
+  write(job: Job, png: Buffer, elapsedMs: number): Promise<void> {
+    if (this.done.has(job.key)) return Promise.resolve();
+    const pending = this.writing.get(job.key);
+    if (pending) return pending;
+    const writing = this.store(job, png, elapsedMs).finally(() => this.writing.delete(job.key));
+    this.writing.set(job.key, writing);
+    return writing;
+  }
+
+  private async store(job: Job, png: Buffer, elapsedMs: number): Promise<void> {
     await writeFileAtomic(join(this.outDir, job.path), png);
     await this.journal.append({
       key: job.key,

@@ -429,7 +429,12 @@ export async function runStudy(config: ExperimentConfig, options: StudyOptions):
             `${sharing.from.join(', ')}`,
         });
       }
-      if (sharing.todo !== 0 && worker === undefined) {
+      // One local worker serves every variant in turn; a pool or remote workers are each variant's own.
+      const lone =
+        (variant.config.runtime.workers ?? 1) === 1 &&
+        variant.config.runtime.remote.length === 0 &&
+        (options.remote ?? []).length === 0;
+      if (sharing.todo !== 0 && worker === undefined && lone) {
         const started = LensWorker.start({ python: options.python, env: options.env, onLog: options.onLog });
         // A start the signal gave up on still owns the process: close it once it is up.
         started.then(
@@ -462,7 +467,7 @@ export async function runStudy(config: ExperimentConfig, options: StudyOptions):
         result = await runExperiment(variant.config, {
           ...options,
           outDir: dir,
-          worker,
+          worker: lone ? worker : undefined,
           variant: { name: variant.name, values: variant.values },
           onEvent: tagged,
         });

@@ -1,6 +1,7 @@
-// The worker a run uses: started (or given), the model loaded, replaced when it dies or hangs (at most
-// `maxRestarts` times, checking that the new one loaded the same model), and closed at the end. Reports
-// worker-ready, model-loaded, the worker's notices and worker-lost.
+// The worker a run uses (one slot of its pool): started, attached to (a remote or persistent worker) or
+// given, the model loaded, replaced when it dies or hangs (at most `maxRestarts` times, checking that the
+// new one loaded the same model), and closed at the end. Reports worker-ready, model-loaded, the worker's
+// notices and worker-lost.
 import {
   LensWorker,
   type LoadedMessage,
@@ -8,6 +9,7 @@ import {
   type ReadyMessage,
   WorkerError,
 } from '../bridge/index.js';
+import type { RemoteWorker } from '../config/index.js';
 import type { RunEvent } from './events.js';
 import type { Job } from './plan.js';
 
@@ -49,6 +51,10 @@ export interface SupervisorOptions {
   loading: string;
   /** A running worker to use (not closed at the end); else one is started. */
   worker?: LensWorker;
+  /** A running worker to attach to instead of starting one; a lost one is attached to again. */
+  remote?: RemoteWorker;
+  /** This slot's number in a pool of several (events then carry it); absent for a lone worker. */
+  slot?: number;
   python?: string;
   env?: NodeJS.ProcessEnv;
   onLog?: (line: string) => void;
@@ -59,6 +65,17 @@ export interface SupervisorOptions {
   notice: (message: string) => void;
   /** Checks before each load, against what the worker says it can do (throws to refuse). */
   beforeLoad?: (info: ReadyMessage) => void;
+}
+
+/** Whether two workers loaded the same model (checked for restarts and for a pool's workers). */
+export function sameModel(a: LoadedMessage, b: LoadedMessage): boolean {
+  return (
+    a.num_layers === b.num_layers &&
+    a.stock_layer === b.stock_layer &&
+    a.revision === b.revision &&
+    JSON.stringify(a.family_options) === JSON.stringify(b.family_options) &&
+    a.stage2?.revision === b.stage2?.revision
+  );
 }
 
 /** A load failure, with what was being loaded in front (the worker's message says why). */
@@ -76,13 +93,22 @@ export class WorkerSupervisor {
   private restarts = 0;
   private readonly owned: LensWorker[] = [];
   private closed = false;
+  private bringingUp: Promise<{ worker: LensWorker; loaded: LoadedMessage }> | null = null;
 
   constructor(private readonly options: SupervisorOptions) {
     this.current = options.worker ?? null;
   }
 
   /** The worker and what it loaded, starting and loading as needed. */
-  async ready(): Promise<{ worker: LensWorker; loaded: LoadedMessage }> {
+  ready(): Promise<{ worker: LensWorker; loaded: LoadedMessage }> {
+    // Callers at the same time share one start.
+    this.bringingUp ??= this.bringUp().finally(() => {
+      this.bringingUp = null;
+    });
+    return this.bringingUp;
+  }
+
+  private async bringUp(): Promise<{ worker: LensWorker; loaded: LoadedMessage }> {
     this.current ??= await this.start();
     this.model ??= await this.load(this.current);
     return { worker: this.current, loaded: this.model };
@@ -96,6 +122,7 @@ export class WorkerSupervisor {
     const restarting = this.restarts < this.options.maxRestarts;
     this.options.emit({
       type: 'worker-lost',
+      ...this.slotField(),
       code: error.code,
       message: error.message,
       lost: lost.length,
@@ -111,19 +138,24 @@ export class WorkerSupervisor {
     if (!restarting) throw error;
     this.restarts++;
     await this.current?.close().catch(() => undefined);
+    this.current = null;
     this.current = await this.start();
     const before = this.model;
     const after = await this.load(this.current);
-    if (
-      before &&
-      (after.num_layers !== before.num_layers ||
-        after.revision !== before.revision ||
-        JSON.stringify(after.family_options) !== JSON.stringify(before.family_options) ||
-        after.stage2?.revision !== before.stage2?.revision)
-    ) {
-      throw new WorkerError('load_failed', 'the restarted worker loaded a different model');
+    if (before && !sameModel(before, after)) {
+      throw new WorkerError('load_failed', `the ${this.describe()} loaded a different model`);
     }
     this.model = after;
+  }
+
+  /** "worker", "worker 2", or "worker 2 (tcp://host:port)", for messages. */
+  describe(): string {
+    const { slot, remote } = this.options;
+    return `worker${slot === undefined ? '' : ` ${slot + 1}`}${remote ? ` (${remote.endpoint})` : ''}`;
+  }
+
+  private slotField(): { worker?: number } {
+    return this.options.slot === undefined ? {} : { worker: this.options.slot };
   }
 
   /** Closes the workers this supervisor started (a given worker keeps running). */
@@ -133,8 +165,10 @@ export class WorkerSupervisor {
   }
 
   private async start(): Promise<LensWorker> {
-    const { python, env, onLog, signal } = this.options;
-    const started = LensWorker.start({ python, env, onLog });
+    const { python, env, onLog, signal, remote } = this.options;
+    const started = remote
+      ? LensWorker.connect(remote.endpoint, { onLog, keys: remote.keys })
+      : LensWorker.start({ python, env, onLog });
     // An abort during start still owns the process: close it once it is up, even after the run ended.
     started
       .then((w) => {
@@ -146,7 +180,9 @@ export class WorkerSupervisor {
     const { info } = worker;
     this.options.emit({
       type: 'worker-ready',
+      ...this.slotField(),
       pid: worker.pid ?? null,
+      ...(remote ? { endpoint: remote.endpoint } : {}),
       python: info.python,
       torch: info.torch,
       diffusers: info.diffusers,
@@ -171,6 +207,7 @@ export class WorkerSupervisor {
     }
     this.options.emit({
       type: 'model-loaded',
+      ...this.slotField(),
       model: result.model,
       family: result.family,
       pipeline_class: result.pipeline_class,

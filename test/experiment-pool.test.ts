@@ -1,0 +1,122 @@
+// Worker pools (runtime.workers) against real Python workers and the tiny SD fixture: batches handed out
+// as workers free up make the same bytes as one worker; a member that dies mid-batch or is slow loses
+// and duplicates nothing.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, inject, it } from 'vitest';
+import { type ExperimentConfig, parseConfig } from '../src/config/index.js';
+import { type Manifest, type RunEvent, runExperiment } from '../src/experiment/index.js';
+import { localWorkerEnv } from '../src/experiment/pool.js';
+import { tempDirs } from './temp-dirs.js';
+
+const fixture = inject('sdFixture');
+const tempDir = tempDirs('dlens-pool-');
+
+function config(runtime: Record<string, unknown>, overrides: Record<string, unknown> = {}): ExperimentConfig {
+  return parseConfig({
+    model: { id: fixture },
+    sampler: { steps: 4, size: 32 },
+    lens: { layers: 'all' },
+    seeds: [0, 1],
+    prompts: ['a red apple', 'a blue cube'],
+    runtime: { max_batch: 2, ...runtime },
+    ...overrides,
+  });
+}
+
+function readManifest(dir: string): Manifest {
+  return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+}
+
+/** Each image's path and PNG bytes (hex of the bytes' hash would hide nothing more). */
+function imageBytes(dir: string): Map<string, string> {
+  const manifest = readManifest(dir);
+  return new Map(
+    manifest.images.map((image) => [image.path, readFileSync(join(dir, image.path)).toString('base64')]),
+  );
+}
+
+// torch's CPU kernels round differently with another number of threads, and a CPU pool gives each worker
+// a share of the cores: every run here uses one thread per worker, so that bytes can be compared.
+const env = { ...process.env, OMP_NUM_THREADS: '1' };
+
+const images = (events: RunEvent[]) => events.filter((e) => e.type === 'image') as { path: string }[];
+
+describe('worker pools', () => {
+  let single: Map<string, string>;
+
+  it('two workers make every image once, with the same bytes as one worker', async () => {
+    const one = tempDir();
+    await runExperiment(config({ workers: 1 }), { outDir: one, env });
+    single = imageBytes(one);
+    expect(single.size).toBe(12 * 2);
+
+    const two = tempDir();
+    const events: RunEvent[] = [];
+    const result = await runExperiment(config({ workers: 2 }), {
+      outDir: two,
+      env,
+      onEvent: (event) => events.push(event),
+    });
+    expect(result.complete).toBe(true);
+    const ready = events.filter((e) => e.type === 'worker-ready') as { worker?: number }[];
+    expect(ready.map((e) => e.worker).sort()).toEqual([0, 1]);
+    const made = images(events);
+    expect(made).toHaveLength(24);
+    expect(new Set(made.map((e) => e.path)).size).toBe(24);
+    expect(imageBytes(two)).toEqual(single);
+  });
+
+  it('a member killed mid-batch is replaced; its images are made once, and the bytes do not change', async () => {
+    const out = tempDir();
+    const events: RunEvent[] = [];
+    let killed = 0;
+    const result = await runExperiment(config({ workers: 2 }), {
+      outDir: out,
+      env,
+      onEvent: (event) => {
+        events.push(event);
+        // The second worker, killed at the first progress event after it loaded the model: it has taken
+        // a batch at once (there are 12), so it dies in the middle of a request.
+        const loaded = events.some((e) => e.type === 'model-loaded' && e.worker === 1);
+        if (event.type === 'progress' && loaded && killed === 0) {
+          const second = events.find((e) => e.type === 'worker-ready' && e.worker === 1);
+          if (second?.type === 'worker-ready' && second.pid) {
+            killed = second.pid;
+            process.kill(second.pid, 'SIGKILL');
+          }
+        }
+      },
+    });
+    expect(killed).not.toBe(0);
+    expect(result.complete).toBe(true);
+    const lost = events.find((e) => e.type === 'worker-lost');
+    expect(lost).toMatchObject({ worker: 1, code: 'worker_exited', restarting: true });
+    const made = images(events);
+    expect(new Set(made.map((e) => e.path)).size).toBe(made.length);
+    expect(made).toHaveLength(24);
+    expect(imageBytes(out)).toEqual(single);
+  });
+
+  it('a run whose only remote worker cannot be reached fails clearly and writes nothing', async () => {
+    const out = tempDir();
+    await expect(
+      runExperiment(config({ remote: [{ endpoint: 'tcp://127.0.0.1:9' }] }), {
+        outDir: out,
+        maxRestarts: 0,
+      }),
+    ).rejects.toThrow(/127\.0\.0\.1:9/);
+  });
+});
+
+describe('local worker environments', () => {
+  it('gives each worker one GPU in turn, or an equal share of the cores', () => {
+    const env = { PATH: '/bin' };
+    expect(localWorkerEnv(env, 0, 1, ['0', '1'])).toBe(env);
+    expect(localWorkerEnv(env, 2, 3, ['0', '1']).CUDA_VISIBLE_DEVICES).toBe('0');
+    expect(localWorkerEnv(env, 1, 3, ['0', '1']).CUDA_VISIBLE_DEVICES).toBe('1');
+    expect(localWorkerEnv(env, 1, 2, [], 8).OMP_NUM_THREADS).toBe('4');
+    expect(localWorkerEnv(env, 1, 4, [], 2).OMP_NUM_THREADS).toBe('1');
+    expect(localWorkerEnv({ OMP_NUM_THREADS: '3' }, 1, 2, [], 8).OMP_NUM_THREADS).toBe('3');
+  });
+});
