@@ -98,6 +98,58 @@ describe('worker pools', () => {
     expect(imageBytes(out)).toEqual(single);
   });
 
+  it('a slow member: an idle worker makes its batch too, the first copy wins, each image is written once', async () => {
+    const out = tempDir();
+    const events: RunEvent[] = [];
+    // The second worker is made slow by letting it run 0.1 s of every 3.6 s (stopped for 3.5 s at a time,
+    // under the 5 s heartbeat limit, so it is slow, not hung) from the moment it has loaded the model.
+    let slowPid = 0;
+    let cycling: NodeJS.Timeout | undefined;
+    const signal = (pid: number, name: NodeJS.Signals): boolean => {
+      try {
+        process.kill(pid, name);
+        return true;
+      } catch {
+        return false; // it has exited
+      }
+    };
+    const stopAndGo = (pid: number): void => {
+      if (!signal(pid, 'SIGSTOP')) return;
+      cycling = setTimeout(() => {
+        if (signal(pid, 'SIGCONT')) cycling = setTimeout(() => stopAndGo(pid), 100);
+      }, 3_500);
+    };
+    try {
+      // 16 steps: a batch needs about a second of CPU, so the slow worker's batch outlasts the others.
+      const result = await runExperiment(config({ workers: 2 }, { sampler: { steps: 16, size: 32 } }), {
+        outDir: out,
+        env,
+        onEvent: (event) => {
+          events.push(event);
+          if (event.type === 'model-loaded' && event.worker === 1 && slowPid === 0) {
+            const ready = events.findLast((e) => e.type === 'worker-ready' && e.worker === 1);
+            if (ready?.type === 'worker-ready' && ready.pid) {
+              slowPid = ready.pid;
+              stopAndGo(slowPid);
+            }
+          }
+        },
+      });
+      expect(result.complete).toBe(true);
+    } finally {
+      clearTimeout(cycling);
+      if (slowPid) signal(slowPid, 'SIGCONT');
+    }
+    expect(slowPid).not.toBe(0);
+    const copied = events.filter((e) => e.type === 'notice' && /makes it too/.test(e.message));
+    expect(copied.length).toBeGreaterThan(0);
+    expect(events.filter((e) => e.type === 'worker-lost')).toHaveLength(0);
+    const made = images(events);
+    expect(new Set(made.map((e) => e.path)).size).toBe(made.length);
+    expect(made).toHaveLength(24);
+    expect(readManifest(out).images).toHaveLength(24);
+  });
+
   it('a run whose only remote worker cannot be reached fails clearly and writes nothing', async () => {
     const out = tempDir();
     await expect(

@@ -22,7 +22,7 @@ function recordFile(outDir: string, request: LoadRequest, fingerprints: Fingerpr
   return join(outDir, STATE_DIR, 'resolved', `${id}.json`);
 }
 
-const workerInfoSchema = readyMessageSchema.pick({
+export const workerInfoSchema = readyMessageSchema.pick({
   worker: true,
   python: true,
   torch: true,

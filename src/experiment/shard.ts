@@ -9,11 +9,11 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { loadedMessageSchema, readyMessageSchema } from '../bridge/index.js';
+import { loadedMessageSchema } from '../bridge/index.js';
 import { configSource, type ExperimentConfig } from '../config/index.js';
 import { jobsOf, planBatches } from './batches.js';
 import type { Plan } from './plan.js';
-import type { Resolution } from './resolution.js';
+import { type Resolution, workerInfoSchema } from './resolution.js';
 import { STATE_DIR, writeFileAtomic } from './store.js';
 
 /** Which share of a run: shard `index` (0-based) of `count`. */
@@ -103,15 +103,6 @@ export function selectShard(
 }
 
 export const SHARD_FILE = `${STATE_DIR}/shard.json`;
-
-const workerInfoSchema = readyMessageSchema.pick({
-  worker: true,
-  python: true,
-  torch: true,
-  diffusers: true,
-  transformers: true,
-  device: true,
-});
 
 /** DIR/.diffusion-lens/shard.json: what `merge` needs of a shard besides its manifest and journal. */
 export const ShardStateSchema = z.object({
