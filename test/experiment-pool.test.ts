@@ -127,7 +127,7 @@ describe('worker pools', () => {
         onEvent: (event) => {
           events.push(event);
           if (event.type === 'model-loaded' && event.worker === 1 && slowPid === 0) {
-            const ready = events.findLast((e) => e.type === 'worker-ready' && e.worker === 1);
+            const ready = [...events].reverse().find((e) => e.type === 'worker-ready' && e.worker === 1);
             if (ready?.type === 'worker-ready' && ready.pid) {
               slowPid = ready.pid;
               stopAndGo(slowPid);
