@@ -14,7 +14,7 @@
 //       [--seed 1] [--json]
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -72,15 +72,16 @@ execFileSync(findPython(), ['-m', 'diffusion_lens.fixtures', 'sd', fixture], {
 });
 
 /** 2 prompts x 6 layers x 4 seeds = 48 images in 24 batches of 2. */
+const experiment = {
+  model: { id: fixture },
+  sampler: { steps: 4, size: 32 },
+  lens: { layers: 'all' },
+  seeds: [0, 1, 2, 3],
+  prompts: ['a red apple', 'a blue cube'],
+  runtime: { max_batch: 2 },
+};
 function config(runtime = {}) {
-  return parseConfig({
-    model: { id: fixture },
-    sampler: { steps: 4, size: 32 },
-    lens: { layers: 'all' },
-    seeds: [0, 1, 2, 3],
-    prompts: ['a red apple', 'a blue cube'],
-    runtime: { max_batch: 2, ...runtime },
-  });
+  return parseConfig({ ...experiment, runtime: { ...experiment.runtime, ...runtime } });
 }
 
 const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
@@ -185,18 +186,7 @@ async function killLoop(kills, runtime, signal = 'SIGKILL') {
 async function signalLoop(trials, signal) {
   const outcomes = { trials: 0, exit_codes: [], resumed_complete: 0 };
   const configFile = join(scratch, 'faults.json');
-  const { writeFileSync } = await import('node:fs');
-  writeFileSync(
-    configFile,
-    JSON.stringify({
-      model: { id: fixture },
-      sampler: { steps: 4, size: 32 },
-      lens: { layers: 'all' },
-      seeds: [0, 1, 2, 3],
-      prompts: ['a red apple', 'a blue cube'],
-      runtime: { max_batch: 2 },
-    }),
-  );
+  writeFileSync(configFile, JSON.stringify(experiment));
   for (let trial = 0; trial < trials; trial++) {
     const dir = folder();
     const made = new Map();

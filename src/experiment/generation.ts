@@ -5,7 +5,7 @@
 // batches usually take (a slow worker), and whichever copy finishes first cancels the other. The sink
 // writes each image once. Prompts the encoder cut are reported once each.
 import { performance } from 'node:perf_hooks';
-import { WorkerError } from '../bridge/index.js';
+import { type LensWorker, WorkerError } from '../bridge/index.js';
 import type { ExperimentConfig } from '../config/index.js';
 import { planBatches } from './batches.js';
 import type { RunEvent } from './events.js';
@@ -13,7 +13,7 @@ import { plural } from './folder.js';
 import type { LensedTokens, Truncation } from './manifest.js';
 import type { Job, Plan } from './plan.js';
 import type { WorkerPool } from './pool.js';
-import { buildWork, jobOfImage, layersInFlight, type RequestItem, type Work } from './request.js';
+import { buildWork, itemDone, jobOfImage, layersInFlight, type RequestItem, type Work } from './request.js';
 import type { ImageSink } from './sink.js';
 import { Aborted, isLostWorker, type WorkerSupervisor } from './supervisor.js';
 
@@ -117,7 +117,7 @@ class Dispatch {
       }
       const work = buildWork(config, plan, sink.isDone, unit.items ?? undefined);
       if (!work) continue;
-      let worker: Awaited<ReturnType<WorkerPool['ready']>>['worker'];
+      let worker: LensWorker;
       try {
         ({ worker } = await pool.ready(slot));
       } catch (error) {
@@ -165,7 +165,7 @@ class Dispatch {
   }
 
   /** Sends one request and streams its images into the sink. */
-  private async request(worker: Awaited<ReturnType<WorkerPool['ready']>>['worker'], running: Running) {
+  private async request(worker: LensWorker, running: Running) {
     const { plan, sink, truncated, lensedTokens, emit, notice, signal } = this.input;
     const { work } = running;
     const stop = signal ? AbortSignal.any([signal, running.superseded.signal]) : running.superseded.signal;
@@ -240,11 +240,9 @@ class Dispatch {
 
   /** Cancels requests whose images have all been made by another copy. */
   private cancelSuperseded(): void {
-    const { config, plan, sink } = this.input;
+    const { isDone } = this.input.sink;
     for (const running of this.running) {
-      if (running.unit.items && !buildWork(config, plan, sink.isDone, running.unit.items)) {
-        running.superseded.abort();
-      }
+      if (running.unit.items?.every((item) => itemDone(item, isDone))) running.superseded.abort();
     }
   }
 
@@ -274,7 +272,7 @@ class Dispatch {
 
   /** Units of a failed request's items whose images all arrived. */
   private receivedUnits(work: Work): number {
-    const complete = work.items.filter((item) => Object.values(item.jobs).every(this.input.sink.isDone));
+    const complete = work.items.filter((item) => itemDone(item, this.input.sink.isDone));
     return work.items.length === 0 ? 0 : Math.round((work.units * complete.length) / work.items.length);
   }
 

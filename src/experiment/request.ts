@@ -26,6 +26,11 @@ export interface Work {
   units: number;
 }
 
+/** Whether every image of the item (each stage's) is made. */
+export function itemDone(item: RequestItem, isDone: (job: Job) => boolean): boolean {
+  return Object.values(item.jobs).every(isDone);
+}
+
 /** The distinct (prompt, layer, seed) of the jobs, in plan order, for those with any job not done. */
 export function requestItems(jobs: readonly Job[], isDone: (job: Job) => boolean): RequestItem[] {
   const items = new Map<string, RequestItem>();
@@ -38,7 +43,7 @@ export function requestItems(jobs: readonly Job[], isDone: (job: Job) => boolean
     }
     item.jobs[job.stage] = job;
   }
-  return [...items.values()].filter((item) => Object.values(item.jobs).some((job) => !isDone(job)));
+  return [...items.values()].filter((item) => !itemDone(item, isDone));
 }
 
 /** Stage II of a generate request, from the plan's settings; scheduler null = the checkpoint's own. */
@@ -66,9 +71,7 @@ export function buildWork(
   isDone: (job: Job) => boolean,
   among?: readonly RequestItem[],
 ): Work | null {
-  const items = among
-    ? among.filter((item) => Object.values(item.jobs).some((job) => !isDone(job)))
-    : requestItems(plan.jobs, isDone);
+  const items = among ? among.filter((item) => !itemDone(item, isDone)) : requestItems(plan.jobs, isDone);
   if (items.length === 0) return null;
   const { settings } = plan;
   const missing = items.flatMap((item) => Object.values(item.jobs).filter((job) => !isDone(job)));
