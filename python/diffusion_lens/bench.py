@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from .devices import resolve_device, resolve_dtype
-from .families import CheckpointSource, LoadOptions, SamplerSettings, Stage2Settings, load_family
+from .families import CheckpointSource, Family, LoadOptions, SamplerSettings, Stage2Settings, load_family
 from .fixtures import save_fixture
 from .generation import Item, LensOptions, generate
 
@@ -33,6 +33,57 @@ def timed(run: Callable[[], object], repeats: int) -> float:
         run()
         best = min(best, time.perf_counter() - started)
     return best
+
+
+def sweep_items(layers: Sequence[int], seeds: int) -> list[Item]:
+    """Every (layer, seed) of one prompt, layer-major: the sweep both runs make."""
+    return [Item(0, layer, seed) for layer in layers for seed in range(seeds)]
+
+
+def lens_sweep(
+    family: Family, prompt: str, items: Sequence[Item], settings: SamplerSettings, max_batch: int
+) -> None:
+    """The lens over ``items``: one encoding of the prompt, items sampled ``max_batch`` at a time."""
+    options = LensOptions(max_batch=max_batch)
+    generate(family, [prompt], items, settings, options, lambda *a: None, lambda p: None)
+
+
+def official_loop(
+    family: Family, prompt: str, layers: Sequence[int], seeds: int, settings: SamplerSettings
+) -> None:
+    """The authors' way: one stock pipeline call per layer (the prompt encoded for it, seeds batched,
+    the final layer's empty prompt as the negative), stage II after stage I where there is one."""
+    pipe = family.pipe  # type: ignore[attr-defined]
+    last = family.num_layers
+    negative = family.encode("", [last])[last].repeat(seeds, 1, 1)
+    stage2 = settings.stage2
+    for layer in layers:
+        embeds = family.encode(prompt, [layer])[layer].repeat(seeds, 1, 1)
+        generators = [torch.Generator().manual_seed(s) for s in range(seeds)]
+        text = {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
+        common = {
+            "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
+            "generator": generators,
+        }
+        size = {"height": settings.height, "width": settings.width}
+        if stage2 is None:
+            pipe(**text, **common, **size, output_type="np")
+            continue
+        low = pipe(**text, **common, **size, output_type="pt").images
+        family.stage2(  # type: ignore[attr-defined]
+            image=low,
+            **text,
+            **{
+                **common,
+                "num_inference_steps": stage2.num_inference_steps,
+                "guidance_scale": stage2.guidance_scale,
+            },
+            height=stage2.height,
+            width=stage2.width,
+            **stage2.family_options,
+            output_type="np",
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,41 +144,13 @@ def run(args: argparse.Namespace) -> None:
         stage2=stage2,
     )
     prompt = "a red apple on a wooden table"
-    items = [Item(0, layer, seed) for layer in layers for seed in range(args.seeds)]
+    items = sweep_items(layers, args.seeds)
 
     def lens(max_batch: int) -> Callable[[], object]:
-        options = LensOptions(max_batch=max_batch)
-        return lambda: generate(family, [prompt], items, settings, options, lambda *a: None, lambda p: None)
+        return lambda: lens_sweep(family, prompt, items, settings, max_batch)
 
     def official_style() -> None:
-        pipe = family.pipe  # type: ignore[attr-defined]
-        negative = family.encode("", [last])[last].repeat(args.seeds, 1, 1)
-        for layer in layers:
-            embeds = family.encode(prompt, [layer])[layer].repeat(args.seeds, 1, 1)
-            generators = [torch.Generator().manual_seed(s) for s in range(args.seeds)]
-            text = {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
-            common = {
-                "num_inference_steps": args.steps,
-                "guidance_scale": settings.guidance_scale,
-                "generator": generators,
-            }
-            if stage2 is None:
-                pipe(**text, **common, height=size, width=size, output_type="np")
-                continue
-            low = pipe(**text, **common, height=size, width=size, output_type="pt").images
-            family.stage2(  # type: ignore[attr-defined]
-                image=low,
-                **text,
-                **{
-                    **common,
-                    "num_inference_steps": stage2.num_inference_steps,
-                    "guidance_scale": stage2.guidance_scale,
-                },
-                height=stage2.height,
-                width=stage2.width,
-                **stage2.family_options,
-                output_type="np",
-            )
+        official_loop(family, prompt, layers, args.seeds, settings)
 
     n = len(items)
     print(f"model {args.model} on {device}: {len(layers)} layers {layers} x {args.seeds} seeds = {n} images,")
