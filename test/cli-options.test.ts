@@ -49,6 +49,8 @@ function sample(spec: LensOptionSpec): { given: string | boolean; value: unknown
       return { given: '64x32', value: [64, 32] };
     case 'int-or-text':
       return { given: '5', value: 5 };
+    case 'int-or-auto':
+      return { given: 'auto', value: 'auto' };
     case 'names':
       return { given: 'text_encoder, text_encoder_2', value: ['text_encoder', 'text_encoder_2'] };
     case 'mix':

@@ -402,7 +402,10 @@ const validConfig = fc
           { requiredKeys: ['file'] },
         ),
       ),
-      runtime: fc.record({ max_batch: fc.integer({ min: 1, max: 64 }) }, { requiredKeys: [] }),
+      runtime: fc.record(
+        { max_batch: fc.oneof(fc.constant('auto'), fc.integer({ min: 1, max: 64 })) },
+        { requiredKeys: [] },
+      ),
       stages: fc.constantFrom([1], [1, 2]),
       stage2: fc.record(
         {

@@ -34,6 +34,7 @@ describe('parseConfig', () => {
         offload: 'none',
         clean_caption: 'auto',
         allow_pickle: false,
+        compile: false,
       },
       // steps and guidance: unset = the model's own defaults, filled in from the worker's `loaded`.
       sampler: { scheduler: 'default', negative: '' },
@@ -47,7 +48,7 @@ describe('parseConfig', () => {
       },
       seeds: [0, 1, 2, 3],
       prompts: ['a cat'],
-      runtime: { max_batch: 8, gpus: 'auto', remote: [] },
+      runtime: { max_batch: 'auto', gpus: 'auto', remote: [] },
       stage2: { scheduler: 'default', seed: 'same' },
       grid: { min_cell: 128 },
     });
@@ -397,6 +398,7 @@ describe('configs/ presets', () => {
       offload: 'encoder',
       clean_caption: 'auto',
       allow_pickle: false,
+      compile: false,
       variant: 'fp16',
     });
     expect(config.sampler).toEqual({

@@ -67,6 +67,15 @@ describe('worker pools', () => {
     expect(imageBytes(two)).toEqual(single);
   });
 
+  it('under max_batch auto, two workers take plan batches of 16 and make the same bytes', async () => {
+    // On the CPU auto samples the seeds of one (prompt, layer) at a time: 2 here, as max_batch 2 did.
+    const out = tempDir();
+    const result = await runExperiment(config({ workers: 2, max_batch: 'auto' }), { outDir: out, env });
+    expect(result.complete).toBe(true);
+    expect(imageBytes(out)).toEqual(single);
+    expect(readManifest(out).config.runtime.max_batch).toBe('auto');
+  });
+
   it('a member killed mid-batch is replaced; its images are made once, and the bytes do not change', async () => {
     const out = tempDir();
     const events: RunEvent[] = [];

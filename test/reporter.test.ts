@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createReporter, describeEvent, layerLabel } from '../src/cli/reporter.js';
 import type { RunEvent } from '../src/experiment/index.js';
+import { noTimings } from '../src/experiment/timings.js';
 
 function sink(): { stream: NodeJS.WritableStream; text: () => string } {
   let text = '';
@@ -62,6 +63,7 @@ describe('describeEvent', () => {
       images_generated: 1,
       images_skipped: 3,
       seconds: 2,
+      timings: noTimings(),
     } as const;
     expect(describeEvent(done)).toBe(
       'incomplete: 1 image made, 3 already on disk; they are kept, and running the same command again ' +

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .ablations import Ablation, InjectedEmbeds, Mix, embeds_bytes, parse_embeds, read_embeds
+from .batching import AUTO, MaxBatch
 from .devices import library_versions
 from .families import Embeds, Readout, SamplerSettings, wrap_pipeline
 from .generation import Item, LensOptions, Progress, encode_all, generate
@@ -340,7 +342,7 @@ def lens(
     tokens: str | int = "all",
     mix: Mapping[str, Any] | Sequence[Any] | None = None,
     embeds: str | Path | Mapping[str, Any] | None = None,
-    max_batch: int = 8,
+    max_batch: MaxBatch = AUTO,
     scheduler: str | None = None,
     family_options: dict[str, Any] | None = None,
     sample_options: dict[str, Any] | None = None,
@@ -362,6 +364,8 @@ def lens(
     file, {argument: tensor} for every prompt, or {prompt: {argument: tensor}}: tensors that replace the
     arguments of their names, e.g. an edited ``result.embeddings[l]``; ``save_embeds`` writes such a
     file for the CLI).
+    ``max_batch`` is the items per denoiser batch, or "auto" (the worker's rule: on CUDA what the free
+    memory holds, on the CPU the seeds of a (prompt, layer); batching.py).
     ``return_embeddings`` keeps each layer's conditioning (on the CPU, ablated) as ``result.embeddings``.
     ``model_id`` is the model's name in the manifest (default: the pipeline's ``_name_or_path``).
 
@@ -385,8 +389,8 @@ def lens(
     injected = _embeds(embeds)
     seed_list = _seeds(seeds)
     height, width = _size(size, defaults)
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-        raise ValueError(f"max_batch must be an integer >= 1, not {max_batch!r}")
+    if max_batch != AUTO and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        raise ValueError(f"max_batch must be 'auto' or an integer >= 1, not {max_batch!r}")
     follows = None if encoders == "all" else sorted([encoders] if isinstance(encoders, str) else encoders)
     settings = SamplerSettings(
         num_inference_steps=int(defaults["steps"] if steps is None else steps),
@@ -432,6 +436,8 @@ def lens(
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - started
+    for notice in done["notices"]:  # e.g. that the VAE decoded in tiles (CUDA, large images)
+        warnings.warn(notice, stacklevel=2)
     all_embeddings = None
     if return_embeddings:
         with torch.no_grad(), family.encoding():

@@ -45,6 +45,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA; the CPU's is done already). Used between phases of a
+    request, never inside the sampling loop."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def empty_cache(device: str) -> None:
     if device == "cuda":
         torch.cuda.empty_cache()

@@ -10,6 +10,7 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
@@ -36,7 +37,7 @@ from .generation import (
     Progress,
     generate,
 )
-from .images import png_bytes
+from .png_stream import PngStream, png_pool
 from .scorers import Item as ScoreItem
 from .scorers import (
     Question,
@@ -47,6 +48,7 @@ from .scorers import (
     decode_png,
     load_scorer,
 )
+from .timings import ms_since
 
 Emit = Callable[[protocol.Message], None]
 log = logging.getLogger("diffusion_lens.engine")
@@ -143,6 +145,7 @@ class Engine:
         self.scorer: tuple[ScorerSpec, Scorer] | None = None
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
+        self._png_pool: ThreadPoolExecutor | None = None  # started with the first generate request
 
     def cancel(self, key: str) -> None:
         with self._lock:
@@ -249,6 +252,7 @@ class Engine:
             lora=tuple(
                 LoraWeights(path=lora["path"], scale=float(lora["scale"])) for lora in request["lora"]
             ),
+            compile=request["compile"],
         )
         started = time.perf_counter()
         self.family = load_family(options, request["family"])
@@ -256,9 +260,9 @@ class Engine:
         log.info(
             "loaded %s (%s) in %.1f s", request["model"], self.family.name, time.perf_counter() - started
         )
-        reply = protocol.reply(
-            "", "loaded", model=request["model"], family=self.family.name, **self.family.describe()
-        )
+        described = self.family.describe()
+        described["notices"] = [*described["notices"], *self.family.acceleration.notices]
+        reply = protocol.reply("", "loaded", model=request["model"], family=self.family.name, **described)
         self.loaded, self._loaded_reply = dict(fields), reply
         return reply
 
@@ -307,38 +311,53 @@ class Engine:
         )
         items = [Item(**item) for item in request["items"]]
 
+        # PNGs are encoded on the PNG threads; their messages are sent from here (see png_stream.py).
+        stream = PngStream(self._png_threads(), self.emit)
+
         def on_image(index: int, item: Item, stage: int, image: Any, elapsed_ms: float) -> None:
             height, width = image.shape[:2]
-            self.emit(
-                protocol.reply(
-                    request_id,
-                    "image",
-                    item=index,
-                    prompt=item.prompt,
-                    layer=item.layer,
-                    seed=item.seed,
-                    stage=stage,
-                    png=png_bytes(image),
-                    width=width,
-                    height=height,
-                    elapsed_ms=elapsed_ms,
-                )
+            message = protocol.reply(
+                request_id,
+                "image",
+                item=index,
+                prompt=item.prompt,
+                layer=item.layer,
+                seed=item.seed,
+                stage=stage,
+                width=width,
+                height=height,
+                elapsed_ms=elapsed_ms,
             )
+            stream.submit(image, message)
 
         def on_progress(progress: Progress) -> None:
+            stream.send_ready()
             self.emit(protocol.reply(request_id, "progress", **progress.__dict__))
 
-        done = generate(
-            family,
-            request["prompts"],
-            items,
-            settings,
-            options,
-            on_image,
-            on_progress,
-            lambda: self._is_cancelled(key),
-        )
+        try:
+            done = generate(
+                family,
+                request["prompts"],
+                items,
+                settings,
+                options,
+                on_image,
+                on_progress,
+                lambda: self._is_cancelled(key),
+            )
+        except BaseException:
+            stream.abandon()  # the images made before the failure go out before its error
+            raise
+        waited = time.perf_counter()
+        stream.finish()
+        done["elapsed_ms"] += ms_since(waited)
+        done["timings"]["png_ms"] = stream.png_ms
         return protocol.reply(request_id, "done", **done)
+
+    def _png_threads(self) -> ThreadPoolExecutor:
+        if self._png_pool is None:
+            self._png_pool = png_pool()
+        return self._png_pool
 
     def _scorer_for(self, spec: ScorerSpec) -> Scorer:
         """The scorer ``spec`` names: the one kept from the last request when it is the same, else loaded

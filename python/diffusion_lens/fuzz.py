@@ -77,7 +77,7 @@ def load_fields(model: str) -> dict[str, Any]:
     return {
         "model": model, "family": None, "dtype": "auto", "device": "cpu", "revision": None,
         "offload": "none", "stage2": None, "allow_pickle": False, "variant": None,
-        "family_options": {}, "config": None, "lora": [],
+        "family_options": {}, "config": None, "lora": [], "compile": False,
     }  # fmt: skip
 
 

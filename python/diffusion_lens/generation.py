@@ -1,5 +1,6 @@
 """The lens over a generate request: encode each prompt once, then sample every (prompt, layer, seed)
-item in batches that share the UNet, halving the batch on out-of-memory.
+item in batches that share the UNet (``max_batch`` items, or as many as ``auto`` resolves: batching.py),
+halving the batch on out-of-memory.
 
 Family-independent: the family supplies the hidden-state conditioning (as its stock pipeline's arguments)
 and runs the stock pipeline on a batch of it.
@@ -17,9 +18,21 @@ import numpy as np
 import torch
 
 from .ablations import NO_ABLATION, Ablation, AblationError
-from .devices import empty_cache, is_out_of_memory
+from .batching import (
+    AUTO,
+    BatchSizer,
+    CudaMemory,
+    MaxBatch,
+    SizeRecord,
+    first_guess_bytes,
+    records_of,
+    size_key,
+)
+from .devices import empty_cache, is_out_of_memory, synchronize
 from .families import STOCK_READOUT, Embeds, Family, Readout, SamplerSettings
+from .families.acceleration import TILING_SIDE, VaeTiling, tiling_wanted
 from .protocol import GUIDANCE_RANGE, range_problem
+from .timings import SampleClock, Timings, ms_since
 
 
 class Cancelled(Exception):
@@ -46,7 +59,8 @@ class LensOptions:
     negative_prompt: str = ""
     uncond: str = "final"  # or "same-layer"
     noise: str = "shared"  # the initial noise of a (prompt, seed) at every layer, or "per-layer"
-    max_batch: int = 8
+    # Items per denoiser batch, or "auto": resolved per request from the device (batching.py).
+    max_batch: MaxBatch = AUTO
     # Which hidden states besides the layer: the sequence encoders that follow it, the pooled vector.
     readout: Readout = STOCK_READOUT
     # What is done to the prompt's conditioning before sampling: token positions, mix, injected embeds.
@@ -225,57 +239,108 @@ def generate(
             "negative prompt and no uncond=same-layer"
         )
     started = time.perf_counter()
+    timings = Timings()
     truncated = truncations(family, prompts, items)
     # Every prompt of the request is encoded before any sampling, so that an offloaded encoder visits the
     # device once per request.
+    encoding = time.perf_counter()
     try:
         with family.encoding():
             cond, uncond = encode_all(family, prompts, items, options)
+        synchronize(family.device)  # once per request: the encoding's own time, not the first batch's
     except AblationError as exc:
         raise BadRequest(str(exc)) from None
+    timings.encode_ms = ms_since(encoding)
     steps = settings.steps_per_item
     progress = Progress(0, len(items) * steps, 0, len(items))
-    batch_size = options.max_batch
+    sizer = batch_sizer(family, settings, items, options.max_batch)
+    notices: list[str] = []
+    pipelines = family.pipelines()
+    wanted = tiling_wanted(family.device, settings.height, settings.width, family.acceleration)
     position = 0
-    while position < len(items):
-        if is_cancelled():
-            raise Cancelled()
-        chunk = list(range(position, min(position + batch_size, len(items))))
-        try:
-            images, elapsed_ms = _sample_chunk(
-                family,
-                [items[i] for i in chunk],
-                cond,
-                uncond,
-                settings,
-                options,
-                progress,
-                on_progress,
-                is_cancelled,
-            )
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            empty_cache(family.device.type)
-            if batch_size == 1:
+    with VaeTiling(pipelines, wanted) as tiling:
+        if tiling.on:
+            notices.append(tiling_notice(settings, f"an image side of {TILING_SIDE} pixels or more"))
+        while position < len(items):
+            if is_cancelled():
+                raise Cancelled()
+            batch_size = sizer.next_size()
+            chunk = list(range(position, min(position + batch_size, len(items))))
+            clock = SampleClock(pipelines, family.device)
+            try:
+                with sizer.measuring(len(chunk)), clock:
+                    images, elapsed_ms = _sample_chunk(
+                        family,
+                        [items[i] for i in chunk],
+                        cond,
+                        uncond,
+                        settings,
+                        options,
+                        progress,
+                        on_progress,
+                        is_cancelled,
+                    )
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                empty_cache(family.device.type)
+                if len(chunk) > 1:
+                    sizer.out_of_memory(batch_size, len(chunk))
+                    continue
+                if clock.decode_ran_out_of_memory and tiling.available:
+                    tiling.enable()
+                    family.acceleration.tiled_sizes.add((settings.height, settings.width))
+                    notices.append(tiling_notice(settings, "decoding one image ran out of GPU memory"))
+                    continue
                 raise OutOfMemory(f"out of memory with a batch of one item ({exc})") from exc
-            batch_size //= 2
-            continue
-        for stage, stage_images in sorted(images.items()):
-            for index, image in zip(chunk, stage_images, strict=True):
-                on_image(index, items[index], stage, image, elapsed_ms / len(chunk))
-        progress.images_done += len(chunk)
-        progress.done_units = progress.images_done * steps
-        progress.batch_items = 0
-        on_progress(progress)
-        position += len(chunk)
+            finally:
+                clock.add_to(timings)
+            for stage, stage_images in sorted(images.items()):
+                for index, image in zip(chunk, stage_images, strict=True):
+                    on_image(index, items[index], stage, image, elapsed_ms / len(chunk))
+            progress.images_done += len(chunk)
+            progress.done_units = progress.images_done * steps
+            progress.batch_items = 0
+            on_progress(progress)
+            position += len(chunk)
     return {
         "images": len(items),
-        "elapsed_ms": (time.perf_counter() - started) * 1000,
-        "max_batch_used": batch_size,
+        "elapsed_ms": ms_since(started),
+        "max_batch_used": sizer.limit,
         "truncated": truncated,
         "lensed_tokens": lensed_tokens(family, prompts, items, options.ablation),
+        "timings": timings.as_dict(),
+        "notices": notices,
     }
+
+
+def batch_sizer(
+    family: Family, settings: SamplerSettings, items: Sequence[Item], max_batch: MaxBatch
+) -> BatchSizer:
+    """How the request's batches are sized: ``max_batch`` as sent, or resolved as batching.py says
+    (on CUDA with what this worker learnt of the model at this image size)."""
+    if max_batch != AUTO or family.device.type != "cuda":
+        return BatchSizer(max_batch, items)
+    stage2 = settings.stage2
+    passes = 2 if family.guidance == "cfg" and settings.guidance_scale > 1 else 1
+    sizes = (settings.height, settings.width, None if stage2 is None else (stage2.height, stage2.width))
+    pixels = max(settings.height * settings.width, 0 if stage2 is None else stage2.height * stage2.width)
+    record = records_of(family).setdefault(size_key(*sizes, passes), SizeRecord())
+    element_size = torch.empty((), dtype=family.pipe.dtype).element_size()
+    return BatchSizer(
+        max_batch,
+        items,
+        record=record,
+        memory=CudaMemory(family.device),
+        guess_bytes=first_guess_bytes(pixels, passes, element_size),
+    )
+
+
+def tiling_notice(settings: SamplerSettings, why: str) -> str:
+    return (
+        f"the VAE decodes {settings.height}x{settings.width} images in tiles ({why}): tiling changes pixels "
+        "slightly against an untiled decode"
+    )
 
 
 def _sample_chunk(

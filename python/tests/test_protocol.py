@@ -58,6 +58,7 @@ LOAD = {
     "family_options": {"clean_caption": None},
     "config": None,
     "lora": [{"path": "style.safetensors", "scale": 0.5}],
+    "compile": False,
 }
 
 

@@ -123,7 +123,7 @@ def load_fields(model: Path | str, stage2: Path | None = None, config: Path | No
         model=str(model), family=None, dtype="auto", device="cpu",
         revision=None, offload="none", allow_pickle=False, variant=None, family_options={},
         stage2=None if stage2 is None else {"model": str(stage2), "revision": None},
-        config=None if config is None else str(config), lora=list(lora),
+        config=None if config is None else str(config), lora=list(lora), compile=False,
     )  # fmt: skip
 
 

@@ -42,6 +42,7 @@ export {
   type LoadRequest,
   loadedMessageSchema,
   loadRequestSchema,
+  type MaxBatch,
   OFFLOAD_MODES,
   type OffloadMode,
   PROTOCOL_ERROR_CODES,
@@ -64,6 +65,7 @@ export {
   type Stage2Generate,
   type Stage2Load,
   scoreRequestSchema,
+  type Timings,
 } from './protocol.js';
 export { findPython, packageRoot, pythonDir } from './python.js';
 export type { ScoreHandlers } from './score-call.js';

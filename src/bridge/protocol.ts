@@ -81,6 +81,9 @@ export const loadRequestSchema = z.strictObject({
   config: z.string().min(1).nullable(),
   // LoRA weights for the (stage I) pipeline, each its own adapter at its scale; [] = none.
   lora: z.array(loraLoadSchema),
+  // torch.compile each stage's denoiser; it compiles during the first generate at each shape (reported
+  // in that request's timings.compile_ms).
+  compile: z.boolean(),
 });
 
 /** A generator seed: a non-negative integer (torch seeds are < 2^63; JSON-safe integers are far below). */
@@ -111,6 +114,9 @@ export const stage2GenerateSchema = z.strictObject({
   // The family's stage II options (capabilities.options.stage2), e.g. IF's noise_level.
   family_options: familyOptionsSchema,
 });
+
+/** Items per denoiser batch (halved on out-of-memory), or `auto`: the worker resolves it per request. */
+export const maxBatchSchema = z.union([z.int().positive(), z.literal('auto')]);
 
 export const generateRequestSchema = z
   .strictObject({
@@ -145,7 +151,8 @@ export const generateRequestSchema = z
     embeds: z
       .strictObject({ path: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/) })
       .nullable(),
-    max_batch: z.int().positive(),
+    // Items per denoiser batch, or 'auto': the worker sizes its batches itself (docs/protocol.md).
+    max_batch: maxBatchSchema,
     stage2: stage2GenerateSchema.nullable(),
     // The family's sampling options (capabilities.options.sample).
     family_options: familyOptionsSchema,
@@ -373,6 +380,18 @@ export const imageMessageSchema = z.strictObject({
   elapsed_ms: z.number().nonnegative(),
 });
 
+/** A generate request's time by part: encode the prompts, denoise (the stock pipeline's loop, less its VAE
+ *  decode and any compiling), decode (the VAE's; 0 without one), png (the wall time PNGs were being encoded,
+ *  on threads beside the others: it overlaps them), compile (torch.compile compiling during this request;
+ *  else 0). encode + denoise + decode + compile <= elapsed_ms, and png <= elapsed_ms. */
+export const timingsSchema = z.strictObject({
+  encode_ms: z.number().nonnegative(),
+  denoise_ms: z.number().nonnegative(),
+  decode_ms: z.number().nonnegative(),
+  png_ms: z.number().nonnegative(),
+  compile_ms: z.number().nonnegative(),
+});
+
 export const doneMessageSchema = z.strictObject({
   ...envelope,
   type: z.literal('done'),
@@ -396,6 +415,10 @@ export const doneMessageSchema = z.strictObject({
       max_tokens: z.int().positive(),
     }),
   ),
+  /** Where the request's time went, in milliseconds (docs/protocol.md, "Timings"). */
+  timings: timingsSchema,
+  /** What the user must be told about this request (e.g. that the VAE decoded in tiles). */
+  notices: z.array(z.string()),
 });
 
 /** One question's answer: 1 = yes, 0 = no; `score` in 0..1 is how sure of yes (clip: the softmax
@@ -557,6 +580,8 @@ export type LoadedStage2 = NonNullable<LoadedMessage['stage2']>;
 export type ProgressMessage = z.infer<typeof progressMessageSchema>;
 export type ImageMessage = z.infer<typeof imageMessageSchema>;
 export type DoneMessage = z.infer<typeof doneMessageSchema>;
+export type Timings = z.infer<typeof timingsSchema>;
+export type MaxBatch = z.infer<typeof maxBatchSchema>;
 export type ErrorMessage = z.infer<typeof errorMessageSchema>;
 export type IncomingMessage = z.infer<typeof incomingMessageSchema>;
 export type IncomingType = IncomingMessage['type'];

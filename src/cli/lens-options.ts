@@ -9,7 +9,7 @@ import { Option } from 'commander';
  * - `text`: as given; `choice`: as given, one of the field's enum (listed in the help);
  * - `int`: a plain decimal integer; `ints`: a comma-separated list of them; `size`: `S` or `HxW`;
  * - `number`: a number when the text is one; `int-or-text`: an integer when the text is one, else the text
- *   (`--stage2-seed same|N`);
+ *   (`--stage2-seed same|N`); `int-or-auto`: `auto`, or a plain decimal integer (`--max-batch`);
  * - `names`: `all`, or a comma-separated list of names (`--encoders text_encoder,text_encoder_2`);
  * - `mix`: `A,B,ALPHA`, two layers (integers or `stock`) and a number (`--mix 4,8,0.5`);
  * - `switch`: a flag without a value (true).
@@ -22,6 +22,7 @@ export type ParserName =
   | 'number'
   | 'size'
   | 'int-or-text'
+  | 'int-or-auto'
   | 'names'
   | 'mix'
   | 'switch';
@@ -62,7 +63,7 @@ const TABLE = [
   { flags: '--tokens <which>', path: ['lens', 'tokens'], parse: 'int-or-text' },
   { flags: '--mix <a,b,alpha>', path: ['lens', 'mix'], parse: 'mix' },
   { flags: '--embeds <file>', path: ['lens', 'embeds'], parse: 'text' },
-  { flags: '--max-batch <n>', path: ['runtime', 'max_batch'], parse: 'int' },
+  { flags: '--max-batch <n|auto>', path: ['runtime', 'max_batch'], parse: 'int-or-auto' },
   { flags: '--dtype <dtype>', path: ['model', 'dtype'], parse: 'choice' },
   { flags: '--device <device>', path: ['model', 'device'], parse: 'choice' },
   { flags: '--family <family>', path: ['model', 'family'], parse: 'text' },
@@ -82,6 +83,7 @@ const TABLE = [
   // "same" or a seed: anything else is passed on for the schema to say so.
   { flags: '--stage2-seed <seed>', path: ['stage2', 'seed'], parse: 'int-or-text' },
   { flags: '--allow-pickle', path: ['model', 'allow_pickle'], parse: 'switch' },
+  { flags: '--compile', path: ['model', 'compile'], parse: 'switch' },
   { flags: '--grid-cell <n>', path: ['grid', 'min_cell'], parse: 'int' },
   { flags: '--name <name>', path: ['name'], parse: 'text' },
 ] as const satisfies readonly LensOptionSpec[];

@@ -80,6 +80,8 @@ function valueForm(spec: LensOptionSpec, field: SchemaField): string | undefined
       return 'S or HxW';
     case 'int-or-text':
       return field.choices ? `${field.choices.join('|')}|N` : undefined;
+    case 'int-or-auto':
+      return 'auto|N';
     case 'mix':
       return 'A,B,ALPHA';
     default:

@@ -65,6 +65,12 @@ class ValueIssues {
     return plainInteger(text) ?? this.fail(text, path, 'must be an integer in plain digits');
   }
 
+  /** `auto`, or the number of a plain decimal integer; else records an issue and returns undefined. */
+  autoOrInteger(text: string, path: FieldPath): number | 'auto' | undefined {
+    if (text.trim() === 'auto') return 'auto';
+    return plainInteger(text) ?? this.fail(text, path, 'must be auto or an integer in plain digits');
+  }
+
   /** `0,1,2,3` → [0, 1, 2, 3]; undefined (and an issue per bad item) when an item is not an integer. */
   list(text: string, path: FieldPath): number[] | undefined {
     const items = text
@@ -116,6 +122,7 @@ const PARSERS: Record<Exclude<ParserName, 'switch'>, Parser> = {
   number: (text) => numberOrText(text),
   size: (text, path, ints) => ints.size(text, path),
   'int-or-text': (text) => plainInteger(text) ?? text,
+  'int-or-auto': (text, path, ints) => ints.autoOrInteger(text, path),
   mix: (text, path, ints) => ints.mix(text, path),
   names: (text) =>
     text.trim() === 'all'

@@ -20,6 +20,7 @@ import {
 } from '../config/index.js';
 import { checkpointFolder, encoderDepth, readJsonObject } from '../config/model-info.js';
 import { ablationNotes } from './ablation.js';
+import { planBatchSize } from './batches.js';
 import { inspectCache } from './cache.js';
 import {
   DENOISER_SECONDS,
@@ -484,7 +485,7 @@ async function measureOnDevice(
 ): Promise<Measured | null> {
   const work = buildWork(config, plan, () => false);
   if (!work) return null;
-  const count = Math.min(config.runtime.max_batch, work.request.items.length, 4);
+  const count = Math.min(planBatchSize(config), work.request.items.length, 4);
   const items = work.request.items.slice(0, count);
   // Only the prompts of these items, so that encoding the rest is not timed.
   const used = [...new Set(items.map((item) => item.prompt))];

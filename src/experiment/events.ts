@@ -1,6 +1,7 @@
 // What a run reports while it goes (runExperiment's onEvent; `--json` prints one per line).
 import type { Stage } from '../config/index.js';
 import type { ManifestGrid, ManifestImage } from './manifest.js';
+import type { RunTimings } from './timings.js';
 
 export interface ImageRef {
   prompt_index: number;
@@ -100,6 +101,9 @@ export type RunEvent =
       images_generated: number;
       images_skipped: number;
       seconds: number;
+      /** Where the time went: the workers' own timings, summed over their requests (a request that a
+       *  lost worker did not finish is not counted), and the writing of the images. */
+      timings: RunTimings;
     }
   /** A run that failed; `done` follows. `resumable`: images are kept, and a rerun goes on from them. */
   | { type: 'error'; code: string; message: string; resumable: boolean };

@@ -7,7 +7,7 @@
 import { performance } from 'node:perf_hooks';
 import { type LensWorker, WorkerError } from '../bridge/index.js';
 import type { ExperimentConfig } from '../config/index.js';
-import { planBatches } from './batches.js';
+import { planBatches, planBatchSize } from './batches.js';
 import type { RunEvent } from './events.js';
 import { plural } from './folder.js';
 import type { LensedTokens, Truncation } from './manifest.js';
@@ -16,6 +16,7 @@ import type { WorkerPool } from './pool.js';
 import { buildWork, itemDone, jobOfImage, layersInFlight, type RequestItem, type Work } from './request.js';
 import type { ImageSink } from './sink.js';
 import { Aborted, isLostWorker, type WorkerSupervisor } from './supervisor.js';
+import { addTimings, type RunTimings } from './timings.js';
 
 export interface GenerationInput {
   config: ExperimentConfig;
@@ -30,6 +31,8 @@ export interface GenerationInput {
   emit: (event: RunEvent) => void;
   notice: (message: string) => void;
   signal?: AbortSignal;
+  /** The workers' timings of the requests that finished, summed as they come. */
+  timings: RunTimings;
 }
 
 /** A batch whose request runs this many times longer than the median batch is given to an idle worker too. */
@@ -78,7 +81,7 @@ class Dispatch {
     this.queue =
       pool.size === 1
         ? [{ items: null, copied: false }]
-        : planBatches(plan, config.runtime.max_batch).map((batch) => ({ items: batch.items, copied: false }));
+        : planBatches(plan, planBatchSize(config)).map((batch) => ({ items: batch.items, copied: false }));
     this.totalUnits = buildWork(config, plan, sink.isDone)?.units ?? 0;
   }
 
@@ -187,6 +190,7 @@ class Dispatch {
       },
       stop,
     );
+    addTimings(this.input.timings, reply.timings);
     for (const cut of reply.truncated) {
       if (truncated.has(cut.prompt)) continue;
       truncated.set(cut.prompt, { tokens: cut.tokens, max_tokens: cut.max_tokens });

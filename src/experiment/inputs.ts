@@ -125,6 +125,7 @@ export async function resolveInputs(
       family_options: configuredOptions(config, 'load').values,
       config: modelConfig,
       lora: loras,
+      compile: config.model.compile,
     },
     loading: `${modelId}${stage2ModelId === undefined ? '' : ` with stage II ${stage2ModelId}`}`,
     fingerprints: {

@@ -14,6 +14,7 @@ import {
   type PromptSet,
   promptQuestions,
   type RenderedQuestion,
+  type RuntimeConfig,
   type Stage,
   type UncondMode,
 } from '../config/index.js';
@@ -90,7 +91,8 @@ export interface ResolvedConfig {
   seeds: number[];
   prompts: string[];
   prompts_file?: PromptFileSpec;
-  runtime: { max_batch: number };
+  /** runtime.max_batch as configured (a number, or 'auto'). */
+  runtime: { max_batch: RuntimeConfig['max_batch'] };
   stages: Stage[];
   /** Null when the run has no stage II. */
   stage2: ResolvedStage2 | null;

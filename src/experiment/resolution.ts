@@ -16,9 +16,18 @@ import { resolveHubCommit } from '../config/index.js';
 import { canonicalJson } from './plan.js';
 import { STATE_DIR, sha256Hex, writeFileAtomic } from './store.js';
 
+/** The load request as far as it decides what the worker resolves: compiling the denoiser changes
+ *  nothing of it (so records made before the option existed, or without it, still serve). */
+function resolvingRequest(request: LoadRequest): Omit<LoadRequest, 'compile'> {
+  const { compile: _compile, ...rest } = request;
+  return rest;
+}
+
 /** One record per (load request, checkpoint fingerprints, host): variants of a folder keep theirs. */
 function recordFile(outDir: string, request: LoadRequest, fingerprints: Fingerprints): string {
-  const id = sha256Hex(canonicalJson({ request, fingerprints, host: hostname() })).slice(0, 16);
+  const id = sha256Hex(
+    canonicalJson({ request: resolvingRequest(request), fingerprints, host: hostname() }),
+  ).slice(0, 16);
   return join(outDir, STATE_DIR, 'resolved', `${id}.json`);
 }
 
@@ -143,7 +152,7 @@ export async function readResolution(
   }
   if (
     record.host !== hostname() ||
-    record.request !== canonicalJson(request) ||
+    record.request !== canonicalJson(resolvingRequest(request)) ||
     record.fingerprints !== canonicalJson(fingerprints) ||
     !matches(fingerprints, record.loaded)
   ) {
@@ -165,7 +174,7 @@ export async function writeResolution(
   const record: z.infer<typeof recordSchema> = {
     version: 1,
     host: hostname(),
-    request: canonicalJson(request),
+    request: canonicalJson(resolvingRequest(request)),
     fingerprints: canonicalJson(fingerprints),
     loaded: resolution.loaded,
     worker: { worker, python, torch, diffusers, transformers, device },

@@ -15,6 +15,7 @@ import { performance } from 'node:perf_hooks';
 import type { LensWorker, LoadedMessage } from '../bridge/index.js';
 import { WorkerError } from '../bridge/index.js';
 import { ConfigError, type ExperimentConfig, locateField, type RemoteWorker } from '../config/index.js';
+import { planBatchSize } from './batches.js';
 import type { RunEvent } from './events.js';
 import { checkNamedFamily, familyOptionsFor } from './family.js';
 import { claimFolder, FolderConflictError } from './folder.js';
@@ -46,6 +47,7 @@ import {
 } from './shard.js';
 import { ImageSink } from './sink.js';
 import { Aborted } from './supervisor.js';
+import { noTimings, type RunTimings } from './timings.js';
 
 export interface RunOptions {
   /** The output folder (created when the first file is written). */
@@ -79,9 +81,9 @@ export interface RunOptions {
   /** The study variant this run is (runStudy sets it): recorded in its manifest. */
   variant?: VariantTag;
   /**
-   * Make only shard `index` (0-based) of `count`: the plan's batches (runtime.max_batch items) b with
-   * b mod count = index, with the same keys and bytes as an unsharded run; no grids (see shard.ts and
-   * mergeShards).
+   * Make only shard `index` (0-based) of `count`: the plan's batches (planBatchSize items) b with
+   * b mod count = index, with the same keys and (for an integer max_batch) bytes as an unsharded run; no
+   * grids (see shard.ts and mergeShards).
    */
   shard?: ShardSpec;
   /** What a worker resolved for this run's load, to plan with instead of the folder's record
@@ -156,6 +158,8 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
   const truncated = new Map<number, Truncation>();
   const lensedTokens = new Map<number, LensedTokens>();
   let planned: Planned | null = null;
+  const timings = noTimings();
+  const runTimings = (): RunTimings => ({ ...timings, write_ms: planned?.sink.writeMs ?? 0 });
 
   const settingsFor = (loaded: LoadedMessage) =>
     imageSettings(config, loaded, inputs.modelId, inputs.stage2ModelId, fingerprints, inputs.embeds);
@@ -183,7 +187,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         encoders: loaded.encoders,
         embeds: inputs.embeds,
       }),
-      config.runtime.max_batch,
+      planBatchSize(config),
       options.shard,
     );
     const claimed = await claimFolder({
@@ -254,6 +258,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       images_generated: generated,
       images_skipped: skipped,
       seconds: written?.manifest.timings.seconds ?? seconds(),
+      timings: runTimings(),
     });
     return {
       outDir,
@@ -303,7 +308,18 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
         : null,
     });
 
-    await generateMissing({ config, plan, sink, pool, truncated, lensedTokens, emit, notice, signal });
+    await generateMissing({
+      config,
+      plan,
+      sink,
+      pool,
+      truncated,
+      lensedTokens,
+      emit,
+      notice,
+      signal,
+      timings,
+    });
 
     // A shard writes no grids: a grid shows a prompt's images of every shard (the merge writes them).
     const grids = planned.shard
@@ -343,6 +359,7 @@ export async function runExperiment(config: ExperimentConfig, options: RunOption
       images_generated: generated,
       images_skipped: planned?.skipped ?? 0,
       seconds: seconds(),
+      timings: runTimings(),
     });
     throw error;
   } finally {

@@ -1,8 +1,9 @@
 // Shards (`--shard I/N`): a deterministic share of a run, for clusters. A shard plans the whole experiment
 // (the same keys as an unsharded run) and makes the jobs of its batches only: the plan's items cut into
-// batches of runtime.max_batch (batches.ts, exactly the batches the worker samples), batch b belonging to
-// shard b mod N. Its request is whole plan batches in plan order, so the worker samples the batches an
-// unsharded run samples and the images have the same bytes. A shard's manifest, images.csv and journal
+// batches of runtime.max_batch (batches.ts: planBatchSize, 16 items for auto), batch b belonging to
+// shard b mod N. Its request is whole plan batches in plan order, so with an integer max_batch the worker
+// samples the batches an unsharded run samples and the images have the same bytes (under auto the worker
+// cuts each request itself: the same images within float rounding). A shard's manifest, images.csv and journal
 // cover its own jobs; it writes no grids (the merge does). DIR/.diffusion-lens/shard.json keeps what
 // `merge` needs to finish the run without a worker: the config as run, its folder, and what the worker
 // resolved.
@@ -58,7 +59,7 @@ export const ShardRecordSchema = z.object({
   /** 0-based. */
   index: z.int().nonnegative(),
   count: z.int().positive(),
-  /** runtime.max_batch: the size of the plan's batches. */
+  /** The size of the plan's batches: runtime.max_batch, or 16 for auto (planBatchSize). */
   batch_size: z.int().positive(),
   /** How many batches and images the whole plan has. */
   plan_batches: z.int().nonnegative(),

@@ -2,6 +2,7 @@
 // with the hash of its bytes and its settings id, then reported. The set of done keys is the run's
 // record of what the folder holds for its plan.
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { RunEvent } from './events.js';
 import { manifestImage } from './manifest.js';
 import type { Job, Plan } from './plan.js';
@@ -11,6 +12,8 @@ import { type Journal, sha256Hex, writeFileAtomic } from './store.js';
 export class ImageSink {
   /** Images written by this run. */
   generated = 0;
+  /** Milliseconds spent writing and journaling them. */
+  writeMs = 0;
   private readonly settingsIds: Record<1 | 2, string>;
   private readonly writing = new Map<string, Promise<void>>();
 
@@ -45,6 +48,7 @@ export class ImageSink {
   }
 
   private async store(job: Job, png: Buffer, elapsedMs: number): Promise<void> {
+    const started = performance.now();
     await writeFileAtomic(join(this.outDir, job.path), png);
     await this.journal.append({
       key: job.key,
@@ -53,6 +57,7 @@ export class ImageSink {
       bytes: png.length,
       settings: this.settingsIds[job.stage],
     });
+    this.writeMs += performance.now() - started;
     this.done.add(job.key);
     this.generated++;
     this.emit({

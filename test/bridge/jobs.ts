@@ -16,6 +16,7 @@ export function fixtureLoad(model: string): LoadRequest {
     family_options: {},
     config: null,
     lora: [],
+    compile: false,
   };
 }
 

@@ -8,6 +8,7 @@ import diffusers
 import torch
 
 from ..devices import resolve_dtype
+from .acceleration import accelerate
 from .base import (
     OFFLOAD_MODES,
     POOLED_MODES,
@@ -127,6 +128,8 @@ def load_family(options: LoadOptions, family: str | None) -> Family:
         raise CheckpointError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, not {options.offload!r}")
     loaded = chosen.load(options)
     loaded.loras = load_loras(loaded.pipe, options.lora, options.allow_pickle)
+    # After the LoRA weights: compiling traces the modules as they will run.
+    loaded.acceleration = accelerate(loaded.pipelines(), loaded.device, options.compile, options.offload)
     return loaded
 
 

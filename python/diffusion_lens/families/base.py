@@ -15,6 +15,7 @@ import torch
 from ..devices import dtype_name
 from ..images import unit_to_uint8
 from ..schedulers import SCHEDULER_NAMES
+from .acceleration import Acceleration
 from .options import NO_OPTIONS, OptionsSchema, options_problem, with_defaults
 from .sampling import call_stock
 
@@ -92,6 +93,8 @@ class LoadOptions:
     # repo its weights look like. Once loaded (``checkpoints.resolve_single_file``): the local folder read.
     config: str | None = None
     lora: tuple[LoraWeights, ...] = ()
+    # torch.compile the denoisers (each stage's) after placing them (see acceleration.py).
+    compile: bool = False
 
     @property
     def config_model(self) -> str:
@@ -208,6 +211,13 @@ class Family(ABC):
         self.revision = resolved_revision(pipe, options.revision)
         if options.offload == "encoder" and device.type != "cpu":
             self.offloaded_encoders = pipeline_text_encoders(pipe)
+        # How the pipelines were set up for the device (load_family's ``accelerate``; none by default).
+        self.acceleration = Acceleration()
+
+    def pipelines(self) -> tuple[Any, ...]:
+        """The stock pipelines the family samples with, stage I first (a family of two stages adds its
+        second)."""
+        return (self.pipe,)
 
     @property
     def device(self) -> torch.device:

@@ -123,6 +123,9 @@ class DeepFloydIFFamily(Family):
     def has_stage2(self) -> bool:
         return self.stage2 is not None
 
+    def pipelines(self) -> tuple[Any, ...]:
+        return (self.pipe,) if self.stage2 is None else (self.pipe, self.stage2)
+
     def describe(self) -> dict[str, Any]:
         size = int(self.pipe.unet.config.sample_size)
         stage2 = None
