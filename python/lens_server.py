@@ -79,10 +79,6 @@ def main() -> None:
         stream=sys.stderr,
         format="[worker] %(levelname)s %(message)s",
     )
-    # torchvision is not a dependency on purpose: transformers' PIL image processors are the ones we want.
-    logging.getLogger("transformers.utils.import_utils").addFilter(
-        lambda record: "requires torchvision (not installed)" not in record.getMessage()
-    )
     problem = bind_problem(args.bind, keys=args.keys is not None, insecure=args.insecure)
     if problem is not None:
         fail(problem)

@@ -64,17 +64,10 @@ describe('runtime.max_batch', () => {
     }
   });
 
-  it("planBatchSize: the number as given; for auto, whole CPU batches (a layer's seeds, at most 8) of at least 16", () => {
+  it('planBatchSize: the number as given, 16 for auto (every CPU auto batch divides it)', () => {
     expect(planBatchSize(config({ max_batch: 3 }))).toBe(3);
+    expect(planBatchSize(config())).toBe(AUTO_PLAN_BATCH);
     expect(AUTO_PLAN_BATCH).toBe(16);
-    const withSeeds = (count: number) =>
-      planBatchSize({ ...config(), seeds: Array.from({ length: count }, (_, seed) => seed) });
-    expect(withSeeds(3)).toBe(18);
-    expect(withSeeds(4)).toBe(16);
-    expect(withSeeds(5)).toBe(20);
-    expect(withSeeds(1)).toBe(16);
-    expect(withSeeds(10)).toBe(16);
-    expect(withSeeds(12)).toBe(16);
   });
 
   it('a lone worker gets one request of every item, saying auto', () => {
@@ -91,13 +84,13 @@ describe('runtime.max_batch', () => {
     const cfg = config();
     const plan = planOf(cfg);
     const batches = planBatches(plan, planBatchSize(cfg));
-    expect(batches.map((batch) => batch.items.length)).toEqual([18, 18]);
+    expect(batches.map((batch) => batch.items.length)).toEqual([16, 16, 4]);
     const work = buildWork(cfg, plan, () => false, batches[1]?.items);
-    expect(work?.request.items).toHaveLength(18);
+    expect(work?.request.items).toHaveLength(16);
     expect(work?.request.max_batch).toBe('auto');
     const { plan: own, record } = selectShard(plan, planBatchSize(cfg), { index: 1, count: 2 });
-    expect(record).toMatchObject({ batch_size: 18, plan_batches: 2, batches: [1] });
-    expect(own.jobs).toHaveLength(18);
+    expect(record).toMatchObject({ batch_size: 16, plan_batches: 3, batches: [1] });
+    expect(own.jobs).toHaveLength(16);
     const fixed = config({ max_batch: 5 });
     expect(selectShard(planOf(fixed), planBatchSize(fixed), { index: 0, count: 2 }).record).toMatchObject({
       batch_size: 5,

@@ -8,6 +8,7 @@ family-independent lens that the worker and the API share is ``generation.py``."
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -28,6 +29,12 @@ if TYPE_CHECKING:
     from .api import LensResult, lens
     from .families import wrap_pipeline
     from .layer_spec import resolve_layers
+
+# torchvision is left out on purpose: transformers' PIL image processors are the ones we use, so its
+# notice that it falls back to them (at every start, from diffusers' imports) says nothing to act on.
+logging.getLogger("transformers.utils.import_utils").addFilter(
+    lambda record: "requires torchvision (not installed)" not in record.getMessage()
+)
 
 _LAZY = {
     "lens": "api",

@@ -1,7 +1,7 @@
 """How many items the worker samples in one batch of the denoiser: a generate request's ``max_batch``,
 an integer, or ``"auto"``, which the worker resolves per request:
 
-- CPU and MPS: ``cpu_auto_batch``, the seeds of a (prompt, layer);
+- CPU and MPS: ``cpu_auto_batch``, a power of two from the image size and the seeds of a (prompt, layer);
 - CUDA: ``cuda_auto_batch``, as many items as the free GPU memory holds, by a per-item estimate learnt
   from the peak memory of the batches this worker already ran at the same image size (a generous guess
   before the first), at most ``AUTO_MAX``.
@@ -27,8 +27,11 @@ MaxBatch = int | Literal["auto"]
 
 # The most items ``auto`` puts in one batch on CUDA: beyond it a GPU gains little and a cancel loses more.
 AUTO_MAX = 64
-# The most items ``auto`` puts in one batch on the CPU and MPS (see cpu_auto_batch).
-CPU_AUTO_MAX = 8
+# The most items ``auto`` puts in one batch on the CPU and MPS (see cpu_auto_batch); the orchestrator's
+# plan batches under auto (AUTO_PLAN_BATCH in src/experiment/batches.ts) are a multiple of it.
+CPU_AUTO_MAX = 16
+# Output pixels a CPU batch under ``auto`` fills at least (see cpu_auto_batch): 8 images of 64x64.
+CPU_BATCH_PIXELS = 32768
 # The share of the free GPU memory ``auto`` plans to fill: the rest absorbs fragmentation and an estimate
 # that is a little off (out-of-memory halving catches the rest).
 FREE_FRACTION = 0.9
@@ -44,16 +47,28 @@ def items_per_group(items: Sequence[Any]) -> int:
     return max(groups.values(), default=1)
 
 
-def cpu_auto_batch(items: Sequence[Any]) -> int:
-    """``auto`` on the CPU and MPS: as many items as share a (prompt, layer), that is the request's seeds
-    per (prompt, layer), clamped to 1..CPU_AUTO_MAX.
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
-    Why: the official Diffusion Lens code runs one sampling loop per layer with its seeds batched, and on the
-    CPU a bigger denoiser batch does not run faster per item (the cores are busy at one seed's batch
-    already; a bigger one only costs memory and cache). So the lens never samples a bigger batch than that
-    loop would: its gain comes from encoding once and sharing the unconditional branch, not from batch
-    size. Items come in plan order (prompt, layer, seed), so a batch is one (prompt, layer)'s seeds."""
-    return max(1, min(CPU_AUTO_MAX, items_per_group(items)))
+
+def _power_of_two_at_most(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def cpu_auto_batch(items: Sequence[Any], pixels: int) -> int:
+    """``auto`` on the CPU and MPS: the larger of (a) the seeds of a (prompt, layer), at most 8, rounded up
+    to a power of two, and (b) as many images of ``pixels`` output pixels (the largest stage's) as fill
+    CPU_BATCH_PIXELS, rounded down to a power of two; at most CPU_AUTO_MAX.
+
+    Why, as measured (docs/benchmarks.md, `npm run bench`): (a) the official Diffusion Lens code samples a
+    layer's seeds in one batch, so the lens never samples fewer at once; (b) on small images a CPU batch
+    is mostly per-call overhead (Python, the scheduler, small kernels), and batching more items pays until
+    about 8 images of 64x64 (at 32x32, 16 items ran 1.4-1.6x the loop where 4 ran 0.96x). Powers of two
+    up to 16 divide the orchestrator's plan batches of 16, so pools and shards cut the plan as one worker
+    does (the same bytes)."""
+    seeds = _power_of_two_at_least(min(8, items_per_group(items)))
+    by_size = _power_of_two_at_most(CPU_BATCH_PIXELS // max(1, pixels))
+    return max(1, min(CPU_AUTO_MAX, max(seeds, by_size)))
 
 
 def cuda_auto_batch(free_bytes: float, per_item_bytes: float, items: int) -> int:
@@ -138,6 +153,7 @@ class BatchSizer:
 
     requested: MaxBatch
     items: Sequence[Any]
+    pixels: int = 0  # output pixels of an item's largest image (cpu_auto_batch)
     record: SizeRecord = field(default_factory=SizeRecord)
     memory: DeviceMemory | None = None
     guess_bytes: float = 0.0
@@ -147,7 +163,7 @@ class BatchSizer:
         if self.requested != AUTO:
             self.limit = int(self.requested)
         elif self.memory is None:
-            self.limit = cpu_auto_batch(self.items)
+            self.limit = cpu_auto_batch(self.items, self.pixels)
         else:
             self.limit = AUTO_MAX
         if self.requested == AUTO and self.record.fits is not None:

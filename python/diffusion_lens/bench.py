@@ -38,14 +38,17 @@ from .fixtures import save_fixture
 from .generation import Item, LensOptions, generate
 
 
-def timed(run: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` runs (after one warm-up run)."""
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
+def timed_together(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best wall time of each of ``runs`` over ``repeats`` rounds that run each once in turn (after one
+    warm-up round): a shared machine's slow spells then fall on every run alike, not on one."""
+    for run in runs.values():
         run()
-        best = min(best, time.perf_counter() - started)
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
     return best
 
 
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="write the figures to this file (JSON)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each run once per round)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="dlens-bench-") as scratch:
@@ -212,7 +215,7 @@ def run(args: argparse.Namespace) -> None:
     runs = {f"lens, max_batch {args.max_batch}": lens(args.max_batch)}
     runs |= {f"lens, max_batch {b}": lens(b) for b in args.compare_batch if b != args.max_batch}
     runs["official-style loop"] = official_style
-    seconds = {name: timed(run, args.repeats) for name, run in runs.items()}
+    seconds = timed_together(runs, args.repeats)
     baseline = seconds["official-style loop"]
     results = [
         {"run": name, "seconds": s, "images_per_s": n / s, "vs_loop": baseline / s}

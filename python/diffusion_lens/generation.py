@@ -319,17 +319,18 @@ def batch_sizer(
 ) -> BatchSizer:
     """How the request's batches are sized: ``max_batch`` as sent, or resolved as batching.py says
     (on CUDA with what this worker learnt of the model at this image size)."""
-    if max_batch != AUTO or family.device.type != "cuda":
-        return BatchSizer(max_batch, items)
     stage2 = settings.stage2
+    pixels = max(settings.height * settings.width, 0 if stage2 is None else stage2.height * stage2.width)
+    if max_batch != AUTO or family.device.type != "cuda":
+        return BatchSizer(max_batch, items, pixels)
     passes = 2 if family.guidance == "cfg" and settings.guidance_scale > 1 else 1
     sizes = (settings.height, settings.width, None if stage2 is None else (stage2.height, stage2.width))
-    pixels = max(settings.height * settings.width, 0 if stage2 is None else stage2.height * stage2.width)
     record = records_of(family).setdefault(size_key(*sizes, passes), SizeRecord())
     element_size = torch.empty((), dtype=family.pipe.dtype).element_size()
     return BatchSizer(
         max_batch,
         items,
+        pixels,
         record=record,
         memory=CudaMemory(family.device),
         guess_bytes=first_guess_bytes(pixels, passes, element_size),

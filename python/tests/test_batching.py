@@ -35,19 +35,40 @@ def sweep(prompts: int, layers: int, seeds: int) -> list[Item]:
     return [Item(p, layer, seed) for p in range(prompts) for layer in range(layers) for seed in range(seeds)]
 
 
+LARGE = 512 * 512  # output pixels past which the size asks for one item: the seeds decide
+
+
 @pytest.mark.parametrize(
-    ("seeds", "expected"), [(1, 1), (2, 2), (4, 4), (8, 8), (12, CPU_AUTO_MAX), (100, CPU_AUTO_MAX)]
+    ("seeds", "expected"), [(1, 1), (2, 2), (3, 4), (4, 4), (5, 8), (8, 8), (12, 8), (100, 8)]
 )
-def test_cpu_auto_is_the_seeds_of_a_prompt_and_layer_at_most_8(seeds, expected):
-    assert cpu_auto_batch(sweep(2, 3, seeds)) == expected
+def test_cpu_auto_on_large_images_is_a_layers_seeds_up_to_a_power_of_two_at_most_8(seeds, expected):
+    assert cpu_auto_batch(sweep(2, 3, seeds), LARGE) == expected
+
+
+@pytest.mark.parametrize(
+    ("side", "expected"), [(16, 16), (32, 16), (48, 8), (64, 8), (96, 2), (128, 2), (181, 1), (768, 1)]
+)
+def test_cpu_auto_on_small_images_fills_32768_pixels_in_powers_of_two_at_most_16(side, expected):
+    assert CPU_AUTO_MAX == 16
+    assert cpu_auto_batch(sweep(1, 3, 1), side * side) == expected
+    # The seeds of a layer are a floor: 4 seeds never sample fewer than 4 at once.
+    assert cpu_auto_batch(sweep(1, 3, 4), side * side) == max(4, expected)
 
 
 def test_cpu_auto_counts_the_largest_group_of_a_partial_request():
     """A resumed run asks for what is missing: groups of different sizes, the largest decides."""
     items = [Item(0, 0, 3), Item(0, 1, 0), Item(0, 1, 1), Item(0, 1, 2), Item(1, 1, 0)]
     assert items_per_group(items) == 3
-    assert cpu_auto_batch(items) == 3
-    assert cpu_auto_batch([Item(0, layer, 0) for layer in range(9)]) == 1
+    assert cpu_auto_batch(items, LARGE) == 4
+    assert cpu_auto_batch([Item(0, layer, 0) for layer in range(9)], LARGE) == 1
+
+
+def test_cpu_auto_batches_divide_the_orchestrators_plan_batches():
+    """Pools and shards cut the plan into batches of 16 under auto (src/experiment/batches.ts): every
+    CPU batch divides them, so a pool samples exactly the batches of one worker."""
+    for seeds in range(1, 20):
+        for side in (8, 32, 64, 100, 512):
+            assert 16 % cpu_auto_batch(sweep(2, 3, seeds), side * side) == 0
 
 
 def test_cuda_auto_fills_the_free_memory_within_its_bounds():
@@ -128,15 +149,16 @@ def test_out_of_memory_halves_and_auto_remembers_what_ran():
 
 
 def test_the_cpu_sizer_keeps_its_rule_and_halves_on_out_of_memory():
-    sizer = BatchSizer("auto", sweep(1, 3, 6))
-    assert sizer.next_size() == 6 and sizer.limit == 6
-    assert sizer.out_of_memory(6, 6) == 3
-    assert sizer.next_size() == 3
-    assert BatchSizer(5, sweep(1, 3, 6)).next_size() == 5
+    sizer = BatchSizer("auto", sweep(1, 3, 6), LARGE)
+    assert sizer.next_size() == 8 and sizer.limit == 8
+    assert sizer.out_of_memory(8, 8) == 4
+    assert sizer.next_size() == 4
+    assert BatchSizer(5, sweep(1, 3, 6), LARGE).next_size() == 5
 
 
-def test_auto_on_the_cpu_samples_one_prompt_and_layer_per_batch(sd_family, monkeypatch):
-    items = sweep(2, 2, 3)
+def test_auto_on_the_cpu_samples_batches_of_its_rule(sd_family, monkeypatch):
+    """32x32 images: 16 at once (cpu_auto_batch), across prompts and layers."""
+    items = sweep(2, 5, 4)
     real_sample = sd_family.sample
     batches: list[int] = []
 
@@ -154,8 +176,8 @@ def test_auto_on_the_cpu_samples_one_prompt_and_layer_per_batch(sd_family, monke
         on_image=lambda *args: None,
         on_progress=lambda progress: None,
     )
-    assert batches == [3, 3, 3, 3]
-    assert done["max_batch_used"] == 3
+    assert batches == [16, 16, 8]
+    assert done["max_batch_used"] == 16
 
 
 def test_cuda_memory_reads_the_allocator_counters(monkeypatch):

@@ -505,7 +505,7 @@ const RuntimeSchema = z
       .default('auto')
       .describe(
         'items per denoiser batch (halved on out-of-memory); auto = the worker decides per request: on a ' +
-          'GPU as many as its free memory holds (at most 64), on the CPU the seeds of one (prompt, layer) (at most 8)',
+          "GPU as many as its free memory holds (at most 64), on the CPU enough images to fill 32768 pixels, never fewer than a layer's seeds (a power of two, at most 16)",
       ),
     workers: z
       .number()
