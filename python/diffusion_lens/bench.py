@@ -53,6 +53,7 @@ def timed_together(runs: dict[str, Callable[[], object]], repeats: int) -> dict[
 
 
 def batch_size(text: str) -> int | str:
+    """A --max-batch argument: auto or a whole number of at least 1."""
     if text == "auto":
         return text
     value = int(text)

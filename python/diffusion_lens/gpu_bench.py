@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from .bench import lens_sweep, official_loop, sweep_items
+from .bench import batch_size, lens_sweep, official_loop, sweep_items
 from .clip_tokenizer import CLIP_EOS, clip_tokenizer
 from .devices import library_versions
 from .families import FAMILIES, Family, LoadOptions, SamplerSettings
@@ -714,15 +714,6 @@ def environment(device: torch.device, dtype: torch.dtype, peak: float | None, so
     }
 
 
-def max_batch_arg(text: str) -> int | str:
-    if text == "auto":
-        return text
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be auto or an integer >= 1")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -739,7 +730,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loop-layers", type=int, help="layers the loop is timed on (default: what fits)")
     parser.add_argument(
         "--max-batch",
-        type=max_batch_arg,
+        type=batch_size,
         default=8,
         help="the lens's items per batch (runtime.max_batch), or auto (the worker sizes them); default 8",
     )
