@@ -101,6 +101,15 @@ describe('runExperiment', () => {
     });
     expect(result).toMatchObject({ complete: true, aborted: false, generated: 2, skipped: 0 });
     expect(events.some((e) => e.type === 'worker-ready')).toBe(false);
+    // Where the time went: the worker's own timings and the writing, each within the run's wall time.
+    const done = events.find((e) => e.type === 'done');
+    if (done?.type !== 'done') throw new Error('no done event');
+    const { timings } = done;
+    for (const part of ['encode_ms', 'denoise_ms', 'decode_ms', 'png_ms', 'write_ms'] as const) {
+      expect(timings[part]).toBeGreaterThan(0);
+    }
+    expect(timings.compile_ms).toBe(0);
+    expect(timings.encode_ms + timings.denoise_ms + timings.decode_ms).toBeLessThan(done.seconds * 1000);
     expect(await shared.ping()).toBeGreaterThanOrEqual(0);
     const manifest = readManifest(out);
     expect(manifest.config.lens.layers).toEqual([0, 5]);
