@@ -67,12 +67,15 @@ describe('worker pools', () => {
     expect(imageBytes(two)).toEqual(single);
   });
 
-  it('under max_batch auto, two workers take plan batches of 16 and make the same bytes', async () => {
-    // On the CPU auto samples the seeds of one (prompt, layer) at a time: 2 here, as max_batch 2 did.
+  it('under max_batch auto, two workers take plan batches of 16 and make the same bytes as one', async () => {
+    // On the CPU auto samples 16 images of 32x32 at a time (batching.py): one plan batch of 16 each, the
+    // batches one worker samples.
+    const one = tempDir();
+    await runExperiment(config({ workers: 1, max_batch: 'auto' }), { outDir: one, env });
     const out = tempDir();
     const result = await runExperiment(config({ workers: 2, max_batch: 'auto' }), { outDir: out, env });
     expect(result.complete).toBe(true);
-    expect(imageBytes(out)).toEqual(single);
+    expect(imageBytes(out)).toEqual(imageBytes(one));
     expect(readManifest(out).config.runtime.max_batch).toBe('auto');
   });
 
