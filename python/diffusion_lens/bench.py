@@ -68,6 +68,14 @@ def peak_rss_mb() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def spread(layers: Sequence[int], count: int) -> list[int]:
+    """``count`` of ``layers``, evenly spread, both ends included."""
+    if count >= len(layers):
+        return list(layers)
+    last = len(layers) - 1
+    return sorted({layers[round(i * last / max(count - 1, 1))] for i in range(count)})
+
+
 def sweep_items(layers: Sequence[int], seeds: int) -> list[Item]:
     """Every (layer, seed) of one prompt, layer-major: the sweep both runs make."""
     return [Item(0, layer, seed) for layer in layers for seed in range(seeds)]
@@ -177,7 +185,7 @@ def run(args: argparse.Namespace) -> None:
         args.family,
     )
     last = family.num_layers
-    layers = sorted({round(i * last / max(args.layers - 1, 1)) for i in range(args.layers)})
+    layers = spread(range(last + 1), args.layers)
     described = family.describe()
     size = args.size or described["defaults"]["height"]
     stage2 = None

@@ -33,7 +33,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,11 +41,11 @@ from typing import Any
 
 import torch
 
-from .bench import batch_size, lens_sweep, official_loop, sweep_items
+from .bench import batch_size, lens_sweep, official_loop, spread, sweep_items
 from .clip_tokenizer import CLIP_EOS, clip_tokenizer
-from .devices import library_versions
+from .devices import library_versions, synchronize
 from .families import FAMILIES, Family, LoadOptions, SamplerSettings
-from .families.acceleration import accelerate
+from .families.acceleration import accelerate, denoiser_of
 from .families.deepfloyd_if import DeepFloydIFFamily
 from .fixtures import t5_tokenizer
 
@@ -256,10 +256,6 @@ def first_call(module: torch.nn.Module, run: Callable[[], object]) -> tuple[Call
     return calls[0], returned
 
 
-def denoiser_of(pipe: Any) -> torch.nn.Module:
-    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
-
-
 def batch_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
     return int(sample.shape[0])
@@ -289,11 +285,6 @@ class Flops:
 # ------------------------------------------------------------------------------------------------- runs
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(run: Callable[[], object], device: torch.device) -> float:
     """Wall time of ``run``, the device drained before and after."""
     synchronize(device)
@@ -305,14 +296,6 @@ def timed(run: Callable[[], object], device: torch.device) -> float:
 
 def with_steps(settings: SamplerSettings, steps: int) -> SamplerSettings:
     return replace(settings, num_inference_steps=steps)
-
-
-def spread(layers: Sequence[int], count: int) -> list[int]:
-    """``count`` of ``layers``, evenly spread, both ends included."""
-    if count >= len(layers):
-        return list(layers)
-    last = len(layers) - 1
-    return sorted({layers[round(i * last / max(count - 1, 1))] for i in range(count)})
 
 
 def count_syncs(family: Family, settings: SamplerSettings) -> dict[str, Any]:
@@ -435,10 +418,12 @@ def measure(
 ) -> dict[str, Any]:
     defaults = arch["defaults"]
     device, pipe = opts.device, family.pipe
-    denoiser = denoiser_of(pipe)
+    found = denoiser_of(pipe)
+    assert found is not None, f"{name}: the pipeline has no UNet or transformer"
+    denoiser = found[1]
     last = family.num_layers
     count = opts.layers or (2 if opts.scale == "small" else last + 1)
-    layers = sorted({round(i * last / max(count - 1, 1)) for i in range(count)})
+    layers = spread(range(last + 1), count)
     seeds = opts.seeds or (2 if opts.scale == "small" else defaults["seeds"])
     default_steps = opts.steps or defaults["steps"]
     size = defaults["size"]

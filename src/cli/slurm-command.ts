@@ -4,22 +4,10 @@ import { basename, extname, resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { loadConfigFile } from '../config/index.js';
 import { defaultOutDir } from '../experiment/index.js';
-import { shellQuote, slurmJobName, writeSlurmScripts } from '../experiment/slurm.js';
+import { type SlurmOptions, shellQuote, slurmJobName, writeSlurmScripts } from '../experiment/slurm.js';
 
-interface SlurmFlags {
-  array: number;
-  gpusPerTask: number;
-  cpusPerTask?: number;
-  mem?: string;
-  partition?: string;
-  time?: string;
-  account?: string;
-  jobName?: string;
-  out?: string;
-  scriptDir?: string;
-  sbatch?: string[];
-  setup?: string[];
-}
+/** The library's options as flags: the config is the argument, the folder is --out. */
+type SlurmFlags = Omit<SlurmOptions, 'configPath' | 'outDir' | 'command'> & { out?: string };
 
 function wholeNumber(min: number) {
   return (value: string): number => {
@@ -83,21 +71,13 @@ export function addSlurmCommand(program: Command): void {
           `${file} has a sweep: (a study of several runs); shards split one run: write a config per variant`,
         );
       }
-      const outDir = flags.out === undefined ? defaultOutDir(config) : resolve(flags.out);
+      const { out, ...options } = flags;
+      const outDir = out === undefined ? defaultOutDir(config) : resolve(out);
       const scripts = await writeSlurmScripts({
+        ...options,
         configPath: file,
         outDir,
-        array: flags.array,
-        scriptDir: flags.scriptDir,
-        gpusPerTask: flags.gpusPerTask,
-        cpusPerTask: flags.cpusPerTask,
-        mem: flags.mem,
-        partition: flags.partition,
-        time: flags.time,
-        account: flags.account,
         jobName: flags.jobName ?? slurmJobName(config.name ?? basename(file, extname(file))),
-        sbatch: flags.sbatch,
-        setup: flags.setup,
       });
       process.stdout.write(
         `wrote ${scripts.shards.path} (${flags.array} shards), ${scripts.merge.path} and ${scripts.submit.path}\n` +
