@@ -37,8 +37,11 @@ export interface GenerationInput {
 
 /** A batch whose request runs this many times longer than the median batch is given to an idle worker too. */
 const SLOW_FACTOR = 3;
-/** ... but never before it has run this long. */
-const MIN_SLOW_MS = 5_000;
+/**
+ * ... but never before it has run this long: twice the heartbeat limit (5 s), so a worker gone silent is
+ * caught by the heartbeat, reported and replaced, and a copy is made only of a batch still being worked on.
+ */
+const MIN_SLOW_MS = 10_000;
 /** How often an idle worker looks for a slow batch. */
 const IDLE_CHECK_MS = 500;
 
