@@ -101,7 +101,12 @@ describe('diffusion-lens stats', () => {
     expect(result.stderr).toBe('');
     expect(result.exitCode).toBe(0);
     expect(result.stdout).toContain('animal_correct · common: 2 prompts, seeds 0-2, annotator:alice');
-    expect(result.stdout).toMatch(/emergence: 2 of 2 prompts, median layer 1\.0, mean 1\.0; never: 0/);
+    expect(result.stdout).toMatch(
+      /emergence: 2 of 2 prompts, median layer 1\.0 \[95% CI 1\.0, 1\.0\], mean 1\.0; never: 0/,
+    );
+    expect(result.stdout).toMatch(
+      /emergence: 2 of 2 prompts, median layer 3\.0 \[95% CI 3\.0, 3\.0\], mean 3\.0; never: 0/,
+    );
     expect(result.stdout).toMatch(/common \(2\) vs uncommon \(2\)/);
     expect(result.stdout).toMatch(/mean emergence layer \(never = 4\)\s+1\.00\s+3\.00\s+-2\.00/);
     const out = join(run, 'stats');
@@ -139,6 +144,22 @@ describe('diffusion-lens stats', () => {
       ['2', '6', '2', '6', '1'],
       ['3', '6', '2', '6', '1'],
     ]);
+    expect(csvRows(join(out, 'emergence-summary.csv'))).toEqual([
+      [
+        'question',
+        'category',
+        'group',
+        'prompts',
+        'emerged',
+        'never',
+        'median_layer',
+        'median_low',
+        'median_high',
+        'mean_layer',
+      ],
+      ['animal_correct', 'common', 'animal_correct · common', '2', '2', '0', '1', '1', '1', '1'],
+      ['animal_correct', 'uncommon', 'animal_correct · uncommon', '2', '2', '0', '3', '3', '3', '3'],
+    ]);
     expect(csvRows(join(out, 'emergence.csv'))[1]).toEqual([
       'animal_correct',
       'common',
@@ -147,6 +168,35 @@ describe('diffusion-lens stats', () => {
       'common',
       '1',
     ]);
+  });
+
+  it('prints the summary as JSON with --json, the median emergence layer with its interval', async () => {
+    const out = join(tempDir(), 'stats');
+    const result = await stats(
+      'stats',
+      run,
+      '--source',
+      'annotator:alice',
+      '--out',
+      out,
+      '--resamples',
+      '100',
+      '--json',
+    );
+    expect(result.exitCode).toBe(0);
+    const summary = JSON.parse(result.stdout);
+    expect(summary.groups[0].emergenceSummary).toMatchObject({
+      prompts: 4,
+      emerged: 4,
+      median: 2,
+      mean: 2,
+    });
+    // Two prompts emerge at layer 1 and two at 3: a resample's median is 1, 2 or 3.
+    const [low, high] = summary.groups[0].emergenceSummary.interval;
+    expect(low).toBeGreaterThanOrEqual(1);
+    expect(low).toBeLessThan(2);
+    expect(high).toBeGreaterThan(2);
+    expect(high).toBeLessThanOrEqual(3);
   });
 
   it('measures the agreement of two annotators', async () => {

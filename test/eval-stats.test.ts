@@ -1,6 +1,7 @@
 // The statistics (src/eval/stats.ts, src/eval/analysis.ts) on constructed labels whose answers are known
 // exactly: Cohen's kappa of a hand-computed table, bootstrap intervals of all-correct data and of data
-// whose resampling distribution is known, emergence layers of set patterns, permutation p-values.
+// whose resampling distribution is known, emergence layers of set patterns and their median's interval,
+// permutation p-values.
 import { describe, expect, it } from 'vitest';
 import {
   cohensKappa,
@@ -148,11 +149,13 @@ describe('emergence layers', () => {
       { prompt: 'c', category: '', layer: 4 },
       { prompt: 'd', category: '', layer: null },
     ];
-    expect(summarizeEmergence(rows, [0, 2, 4])).toEqual({
+    expect(summarizeEmergence(rows, [0, 2, 4], { resamples: 500 })).toEqual({
       prompts: 4,
       emerged: 3,
       never: 1,
       median: 4,
+      // Resampling 2, 4, 4: the median is 2 when at least two draws are 2 (7 in 27), else 4.
+      interval: [2, 4],
       mean: 10 / 3,
       counts: [
         { layer: 0, prompts: 0 },
@@ -160,6 +163,80 @@ describe('emergence layers', () => {
         { layer: 4, prompts: 2 },
       ],
     });
+  });
+});
+
+describe('a bootstrap interval of the median emergence layer', () => {
+  const rows = (layers: (number | null)[]) =>
+    layers.map((layer, i) => ({ prompt: `p${i}`, category: '', layer }));
+  const layers = [0, 2, 4, 6, 8, 10];
+
+  it('is [m, m] when every prompt emerges at layer m, and null when none emerges', () => {
+    expect(summarizeEmergence(rows([6, 6, 6, 6, null]), layers).interval).toEqual([6, 6]);
+    expect(summarizeEmergence(rows([4]), layers).interval).toEqual([4, 4]);
+    const none = summarizeEmergence(rows([null, null]), layers);
+    expect(none).toMatchObject({ emerged: 0, median: null, interval: null });
+    expect(summarizeEmergence([], layers).interval).toBeNull();
+  });
+
+  it('contains the median, lies within the layers judged, and widens as the layers spread', () => {
+    const tight = summarizeEmergence(rows([4, 4, 4, 4, 4, 4, 6, 4, 4, 4, 4, 4]), layers);
+    const spread = summarizeEmergence(rows([0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, null]), layers);
+    for (const summary of [tight, spread]) {
+      const [low, high] = summary.interval as [number, number];
+      expect(low).toBeLessThanOrEqual(summary.median as number);
+      expect(high).toBeGreaterThanOrEqual(summary.median as number);
+      expect(low).toBeGreaterThanOrEqual(0);
+      expect(high).toBeLessThanOrEqual(10);
+    }
+    expect(tight.interval).toEqual([4, 4]);
+    expect(spread.median).toBe(6);
+    const [low, high] = spread.interval as [number, number];
+    expect(low).toBeLessThan(6);
+    expect(high).toBeGreaterThan(6);
+  });
+
+  it('repeats for a seed and stream, and takes the resamples and confidence of the options', () => {
+    const spread = rows([0, 2, 2, 4, 6, 6, 8, 10, 10]);
+    const options = { seed: 5, resamples: 400, stream: 'emergence q' };
+    const first = summarizeEmergence(spread, layers, options);
+    expect(summarizeEmergence(spread, layers, options)).toEqual(first);
+    // Another seed draws other resamples; the interval still holds the median.
+    const [otherLow, otherHigh] = summarizeEmergence(spread, layers, { ...options, seed: 6 }).interval as [
+      number,
+      number,
+    ];
+    expect(otherLow).toBeLessThanOrEqual(6);
+    expect(otherHigh).toBeGreaterThanOrEqual(6);
+    const [low, high] = first.interval as [number, number];
+    const narrow = summarizeEmergence(spread, layers, { ...options, confidence: 0.5 }).interval as [
+      number,
+      number,
+    ];
+    expect(narrow[0]).toBeGreaterThanOrEqual(low);
+    expect(narrow[1]).toBeLessThanOrEqual(high);
+  });
+
+  it('is part of each group of computeStats, drawn from the same seed as the accuracy intervals', () => {
+    const labels = ['a', 'b', 'c', 'd', 'e', 'f'].flatMap((p, i) =>
+      pattern(
+        p,
+        [0, 1, 2, 3].map((layer) => (layer >= i % 4 ? '11' : '00')),
+      ),
+    );
+    const summary = computeStats(labels, { seed: 3, resamples: 300 });
+    const [group] = summary.groups;
+    expect(group?.emergenceSummary.median).toBe(1); // layers 0, 1, 2, 3, 0, 1
+    expect(group?.emergenceSummary.interval).toEqual(
+      summarizeEmergence(group?.emergence ?? [], [0, 1, 2, 3], {
+        seed: 3,
+        resamples: 300,
+        stream: 'emergence q',
+      }).interval,
+    );
+    expect(computeStats(labels, { seed: 3, resamples: 300 }).groups[0]?.emergenceSummary).toEqual(
+      group?.emergenceSummary,
+    );
   });
 });
 

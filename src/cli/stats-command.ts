@@ -158,7 +158,8 @@ export function addStatsCommands(program: Command): void {
       'Statistics of the judgments of images (annotations, imported CSVs, scores) of run folders, or of ' +
         'paper-layout CSV files alone (--annotations; no images needed): per group, accuracy per layer with a ' +
         "bootstrap interval (resampling prompts, then seeds), and each prompt's emergence layer (the first " +
-        'layer from which a majority of its seeds is correct at every later layer); between categories, ' +
+        'layer from which a majority of its seeds is correct at every later layer), with the median ' +
+        'emergence layer and its bootstrap interval (resampling the prompts that emerge); between categories, ' +
         "permutation tests; between judges, percent agreement and Cohen's kappa. Prints a table and writes " +
         'CSV tables and SVG plots.',
     )

@@ -57,7 +57,10 @@ function groupText(group: GroupStats, confidence: number): string[] {
   const at = e.counts.filter((c) => c.prompts > 0).map((c) => `L${c.layer}: ${c.prompts}`);
   lines.push(
     `  emergence: ${e.emerged} of ${e.prompts} prompts` +
-      (e.emerged > 0 ? `, median layer ${fixed(e.median, 1)}, mean ${fixed(e.mean, 1)}` : '') +
+      (e.emerged > 0
+        ? `, median layer ${fixed(e.median, 1)} [${percent}% CI ${fixed(e.interval?.[0] ?? null, 1)}, ` +
+          `${fixed(e.interval?.[1] ?? null, 1)}], mean ${fixed(e.mean, 1)}`
+        : '') +
       `; never: ${e.never}`,
   );
   if (at.length > 0) lines.push(`    ${at.join('  ')}`);

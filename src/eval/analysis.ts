@@ -1,7 +1,7 @@
 // The statistics of a set of labels, as `diffusion-lens stats` reports them: the labels split into groups
 // (by question, category, model, judge, stage), and per group the per-layer accuracy with bootstrap
-// intervals and each prompt's emergence layer; between the categories of each group, permutation tests;
-// between judges, agreement.
+// intervals and each prompt's emergence layer (their median with a bootstrap interval); between the
+// categories of each group, permutation tests; between judges, agreement.
 import type { Label } from './labels.js';
 import {
   type BootstrapOptions,
@@ -140,7 +140,10 @@ function groupStats(group: LabelGroup, options: Required<Omit<StatsOptions, 'by'
     sources: distinct(labels.map((label) => label.source)),
     layers: layerAccuracy(labels, { ...options, stream: `accuracy ${group.name}` }),
     emergence,
-    emergenceSummary: summarizeEmergence(emergence, labelLayers(labels)),
+    emergenceSummary: summarizeEmergence(emergence, labelLayers(labels), {
+      ...options,
+      stream: `emergence ${group.name}`,
+    }),
   };
 }
 

@@ -55,10 +55,23 @@ export function emergenceCsv(summary: StatsSummary): string {
   );
 }
 
-/** emergence-summary.csv: per group, prompts, how many emerge, never, and the median and mean layer. */
+/**
+ * emergence-summary.csv: per group, prompts, how many emerge, never, the median layer with its bootstrap
+ * interval (median_low, median_high; empty when none emerges), and the mean layer.
+ */
 export function emergenceSummaryCsv(summary: StatsSummary): string {
   return csv(
-    [...summary.by, 'group', 'prompts', 'emerged', 'never', 'median_layer', 'mean_layer'],
+    [
+      ...summary.by,
+      'group',
+      'prompts',
+      'emerged',
+      'never',
+      'median_layer',
+      'median_low',
+      'median_high',
+      'mean_layer',
+    ],
     summary.groups.map((group) => {
       const s = group.emergenceSummary;
       return [
@@ -68,6 +81,8 @@ export function emergenceSummaryCsv(summary: StatsSummary): string {
         s.emerged,
         s.never,
         num(s.median),
+        num(s.interval?.[0]),
+        num(s.interval?.[1]),
         num(s.mean),
       ];
     }),

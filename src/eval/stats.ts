@@ -1,7 +1,7 @@
 // The statistics of judged images (labels.ts), each small and exact on constructed data:
 // - per-layer accuracy with a hierarchical bootstrap interval (resampling prompts, then seeds in each);
 // - a prompt's emergence layer (the first layer from which a majority of its seeds is correct at every
-//   later layer) and their distribution;
+//   later layer) and their distribution, with a bootstrap interval of the median (resampling prompts);
 // - a permutation test of a difference between two sets of prompts (shuffling which set a prompt is in);
 // - agreement between two judges: percent agreement and Cohen's kappa.
 // Every random draw comes from a seeded generator (pure-rand's xoroshiro128+), so results repeat exactly.
@@ -99,6 +99,17 @@ function promptTotals(prompt: PromptCounts, layers: number): { correct: Float64A
   return { correct, total };
 }
 
+/**
+ * The percentile interval of bootstrap draws at `confidence` (the draws sorted in place); null when there
+ * are none. Quantiles interpolate linearly (numpy's default).
+ */
+function percentileInterval(draws: number[], confidence: number): [number, number] | null {
+  if (draws.length === 0) return null;
+  const alpha = (1 - confidence) / 2;
+  draws.sort((a, b) => a - b);
+  return [quantileSorted(draws, alpha), quantileSorted(draws, 1 - alpha)];
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Per-layer accuracy with bootstrap intervals
 
@@ -138,7 +149,7 @@ export function layerAccuracy(labels: readonly Label[], options: BootstrapOption
   const layers = labelLayers(labels);
   const prompts = promptCounts(labels, layers);
   const resamples = options.resamples ?? DEFAULT_RESAMPLES;
-  const alpha = (1 - (options.confidence ?? DEFAULT_CONFIDENCE)) / 2;
+  const confidence = options.confidence ?? DEFAULT_CONFIDENCE;
   const rng = seededRng(options.seed ?? 0, options.stream);
   const L = layers.length;
   const draws: number[][] = layers.map(() => []);
@@ -167,19 +178,15 @@ export function layerAccuracy(labels: readonly Label[], options: BootstrapOption
     const n = sums.reduce((sum, s) => sum + (s.total[l] ?? 0), 0);
     const right = sums.reduce((sum, s) => sum + (s.correct[l] ?? 0), 0);
     const accuracy = n > 0 ? right / n : Number.NaN;
-    const sorted = (draws[l] ?? []).sort((a, b) => a - b);
-    const interval =
-      sorted.length > 0
-        ? [quantileSorted(sorted, alpha), quantileSorted(sorted, 1 - alpha)]
-        : [accuracy, accuracy];
+    const [low, high] = percentileInterval(draws[l] ?? [], confidence) ?? [accuracy, accuracy];
     return {
       layer,
       n,
       prompts: sums.filter((s) => (s.total[l] ?? 0) > 0).length,
       correct: right,
       accuracy,
-      low: interval[0] ?? accuracy,
-      high: interval[1] ?? accuracy,
+      low,
+      high,
     };
   });
 }
@@ -221,21 +228,42 @@ export interface EmergenceSummary {
   never: number;
   /** Of the prompts that emerge; null when none does. */
   median: number | null;
+  /**
+   * The median's percentile bootstrap interval ([low, high], at the options' confidence): the prompts that
+   * emerge resampled with replacement, the median of each resample. Within the layers judged; [m, m] when
+   * every prompt emerges at layer m; null when none emerges.
+   */
+  interval: [number, number] | null;
   mean: number | null;
   /** How many prompts emerge at each layer judged (zeros included), ascending. */
   counts: { layer: number; prompts: number }[];
 }
 
+/**
+ * The distribution of the prompts' emergence layers. The median's interval is a percentile bootstrap over
+ * the prompts that emerge (a prompt's seeds are already summed into its emergence layer), drawn as
+ * layerAccuracy draws: `options.resamples` resamples from seededRng(seed, stream), at `options.confidence`.
+ */
 export function summarizeEmergence(
   rows: readonly PromptEmergence[],
   layers: readonly number[],
+  options: BootstrapOptions = {},
 ): EmergenceSummary {
   const emerged = rows.flatMap((row) => (row.layer === null ? [] : [row.layer]));
+  const resamples = options.resamples ?? DEFAULT_RESAMPLES;
+  const rng = seededRng(options.seed ?? 0, options.stream);
+  const medians: number[] = [];
+  const sample = new Array<number>(emerged.length);
+  for (let r = 0; r < resamples && emerged.length > 0; r++) {
+    for (let p = 0; p < emerged.length; p++) sample[p] = emerged[rng.below(emerged.length)] as number;
+    medians.push(median(sample));
+  }
   return {
     prompts: rows.length,
     emerged: emerged.length,
     never: rows.length - emerged.length,
     median: emerged.length > 0 ? median(emerged) : null,
+    interval: percentileInterval(medians, options.confidence ?? DEFAULT_CONFIDENCE),
     mean: emerged.length > 0 ? mean(emerged) : null,
     counts: layers.map((layer) => ({ layer, prompts: emerged.filter((l) => l === layer).length })),
   };

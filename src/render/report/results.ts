@@ -38,11 +38,31 @@ function tables(label: string, summary: StatsSummary): ReportTable[] {
       ),
     },
     {
-      title: `${label}: emergence layer (first layer a prompt's images reach the threshold)`,
-      columns: ['group', 'prompts', 'emerged', 'never', 'median layer', 'mean layer'],
+      title:
+        `${label}: emergence layer (first layer a prompt's images reach the threshold; the median's ` +
+        `${Math.round(summary.confidence * 100)}% bootstrap CI resamples the prompts that emerge)`,
+      columns: [
+        'group',
+        'prompts',
+        'emerged',
+        'never',
+        'median layer',
+        'median CI low',
+        'median CI high',
+        'mean layer',
+      ],
       rows: summary.groups.map((group) => {
         const s = group.emergenceSummary;
-        return [group.name, s.prompts, s.emerged, s.never, round(s.median), round(s.mean)];
+        return [
+          group.name,
+          s.prompts,
+          s.emerged,
+          s.never,
+          round(s.median),
+          round(s.interval?.[0]),
+          round(s.interval?.[1]),
+          round(s.mean),
+        ];
       }),
     },
   ];
