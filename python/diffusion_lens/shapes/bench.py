@@ -33,6 +33,7 @@ from .world import Scene, all_scenes, is_heldout
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_MODEL = REPO / "models" / "shapes"
+DEFAULT_OUT = REPO / "docs" / "shapes-bench"
 CLI = REPO / "dist" / "cli.js"
 # The model's name in the label files (`<model>__<question>.csv`).
 MODEL_SLUG = "shapes"
@@ -40,6 +41,67 @@ MODEL_SLUG = "shapes"
 # quality bar: colour and shape right on single-object prompts.
 SINGLE_OBJECT = "single_object_correct"
 QUESTION_OF = {"single_color_shape": SINGLE_OBJECT, **QUESTIONS}
+
+
+# The results table's rows, in order: question id -> what it asks.
+TABLE_ROWS: dict[str, str] = {
+    SINGLE_OBJECT: "single-object prompts: colour + shape",
+    "object_correct": "object colour + shape, all kinds",
+    "colour_correct": "colour",
+    "shape_correct": "shape",
+    "size_correct": "size",
+    "count_correct": "count (2 or 3)",
+    "position_correct": "position (left/right/top/bottom/center)",
+    "second_correct": "second object of a relation",
+    "binding_correct": "two-colour binding",
+    "relation_correct": "relation (above/below/left of/right of)",
+}
+# Where the table goes: between `<!-- shapes-bench:results -->` and `<!-- /shapes-bench:results -->`.
+TABLE_FILES = (REPO / "README.md", DEFAULT_MODEL / "README.md")
+MARKER = "shapes-bench:results"
+
+
+def results_table(out: Path) -> str:
+    """The benchmark's summary as a markdown table, from the files `stats` wrote to ``out``: accuracy at
+    the token embeddings, every quarter of the encoder and the final layer (with its 95% interval), and
+    the median emergence layer (with its 95% interval) of the prompts that emerge."""
+    with open(out / "accuracy.csv", newline="") as handle:
+        accuracy = {(row["question"], int(row["layer"])): row for row in csv.DictReader(handle)}
+    with open(out / "emergence-summary.csv", newline="") as handle:
+        emergence = {row["question"]: row for row in csv.DictReader(handle)}
+    final = max(layer for _, layer in accuracy)
+    shown = sorted({0, round(final / 4), round(final / 2), round(3 * final / 4)})
+    header = [f"L{layer}" for layer in shown] + [f"L{final} [95% CI]", "emergence layer [95% CI] (prompts)"]
+    lines = ["| attribute (question) | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for question, label in TABLE_ROWS.items():
+        if (question, final) not in accuracy:
+            continue
+        cells = [f"{float(accuracy[(question, layer)]['accuracy']):.2f}" for layer in shown]
+        last = accuracy[(question, final)]
+        cells.append(
+            f"**{float(last['accuracy']):.2f}** [{float(last['ci_low']):.2f}, {float(last['ci_high']):.2f}]"
+        )
+        e = emergence[question]
+        if e["median_layer"] == "":
+            cells.append(f"never (0 of {e['prompts']})")
+        else:
+            low, high = (float(e[k]) for k in ("median_low", "median_high"))
+            cells.append(
+                f"{float(e['median_layer']):g} [{low:g}, {high:g}] ({e['emerged']} of {e['prompts']})"
+            )
+        lines.append(f"| {label} (`{question}`) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_between_markers(path: Path, name: str, text: str) -> bool:
+    """Replaces what lies between ``<!-- name -->`` and ``<!-- /name -->`` in ``path``; False if absent."""
+    start, end = f"<!-- {name} -->\n", f"<!-- /{name} -->"
+    content = path.read_text()
+    if start not in content or end not in content:
+        return False
+    head, rest = content.split(start, 1)
+    path.write_text(head + start + text + end + rest.split(end, 1)[1])
+    return True
 
 
 def heldout_scenes(per_kind: int, seed: int = 0) -> list[Scene]:
@@ -87,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default=str(REPO / "docs" / "shapes-bench"), help="folder for CSV and SVG")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder for CSV and SVG")
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -147,6 +209,13 @@ def main(argv: list[str] | None = None) -> None:
     # The statistics and plots of every run: the same code as `diffusion-lens stats` on a run folder.
     subprocess.run(["node", str(CLI), *stats], check=True)
     (out / "labels.csv").unlink()  # every judgment again, in one file: labels/ holds them already
+    table = results_table(out)
+    print(table)
+    # The docs show the committed model's figures, from the run whose files are in docs/shapes-bench.
+    if Path(args.model).resolve() == DEFAULT_MODEL.resolve() and out.resolve() == DEFAULT_OUT.resolve():
+        for path in TABLE_FILES:
+            if write_between_markers(path, MARKER, table):
+                print(f"wrote the table into {path}")
 
 
 if __name__ == "__main__":
