@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
+from transformers import CLIPTokenizer
 
 from . import model as shapes_model
 from .render import render
-from .world import is_heldout, sample_scene
+from .world import KINDS, is_heldout, sample_scene
 
 DEFAULT_OUT = Path(__file__).resolve().parents[3] / "models" / "shapes"
 DEFAULT_WORK_DIR = (
@@ -37,12 +38,16 @@ DEFAULT_WORK_DIR = (
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    dataset_size: int = 40_000
+    dataset_size: int = 80_000
+    # How often each kind of scene is drawn: relations (two objects, binding, layout) are the hardest.
+    weight_single: float = 0.4
+    weight_count: float = 0.2
+    weight_relation: float = 0.4
     vae_steps: int = 500
     vae_lr: float = 1e-3
-    unet_steps: int = 4_500
-    unet_lr: float = 5e-4
-    warmup: int = 200
+    unet_steps: int = 6_500
+    unet_lr: float = 8e-4
+    warmup: int = 300
     batch: int = 64
     cfg_dropout: float = 0.1
     min_snr_gamma: float = 5.0
@@ -60,15 +65,30 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def load_or_build_tokenizer(work: Path) -> CLIPTokenizer:
+    """The run's tokenizer, built once and kept in the work dir: the BPE trainer breaks ties differently
+    in every process, so a rebuilt one would give the cached token ids other meanings on resume."""
+    path = work / "tokenizer"
+    if path.exists():
+        return CLIPTokenizer.from_pretrained(path)
+    tokenizer = shapes_model.build_tokenizer()
+    staging = work / "tokenizer.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer.save_pretrained(staging)
+    os.replace(staging, path)
+    return tokenizer
+
+
 def build_dataset(config: TrainConfig, tokenizer, path: Path) -> dict[str, torch.Tensor]:
     """Rendered training scenes (uint8 images) and their token ids; cached in the work dir."""
     if path.exists():
         return torch.load(path)
     rng = random.Random(config.seed)
+    weights = (config.weight_single, config.weight_count, config.weight_relation)
     images = np.empty((config.dataset_size, shapes_model.IMAGE_SIZE, shapes_model.IMAGE_SIZE, 3), np.uint8)
     prompts = []
     for index in range(config.dataset_size):
-        scene = sample_scene(rng, "train")
+        scene = sample_scene(rng, "train", KINDS, weights)
         assert not is_heldout(scene)
         images[index] = np.asarray(render(scene, shapes_model.IMAGE_SIZE, rng))
         prompts.append(scene.prompt)
@@ -286,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else float("inf")
-    tokenizer = shapes_model.build_tokenizer()
+    tokenizer = load_or_build_tokenizer(work)
     dataset = build_dataset(config, tokenizer, work / "dataset.pt")
     vae = train_vae(config, dataset["images"], work)
     latents, scaling_factor = encode_latents(vae, dataset["images"], work / "latents.pt")
