@@ -8,8 +8,9 @@ to bytes.
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from collections.abc import Iterable
+from itertools import pairwise
 
 from transformers import CLIPTokenizer
 
@@ -35,19 +36,22 @@ def bytes_to_unicode() -> list[str]:
 
 
 def _word_merges(words: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Tokens and merges of a BPE trained until every word is one token."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE(end_of_word_suffix=END_OF_WORD))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=100_000, min_frequency=1, end_of_word_suffix=END_OF_WORD, show_progress=False
-    )
-    bpe.train_from_iterator([" ".join(words)], trainer)
-    model = json.loads(bpe.to_str())["model"]
-    tokens = sorted(model["vocab"], key=model["vocab"].get)
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return tokens, merges  # type: ignore[return-value]
+    """Tokens and merges of a BPE trained until every word is one token: at each step the most frequent
+    pair of adjacent symbols is merged, ties going to the first pair in text order.
+    (The `tokenizers` trainer breaks ties differently in every process, so a model trained from scratch
+    would get other token ids on every rebuild.)"""
+    parts = [[*word[:-1], word[-1] + END_OF_WORD] for word in words]
+    merges: list[tuple[str, str]] = []
+    while counts := Counter(pair for symbols in parts for pair in pairwise(symbols)):
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        for symbols in parts:
+            i = 0
+            while i < len(symbols) - 1:
+                if (symbols[i], symbols[i + 1]) == pair:
+                    symbols[i : i + 2] = [pair[0] + pair[1]]
+                i += 1
+    return [a + b for a, b in merges], merges
 
 
 def clip_tokenizer(

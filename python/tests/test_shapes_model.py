@@ -3,6 +3,9 @@ pipeline at its final layer, it draws held-out prompts right, and it fits the re
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +82,19 @@ def test_the_tokenizer_keeps_grammar_words_whole():
         assert tokenizer.tokenize(word) == [f"{word}</w>"], word
     longest = max((len(tokenizer(p).input_ids) for p in (PROMPT, "three large orange diamonds")), default=0)
     assert longest <= MAX_TOKENS
+
+
+def test_the_tokenizer_is_the_same_in_every_process():
+    # Token ids are part of a model trained from scratch: a rebuilt tokenizer must give the same ones.
+    code = (
+        "import json; from diffusion_lens.shapes.model import build_tokenizer; t = build_tokenizer(); "
+        "print(json.dumps([t.get_vocab(), t.tokenize('a reddish hello')], sort_keys=True))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "random"}
+    built = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        ).stdout
+        for _ in range(3)
+    }
+    assert len(built) == 1
