@@ -55,6 +55,28 @@ class TrainConfig:
     checkpoint_every: int = 250
 
 
+# The settings only the text encoder + UNet stage reads: changing them keeps the work dir's scenes and VAE.
+UNET_STAGE_FIELDS = frozenset(
+    {"unet_steps", "unet_lr", "warmup", "cfg_dropout", "min_snr_gamma", "ema_decay", "checkpoint_every"}
+)
+
+
+def check_work_dir(work: Path, config: TrainConfig) -> None:
+    """Records the run's settings in the work dir, refusing settings its cached stages were not made with
+    (changed UNet-stage settings are taken before that stage has started)."""
+    recorded = work / "config.json"
+    if recorded.exists():
+        before = json.loads(recorded.read_text())
+        changed = sorted(field for field, value in asdict(config).items() if before.get(field) != value)
+        if changed and (not UNET_STAGE_FIELDS.issuperset(changed) or (work / "unet.pt").exists()):
+            raise SystemExit(
+                f"{work} holds a run with other {', '.join(changed)}; use another --work-dir or --seed"
+            )
+        if changed:
+            log(f"{work}: keeping its scenes and VAE; the UNet stage takes the new {', '.join(changed)}")
+    recorded.write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+
 def log(message: str) -> None:
     print(f"[shapes-train {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -66,8 +88,8 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 
 def load_or_build_tokenizer(work: Path) -> CLIPTokenizer:
-    """The run's tokenizer, built once and kept in the work dir: the BPE trainer breaks ties differently
-    in every process, so a rebuilt one would give the cached token ids other meanings on resume."""
+    """The run's tokenizer, built once and kept in the work dir: a resumed run reads its cached token ids
+    with the tokenizer that made them, even if the tokenizer's code has changed meanwhile."""
     path = work / "tokenizer"
     if path.exists():
         return CLIPTokenizer.from_pretrained(path)
@@ -121,6 +143,7 @@ class Progress:
 
 
 def train_vae(config: TrainConfig, images: torch.Tensor, work: Path):
+    torch.manual_seed(config.seed + 1)  # weight initialisation, whatever ran before in this process
     vae = shapes_model.build_vae()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr)
     generator = torch.Generator().manual_seed(config.seed + 1)
@@ -299,10 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     work = Path(args.work_dir).expanduser() / f"seed{config.seed}"
     work.mkdir(parents=True, exist_ok=True)
-    recorded = work / "config.json"
-    if recorded.exists() and json.loads(recorded.read_text()) != asdict(config):
-        raise SystemExit(f"{work} holds a run with other settings; use another --work-dir or --seed")
-    recorded.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    check_work_dir(work, config)
 
     started = time.perf_counter()
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else float("inf")
