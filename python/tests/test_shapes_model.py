@@ -90,7 +90,7 @@ def test_the_tokenizer_is_the_same_in_every_process():
         "import json; from diffusion_lens.shapes.model import build_tokenizer; t = build_tokenizer(); "
         "print(json.dumps([t.get_vocab(), t.tokenize('a reddish hello')], sort_keys=True))"
     )
-    env = {**os.environ, "PYTHONHASHSEED": "random"}
+    env = {**os.environ, "PYTHONHASHSEED": "random", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     built = {
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
