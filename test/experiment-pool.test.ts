@@ -132,8 +132,9 @@ describe('worker pools', () => {
       }, 3_500);
     };
     try {
-      // 16 steps: a batch needs about a second of CPU, so the slow worker's batch outlasts the others.
-      const result = await runExperiment(config({ workers: 2 }, { sampler: { steps: 16, size: 32 } }), {
+      // 48 steps: a batch needs about a second of CPU, so the slow worker's batch runs some 30 s, well past
+      // the 10 s before a batch may be copied (at 16 steps it took 0.3 s of CPU, 11 s here: too close).
+      const result = await runExperiment(config({ workers: 2 }, { sampler: { steps: 48, size: 32 } }), {
         outDir: out,
         env,
         onEvent: (event) => {
