@@ -7,8 +7,9 @@
 //
 // cpu:  python -m diffusion_lens.bench per case (one process each, so peak RSS is the case's): the lens
 //       with max_batch auto (the default) and 8 against the official-style per-layer loop.
-// cli:  a 225-image `diffusion-lens run` of the shapes model, its wall time split into start-up, model
-//       load, encoding, denoising, decoding, PNG encoding, writing and bridge + orchestration (the rest).
+// cli:  a `diffusion-lens run` of the shapes model (5 prompts x every layer x 5 seeds), its wall time
+//       split into start-up, model load, encoding, denoising, decoding, PNG encoding, writing and
+//       bridge + orchestration (the rest).
 // warm: a worker kept open: first call (start-up and load included) against a warm call, through the
 //       library and through `diffusion-lens worker` + `run --worker`.
 import { execFileSync, spawn } from 'node:child_process';
@@ -25,6 +26,9 @@ const python = join(root, 'python', '.venv', 'bin', 'python');
 const shapes = join(root, 'models', 'shapes');
 const jsonPath = join(root, 'docs', 'benchmarks.json');
 const mdPath = join(root, 'docs', 'benchmarks.md');
+/** The shapes model's layers through the lens: its encoder's, plus the token embeddings (layer 0). */
+const shapesLayers =
+  JSON.parse(readFileSync(join(shapes, 'text_encoder', 'config.json'), 'utf8')).num_hidden_layers + 1;
 
 const { values: args } = parseArgs({
   options: {
@@ -173,7 +177,7 @@ function shapesConfig(name, seeds) {
 }
 
 async function cliSplit() {
-  console.error('\n# CLI time split: shapes model, 5 prompts x 9 layers x 5 seeds');
+  console.error(`\n# CLI time split: shapes model, 5 prompts x ${shapesLayers} layers x 5 seeds`);
   const config = shapesConfig('bench-cli', [0, 1, 2, 3, 4]);
   const out = join(scratch, 'cli-out');
   const { events, wall, peaks } = await runCli(['run', config, '--out', out]);
@@ -367,7 +371,7 @@ function warmTable(warm) {
     `| library, first call (worker start ${ms(lib.start_ms)} and load ${ms(lib.load_ms)} before it) | ${ms(lib.first_call.before_first_step_ms)} | ${ms(lib.first_call.step_ms)} | ${ms(lib.first_call.total_ms)} |`,
     `| library, warm call | ${ms(lib.warm_call.before_first_step_ms)} | ${ms(lib.warm_call.step_ms)} | ${ms(lib.warm_call.total_ms)} |`,
     '',
-    '| `diffusion-lens run` of 180 images (5 prompts × 9 layers × 4 seeds) | first image after | wall time |',
+    `| \`diffusion-lens run\` of ${5 * shapesLayers * 4} images (5 prompts × ${shapesLayers} layers × 4 seeds) | first image after | wall time |`,
     '|---|---|---|',
     `| starting its own worker | ${ms(c.cold.first_image_ms)} | ${ms(c.cold.wall_ms)} |`,
     ...c.attached.map(

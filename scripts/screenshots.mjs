@@ -43,9 +43,11 @@ try {
   await page.fill('.filter-text', 'diamonds');
   await page.waitForFunction(() => document.querySelectorAll('.card').length === 1);
   const card = page.locator('.card').first();
-  await card.locator('.layer-slider').focus();
-  for (let i = 0; i < 4; i++) await page.keyboard.press('ArrowLeft');
-  await card.locator('.layer-slider').blur();
+  const slider = card.locator('.layer-slider');
+  await slider.focus();
+  const half = Math.ceil(Number(await slider.getAttribute('max')) / 2);
+  for (let i = 0; i < half; i++) await page.keyboard.press('ArrowLeft');
+  await slider.blur();
   await page.waitForFunction(() =>
     [...document.querySelectorAll('img')].every((img) => img.complete && img.naturalWidth > 0),
   );

@@ -279,11 +279,11 @@ describe('lens.mix against the model', () => {
     expect(await refused('0:30')).toBe('lens.layers: layer 30 is out of range 0..12 (in "0:30")');
   });
 
-  it('is checked before anything starts when the config files tell the depth (the shapes model: L = 8)', async () => {
+  it('is checked before anything starts when the config files tell the depth (the shapes model: L = 12)', async () => {
     const refused = async (lens: ExperimentConfigInput['lens']) =>
       (await configError(resolveInputs(parseConfig({ prompts: ['a cat'], lens }), {}))).message;
-    expect(await refused({ mix: { layers: [4, 9], alpha: 0.5 } })).toBe(
-      'lens.mix.layers[1]: layer 9 is out of range 0..8',
+    expect(await refused({ mix: { layers: [4, 13], alpha: 0.5 } })).toBe(
+      'lens.mix.layers[1]: layer 13 is out of range 0..12',
     );
     expect(await refused({ mix: { layers: [4, 8], alpha: 0.5 }, layers: '0,4' })).toMatch(
       /^lens\.layers: gives layers 0, 4, but with a mix/,
@@ -291,10 +291,10 @@ describe('lens.mix against the model', () => {
     const file = write(
       tempDir(),
       'mix.yaml',
-      'prompts: [a cat]\nlens:\n  mix:\n    layers: [4, 9]\n    alpha: 0.5\n',
+      'prompts: [a cat]\nlens:\n  mix:\n    layers: [4, 13]\n    alpha: 0.5\n',
     );
     const located = await configError(async () => resolveInputs(await loadConfigFile(file), {}));
-    expect(located.message).toBe(`${file}:4: lens.mix.layers[1]: layer 9 is out of range 0..8`);
+    expect(located.message).toBe(`${file}:4: lens.mix.layers[1]: layer 13 is out of range 0..12`);
     const inputs = await resolveInputs(
       parseConfig({ prompts: ['a cat'], lens: { mix: { layers: [-3, 8], alpha: 0.5 } } }),
       {},
@@ -578,15 +578,15 @@ describe('sweeps and plan', () => {
       "lens.tokens: the padding after the prompt follows the layer; the other positions take the stock layer's",
     );
     const mixed = await plan({ mix: { layers: [4, -1], alpha: 0.5 } });
-    expect(mixed).toMatchObject({ images: 4, layers: [4], evaluations: plain.evaluations / 9 });
+    expect(mixed).toMatchObject({ images: 4, layers: [4], evaluations: plain.evaluations / 13 });
     expect(mixed.notes).toContain(
-      "lens.mix: each image's conditioning is (1 - 0.5) x layer 4's + 0.5 x layer 8's (the encoder is read at both)",
+      "lens.mix: each image's conditioning is (1 - 0.5) x layer 4's + 0.5 x layer 12's (the encoder is read at both)",
     );
     const embeds = await plan({ embeds: 'e.safetensors', layers: 8 });
     expect(embeds).toMatchObject({ images: 4, layers: [8] });
     expect(embeds.notes.join('\n')).toMatch(/lens\.embeds: the tensors of e\.safetensors replace/);
-    await expect(plan({ mix: { layers: [4, 9], alpha: 0.5 } })).rejects.toThrow(
-      'lens.mix.layers[1]: layer 9 is out of range 0..8',
+    await expect(plan({ mix: { layers: [4, 13], alpha: 0.5 } })).rejects.toThrow(
+      'lens.mix.layers[1]: layer 13 is out of range 0..12',
     );
   });
 });

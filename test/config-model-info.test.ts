@@ -55,8 +55,8 @@ function cached(
 }
 
 describe('readModelDepth of local folders', () => {
-  it('the embedded shapes model: CLIP num_hidden_layers 8', async () => {
-    expect(await readModelDepth(EMBEDDED_MODEL_DIR)).toBe(8);
+  it('the embedded shapes model: CLIP num_hidden_layers 12', async () => {
+    expect(await readModelDepth(EMBEDDED_MODEL_DIR)).toBe(12);
   });
 
   it('CLIP num_hidden_layers, T5 num_layers', async () => {
@@ -173,7 +173,7 @@ describe('the hub cache', () => {
     );
     mkdirSync(join(home, 'hub', 'models--org--shapes', 'refs'));
     writeFileSync(join(home, 'hub', 'models--org--shapes', 'refs', 'main'), COMMIT);
-    expect(await readModelDepth('org/shapes', null, { HF_HOME: home })).toBe(8);
+    expect(await readModelDepth('org/shapes', null, { HF_HOME: home })).toBe(12);
   });
 });
 

@@ -27,10 +27,10 @@ it(
     const [title, header, ...rows] = runExample('uncond-ablation.mjs');
     expect(title).toMatch(/final-layer image/);
     expect(header?.trim().split(/\s+/)).toEqual(['layer', 'final→L', 'same-layer→L', 'final↔same']);
-    // The shapes model's encoder has 8 layers: hidden states 0..8.
-    expect(rows.map((line) => row(line)[0])).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    // The shapes model's encoder has 12 layers: hidden states 0..12.
+    expect(rows.map((line) => row(line)[0])).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     // At the final layer both settings are the stock pipeline: the same image.
-    expect(row(rows.at(-1) ?? '')).toEqual([8, 0, 0, 0]);
+    expect(row(rows.at(-1) ?? '')).toEqual([12, 0, 0, 0]);
     // Below it, the unconditional branch's layer changes the image.
     expect(row(rows[0] ?? '')[3]).toBeGreaterThan(1);
   },
@@ -43,7 +43,7 @@ it(
     const [title, header, ...rows] = runExample('noise-ablation.mjs');
     expect(title).toMatch(/layer l - image at layer l-1/);
     expect(header?.trim().split(/\s+/)).toEqual(['layer', 'shared', 'per-layer']);
-    expect(rows.map((line) => row(line)[0])).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(rows.map((line) => row(line)[0])).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     for (const line of rows) expect(row(line).every(Number.isFinite)).toBe(true);
   },
   EXAMPLE_TIMEOUT,

@@ -23,7 +23,7 @@ it(
     const cwd = tempDir();
     try {
       const output = execFileSync(process.execPath, [script], { cwd, encoding: 'utf8' });
-      expect(output).toMatch(/layer 8, seed 0: images\/two-blue-squares-[0-9a-f]{8}\/L8-s0\.png/);
+      expect(output).toMatch(/layer 12, seed 0: images\/two-blue-squares-[0-9a-f]{8}\/L12-s0\.png/);
       expect(output).toMatch(/^6 images; manifest at .*runs\/library-example\/manifest\.json$/m);
       const manifest = JSON.parse(
         readFileSync(join(cwd, 'runs', 'library-example', 'manifest.json'), 'utf8'),
@@ -49,10 +49,10 @@ it(
       const lines = execFileSync(process.execPath, [script], { cwd: tempDir(), encoding: 'utf8' })
         .trimEnd()
         .split('\n');
-      // The shapes model: layers 0..8, one seed, two settings, all made (a fresh folder each).
-      expect(lines).toHaveLength(18);
-      expect(lines[0]).toMatch(/^final \d made .*runs\/uncond-final\/images\/.*\.png$/);
-      expect(lines.at(-1)).toMatch(/^same-layer \d made .*runs\/uncond-same-layer\//);
+      // The shapes model: layers 0..12, one seed, two settings, all made (a fresh folder each).
+      expect(lines).toHaveLength(26);
+      expect(lines[0]).toMatch(/^final \d+ made .*runs\/uncond-final\/images\/.*\.png$/);
+      expect(lines.at(-1)).toMatch(/^same-layer \d+ made .*runs\/uncond-same-layer\//);
     } finally {
       rmSync(script, { force: true });
     }

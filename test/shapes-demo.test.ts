@@ -31,14 +31,14 @@ describe('the shapes demo', () => {
     expect(result.exitCode, result.stderr).toBe(0);
     const manifest: Manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
     expect(manifest.model.id).toBe(EMBEDDED_MODEL_DIR);
-    expect(manifest.model.num_layers).toBe(8);
+    expect(manifest.model.num_layers).toBe(12);
     expect(manifest.images.map((image) => [image.layer, image.seed])).toEqual([
       [0, 0],
       [0, 1],
       [4, 0],
       [4, 1],
-      [8, 0],
-      [8, 1],
+      [12, 0],
+      [12, 1],
     ]);
     for (const image of manifest.images) expect(existsSync(join(out, image.path))).toBe(true);
     expect(manifest.grids).toHaveLength(1);

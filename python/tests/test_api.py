@@ -274,6 +274,6 @@ def test_the_readme_examples_run_as_written(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR)}
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True)
     manifest = json.loads((tmp_path / "runs" / "apple" / "manifest.json").read_text())
-    assert len(manifest["images"]) == 9 * 2 and manifest["config"]["prompts"] == ["a red apple"]
-    assert manifest["model"]["num_layers"] == 8
+    assert len(manifest["images"]) == 13 * 2 and manifest["config"]["prompts"] == ["a red apple"]
+    assert manifest["model"]["num_layers"] == 12
     assert (tmp_path / "apple-edit.safetensors").is_file()

@@ -1,5 +1,5 @@
 """The committed shapes model (models/shapes): loads like any checkpoint, the lens reproduces the stock
-pipeline at its final layer, and it fits the repository's size budget."""
+pipeline at its final layer, it draws held-out prompts right, and it fits the repository's size budget."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import torch
 
 from diffusion_lens.families import SamplerSettings, load_family
 from diffusion_lens.generation import Item, LensOptions, generate
+from diffusion_lens.shapes.bench import heldout_scenes
 from diffusion_lens.shapes.model import MAX_TOKENS, TEXT_LAYERS, build_tokenizer
+from diffusion_lens.shapes.scorer import score
 from diffusion_lens.shapes.world import vocabulary
 
 from .conftest import load_options
@@ -53,6 +55,24 @@ def test_final_layer_reproduces_the_stock_pipeline(shapes_family):
         generator=torch.Generator().manual_seed(3), output_type="pil",
     ).images[0]  # fmt: skip
     np.testing.assert_array_equal(images[0], np.asarray(expected))
+
+
+def test_final_layer_quality_on_held_out_prompts(shapes_family):
+    # A smoke test of the weights (`npm run shapes-bench` measures them): 8 fixed single-object prompts the
+    # model never saw, one seed, scored from the pixels by the ground-truth scorer.
+    scenes = [scene for scene in heldout_scenes(8) if scene.kind == "single"]
+    assert len(scenes) == 8
+    settings = SamplerSettings(
+        num_inference_steps=20, guidance_scale=5.0, height=32, width=32, scheduler=None
+    )
+    images: dict[int, np.ndarray] = {}
+    generate(
+        shapes_family, [scene.prompt for scene in scenes], [Item(i, TEXT_LAYERS, 0) for i in range(8)],
+        settings, LensOptions(), lambda index, item, stage, image, ms: images.__setitem__(item.prompt, image),
+        lambda progress: None,
+    )  # fmt: skip
+    wrong = [scene.prompt for i, scene in enumerate(scenes) if not score(scene, images[i])["color_shape"]]
+    assert len(wrong) <= 2, f"colour and shape wrong for {wrong}"
 
 
 def test_the_tokenizer_keeps_grammar_words_whole():

@@ -1,10 +1,12 @@
 """The shapes model's architecture: a Stable-Diffusion-shaped pipeline small enough to train on two
-CPU cores. A CLIP text encoder trained from scratch (8 layers, so the lens has depth to look at), a
-UNet on 16x16x4 latents, and a small VAE (32x32 RGB <-> 16x16x4).
+CPU cores. A CLIP text encoder trained from scratch (12 layers, like SD 1.x's, so the lens has depth to
+look at), a UNet on 16x16x4 latents, and a small VAE (32x32 RGB <-> 16x16x4).
 
-Self-attention in the UNet is replaced by a second cross-attention (``only_cross_attention``): on a
-CPU, 256-token self-attention cost more than half of each training step, and the convolutions already
-see the whole 16x16 latent by the UNet's bottom level.
+Self-attention runs where it is cheap and where layout is decided: at 8x8 and 4x4 (64 and 16 tokens), so
+objects can place themselves relative to each other ("above", two colours on two shapes). At 16x16 the
+UNet's transformer blocks cross-attend twice instead (``only_cross_attention``): there, 256-token
+self-attention would cost more than half of each CPU training step. Positions come from the convolutions'
+zero padding, which every UNet level below 16x16 sees across the whole latent.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .world import vocabulary
 IMAGE_SIZE = 32
 LATENT_SIZE = 16
 MAX_TOKENS = 16  # BOS + the longest prompt (about 11 words) + EOS, padded
-TEXT_LAYERS = 8
+TEXT_LAYERS = 12
 TEXT_WIDTH = 128
 # Stable Diffusion's noise schedule. (A cosine schedule drives alpha_bar to ~0 at the last timestep,
 # where turning an epsilon prediction into x0 divides by ~0: DPM-Solver and DDIM then sample garbage.)
@@ -58,14 +60,17 @@ def build_unet() -> UNet2DConditionModel:
         sample_size=LATENT_SIZE,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64, 64),
+        # The 4x4 level is wide: it is where layout and counts are decided, and costs least per channel.
+        block_out_channels=(32, 64, 128),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=8,
         norm_num_groups=8,
-        only_cross_attention=True,
+        # Per down block (16x16, 8x8, 4x4; the up blocks mirror it): self-attention below 16x16 only.
+        only_cross_attention=(True, False, False),
+        mid_block_only_cross_attention=False,
     )
 
 

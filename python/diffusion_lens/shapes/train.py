@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
+from transformers import CLIPTokenizer
 
 from . import model as shapes_model
 from .render import render
-from .world import is_heldout, sample_scene
+from .world import KINDS, is_heldout, sample_scene
 
 DEFAULT_OUT = Path(__file__).resolve().parents[3] / "models" / "shapes"
 DEFAULT_WORK_DIR = (
@@ -37,17 +38,43 @@ DEFAULT_WORK_DIR = (
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    dataset_size: int = 40_000
+    dataset_size: int = 80_000
+    # How often each kind of scene is drawn: relations (two objects, binding, layout) are the hardest.
+    weight_single: float = 0.4
+    weight_count: float = 0.2
+    weight_relation: float = 0.4
     vae_steps: int = 500
     vae_lr: float = 1e-3
-    unet_steps: int = 4_500
-    unet_lr: float = 5e-4
-    warmup: int = 200
+    unet_steps: int = 6_500
+    unet_lr: float = 8e-4
+    warmup: int = 300
     batch: int = 64
     cfg_dropout: float = 0.1
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     checkpoint_every: int = 250
+
+
+# The settings only the text encoder + UNet stage reads: changing them keeps the work dir's scenes and VAE.
+UNET_STAGE_FIELDS = frozenset(
+    {"unet_steps", "unet_lr", "warmup", "cfg_dropout", "min_snr_gamma", "ema_decay", "checkpoint_every"}
+)
+
+
+def check_work_dir(work: Path, config: TrainConfig) -> None:
+    """Records the run's settings in the work dir, refusing settings its cached stages were not made with
+    (changed UNet-stage settings are taken before that stage has started)."""
+    recorded = work / "config.json"
+    if recorded.exists():
+        before = json.loads(recorded.read_text())
+        changed = sorted(field for field, value in asdict(config).items() if before.get(field) != value)
+        if changed and (not UNET_STAGE_FIELDS.issuperset(changed) or (work / "unet.pt").exists()):
+            raise SystemExit(
+                f"{work} holds a run with other {', '.join(changed)}; use another --work-dir or --seed"
+            )
+        if changed:
+            log(f"{work}: keeping its scenes and VAE; the UNet stage takes the new {', '.join(changed)}")
+    recorded.write_text(json.dumps(asdict(config), indent=2) + "\n")
 
 
 def log(message: str) -> None:
@@ -60,15 +87,30 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def load_or_build_tokenizer(work: Path) -> CLIPTokenizer:
+    """The run's tokenizer, built once and kept in the work dir: a resumed run reads its cached token ids
+    with the tokenizer that made them, even if the tokenizer's code has changed meanwhile."""
+    path = work / "tokenizer"
+    if path.exists():
+        return CLIPTokenizer.from_pretrained(path)
+    tokenizer = shapes_model.build_tokenizer()
+    staging = work / "tokenizer.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer.save_pretrained(staging)
+    os.replace(staging, path)
+    return tokenizer
+
+
 def build_dataset(config: TrainConfig, tokenizer, path: Path) -> dict[str, torch.Tensor]:
     """Rendered training scenes (uint8 images) and their token ids; cached in the work dir."""
     if path.exists():
         return torch.load(path)
     rng = random.Random(config.seed)
+    weights = (config.weight_single, config.weight_count, config.weight_relation)
     images = np.empty((config.dataset_size, shapes_model.IMAGE_SIZE, shapes_model.IMAGE_SIZE, 3), np.uint8)
     prompts = []
     for index in range(config.dataset_size):
-        scene = sample_scene(rng, "train")
+        scene = sample_scene(rng, "train", KINDS, weights)
         assert not is_heldout(scene)
         images[index] = np.asarray(render(scene, shapes_model.IMAGE_SIZE, rng))
         prompts.append(scene.prompt)
@@ -101,6 +143,7 @@ class Progress:
 
 
 def train_vae(config: TrainConfig, images: torch.Tensor, work: Path):
+    torch.manual_seed(config.seed + 1)  # weight initialisation, whatever ran before in this process
     vae = shapes_model.build_vae()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr)
     generator = torch.Generator().manual_seed(config.seed + 1)
@@ -279,14 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     work = Path(args.work_dir).expanduser() / f"seed{config.seed}"
     work.mkdir(parents=True, exist_ok=True)
-    recorded = work / "config.json"
-    if recorded.exists() and json.loads(recorded.read_text()) != asdict(config):
-        raise SystemExit(f"{work} holds a run with other settings; use another --work-dir or --seed")
-    recorded.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    check_work_dir(work, config)
 
     started = time.perf_counter()
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else float("inf")
-    tokenizer = shapes_model.build_tokenizer()
+    tokenizer = load_or_build_tokenizer(work)
     dataset = build_dataset(config, tokenizer, work / "dataset.pt")
     vae = train_vae(config, dataset["images"], work)
     latents, scaling_factor = encode_latents(vae, dataset["images"], work / "latents.pt")

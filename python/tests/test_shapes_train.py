@@ -1,0 +1,87 @@
+"""The shapes model's training script at a tiny size: it exports a pipeline stock diffusers loads, a run
+stopped part-way and run again ends with the weights of an uninterrupted run, and a work dir refuses
+settings its cached stages were not made with."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffusion_lens.shapes import train
+from diffusion_lens.shapes.model import TEXT_LAYERS
+
+TINY = ["--dataset-size", "32", "--vae-steps", "2", "--unet-steps", "4", "--batch", "4", "--threads", "1"]
+
+
+def run(out: Path, work: Path, *extra: str) -> None:
+    train.main(["--out", str(out), "--work-dir", str(work), *TINY, *extra])
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return {
+        f"{part}.{name}": tensor
+        for part in ("text_encoder", "unet")
+        for name, tensor in load_file(next((out / part).glob("*.safetensors"))).items()
+    }
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("straight")
+    run(root / "model", root / "work")
+    return root
+
+
+def test_it_exports_a_pipeline_that_stock_diffusers_loads(straight):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(straight / "model"))
+    assert pipe.text_encoder.config.num_hidden_layers == TEXT_LAYERS
+    # The exported tokenizer is the one the scenes were tokenised with, kept in the work dir.
+    kept = (straight / "work" / "seed0" / "tokenizer" / "tokenizer.json").read_text()
+    assert (
+        pipe.tokenizer.get_vocab()
+        == train.CLIPTokenizer.from_pretrained(kept and straight / "work" / "seed0" / "tokenizer").get_vocab()
+    )
+
+
+def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch, straight):
+    ticking_clock(monkeypatch)  # the UNet stage stops after its 2nd step
+    run(tmp_path / "model", tmp_path / "work", "--minutes", str(4 / 60))
+    assert torch.load(tmp_path / "work" / "seed0" / "unet.pt")["step"] == 2
+    monkeypatch.undo()
+    run(tmp_path / "model", tmp_path / "work")
+    stopped, uninterrupted = weights(tmp_path / "model"), weights(straight / "model")
+    assert stopped.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(stopped[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_a_work_dir_refuses_other_settings_for_stages_it_has_made(straight, tmp_path, monkeypatch):
+    work = straight / "work"
+    with pytest.raises(SystemExit, match="other unet_lr"):  # the UNet stage has run
+        run(tmp_path / "model", work, "--unet-lr", "1e-4")
+    with pytest.raises(SystemExit, match="other dataset_size"):
+        run(tmp_path / "model", work, "--dataset-size", "16")
+    # Stopped before the UNet stage's first step: its settings may still change, the VAE is kept.
+    ticking_clock(monkeypatch)
+    run(tmp_path / "early", tmp_path / "work", "--minutes", str(1 / 60))
+    assert not (tmp_path / "work" / "seed0" / "unet.pt").exists()
+    vae = (tmp_path / "work" / "seed0" / "vae.pt").stat().st_mtime_ns
+    run(tmp_path / "early", tmp_path / "work", "--minutes", str(1 / 60), "--unet-lr", "1e-4")
+    assert (tmp_path / "work" / "seed0" / "vae.pt").stat().st_mtime_ns == vae
+
+
+def ticking_clock(monkeypatch) -> None:
+    """A clock that ticks once per reading: under --minutes N/60 the UNet stage reads it N times (once at
+    the start, twice a step), then checkpoints and exports."""
+    ticks = iter(range(10**6))
+    clock = SimpleNamespace(
+        strftime=time.strftime, perf_counter=time.perf_counter, monotonic=lambda: next(ticks)
+    )
+    monkeypatch.setattr(train, "time", clock)
