@@ -4,7 +4,9 @@ in other batches."""
 from __future__ import annotations
 
 import functools
+import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -12,14 +14,15 @@ import torch
 from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
     StableDiffusionPipeline,
 )
 
-from diffusion_lens.families import SamplerSettings
+from diffusion_lens.families import SamplerSettings, load_family
 from diffusion_lens.families.sd import final_layer_norm
 from diffusion_lens.generation import BadRequest, Cancelled, Item, LensOptions, OutOfMemory, generate
 
-from .conftest import stock_settings_image
+from .conftest import load_options, stock_settings_image
 
 PROMPTS = ["a red apple", "two blue cubes on a table", "a portrait of an astronaut"]
 SETTINGS = SamplerSettings(num_inference_steps=4, guidance_scale=7.5, height=32, width=32, scheduler=None)
@@ -290,3 +293,29 @@ def test_conditioning_is_the_pipeline_arguments(sd_family):
         assert list(conditioning[layer]) == ["prompt_embeds"]
         assert torch.equal(conditioning[layer]["prompt_embeds"], encoded[layer])
         assert encoded[layer].shape == (1, sd_family.pipe.tokenizer.model_max_length, 40)
+
+
+def test_a_zero_snr_checkpoint_keeps_its_schedule_or_refuses_the_scheduler(sd_dir, tmp_path):
+    """A checkpoint trained with zero terminal SNR (rescale_betas_zero_snr, v-prediction) samples on that
+    schedule with a named scheduler that keeps it, equal to the stock pipeline with that scheduler; a
+    scheduler class that would drop the setting is refused by name instead of sampling another schedule."""
+    zero_snr = tmp_path / "zero-snr"
+    shutil.copytree(sd_dir, zero_snr)
+    config_file = zero_snr / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    config.update(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    config_file.write_text(json.dumps(config))
+    family = load_family(load_options(zero_snr), None)
+    pndm = SamplerSettings(**{**SETTINGS.__dict__, "scheduler": "pndm"})
+    with pytest.raises(
+        BadRequest, match=r"^scheduler: 'pndm' cannot sample this checkpoint's zero-terminal-SNR"
+    ):
+        run_lens(family, PROMPTS[:1], [Item(0, 0, 0)], pndm)
+
+    euler = SamplerSettings(**{**SETTINGS.__dict__, "scheduler": "euler"})
+    (image,), _ = run_lens(family, PROMPTS[:1], [Item(0, family.num_layers, 0)], euler)
+    stock = StableDiffusionPipeline.from_pretrained(zero_snr, safety_checker=None)
+    stock.scheduler = EulerDiscreteScheduler.from_config(stock.scheduler.config)
+    assert stock.scheduler.config.rescale_betas_zero_snr
+    expected = stock_settings_image(stock, PROMPTS[0], 0, euler)
+    assert np.abs(image.astype(int) - expected.astype(int)).max() <= 1

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusion_lens.shapes import train
+from diffusion_lens.shapes import model, train
 from diffusion_lens.shapes.model import TEXT_LAYERS
 
 TINY = ["--dataset-size", "32", "--vae-steps", "2", "--unet-steps", "4", "--batch", "4", "--threads", "1"]
@@ -82,3 +82,34 @@ def ticking_clock(monkeypatch) -> None:
         strftime=time.strftime, perf_counter=time.perf_counter, monotonic=lambda: next(ticks)
     )
     monkeypatch.setattr(train, "time", clock)
+
+
+@pytest.mark.parametrize("prediction_type, zero_snr", [("epsilon", False), ("v_prediction", True)])
+def test_loss_weights_are_the_stated_weights_on_the_clean_latents_error(prediction_type, zero_snr):
+    """The weighted squared error of a prediction equals the documented weight times the squared error of
+    the clean latents diffusers' own scheduler step infers from that prediction."""
+    from diffusers import DDPMScheduler
+
+    scheduler = model.training_scheduler(prediction_type, zero_snr)
+    stepper = DDPMScheduler.from_config(scheduler.config, clip_sample=False)
+    generator = torch.Generator().manual_seed(0)
+    clean, noise, error = (torch.randn(1, 4, 8, 8, generator=generator) for _ in range(3))
+    for t in (0, 250, 700, 999):
+        timesteps = torch.tensor([t])
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        target = scheduler.get_velocity(clean, noise, timesteps) if zero_snr else noise
+        inferred = stepper.step(target + 0.1 * error, t, noisy).pred_original_sample
+        snr = float(scheduler.alphas_cumprod[t] / (1 - scheduler.alphas_cumprod[t]))
+        stated = max(min(snr, 5.0), 1.0) if zero_snr else min(snr, 5.0)
+        weight = float(train.loss_weights(scheduler, timesteps, 5.0, prediction_type)[0])
+        loss = weight * (0.1 * error).pow(2).mean().item()
+        assert loss == pytest.approx(stated * (inferred - clean).pow(2).mean().item(), rel=1e-3), t
+    if zero_snr:
+        assert float(scheduler.alphas_cumprod[999]) == 0.0  # the last timestep is pure noise
+
+
+def test_zero_terminal_snr_without_v_prediction_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(tmp_path / "model", tmp_path / "work", "--zero-terminal-snr", "--prediction-type", "epsilon")
+    assert "zero_terminal_snr needs prediction_type v_prediction" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

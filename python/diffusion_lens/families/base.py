@@ -14,7 +14,7 @@ import torch
 
 from ..devices import dtype_name
 from ..images import unit_to_uint8
-from ..schedulers import SCHEDULER_NAMES
+from ..schedulers import SCHEDULER_NAMES, scheduler_problem
 from .acceleration import Acceleration
 from .options import NO_OPTIONS, OptionsSchema, options_problem, with_defaults
 from .sampling import call_stock
@@ -318,7 +318,7 @@ class Family(ABC):
 
     def problem_with(self, settings: SamplerSettings) -> str | None:
         """Why this model cannot sample with ``settings`` (checked, defaults filled in), or None."""
-        return None
+        return scheduler_problem(settings.scheduler, self.pipe.scheduler.config)
 
     # Set by a family loaded with ``offload: encoder`` on an accelerator: its text encoders, kept on the CPU.
     offloaded_encoders: tuple[torch.nn.Module, ...] = ()

@@ -22,16 +22,24 @@ LATENT_SIZE = 16
 MAX_TOKENS = 16  # BOS + the longest prompt (about 11 words) + EOS, padded
 TEXT_LAYERS = 12
 TEXT_WIDTH = 128
-# Stable Diffusion's noise schedule. (A cosine schedule drives alpha_bar to ~0 at the last timestep,
-# where turning an epsilon prediction into x0 divides by ~0: DPM-Solver and DDIM then sample garbage.)
+# Stable Diffusion's noise schedule; the training config picks the prediction type and whether the last
+# timestep is rescaled to zero signal. (At zero SNR, turning an epsilon prediction into x0 divides by ~0:
+# DPM-Solver and DDIM then sample garbage, so zero terminal SNR needs v-prediction.)
 SCHEDULE = {
     "num_train_timesteps": 1000,
     "beta_schedule": "scaled_linear",
     "beta_start": 0.00085,
     "beta_end": 0.012,
-    "prediction_type": "epsilon",
     "steps_offset": 1,
 }
+
+
+def schedule(prediction_type: str, zero_terminal_snr: bool) -> dict[str, object]:
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type: {prediction_type!r} is not epsilon or v_prediction")
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise ValueError("zero_terminal_snr needs prediction_type v_prediction")
+    return {**SCHEDULE, "prediction_type": prediction_type, "rescale_betas_zero_snr": zero_terminal_snr}
 
 
 def build_tokenizer() -> CLIPTokenizer:
@@ -55,21 +63,28 @@ def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     )
 
 
-def build_unet() -> UNet2DConditionModel:
+def build_unet(bottom: int = 4, bottom_attention: bool = False) -> UNet2DConditionModel:
+    """The UNet down to ``bottom`` x ``bottom`` (4, or 2: one more level, whose four cells are the four
+    quadrants, each told apart by the zero padding it sees); the middle block attends at the bottom, the
+    bottom level's own blocks only if ``bottom_attention``."""
+    if bottom not in (4, 2):
+        raise ValueError(f"unet_bottom: {bottom} is not 4 or 2")
+    levels = 3 if bottom == 4 else 4
+    attends = [True] * (levels - 1) + [bottom_attention]
     return UNet2DConditionModel(
         sample_size=LATENT_SIZE,
         in_channels=4,
         out_channels=4,
-        # The 4x4 level is wide: it is where layout and counts are decided, and costs least per channel.
-        block_out_channels=(32, 64, 128),
+        # The low levels are wide: layout and counts are decided there, and a channel costs least there.
+        block_out_channels=(32, 64, 128, 128)[:levels],
         layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends)),
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=8,
         norm_num_groups=8,
-        # Per down block (16x16, 8x8, 4x4; the up blocks mirror it): self-attention below 16x16 only.
-        only_cross_attention=(True, False, False),
+        # Per down block (16x16 first; the up blocks mirror it): at 16x16 cross-attention only.
+        only_cross_attention=(True, *[False] * (levels - 1)),
         mid_block_only_cross_attention=False,
     )
 
@@ -88,10 +103,10 @@ def build_vae() -> AutoencoderKL:
     )
 
 
-def training_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(**SCHEDULE)
+def training_scheduler(prediction_type: str, zero_terminal_snr: bool) -> DDPMScheduler:
+    return DDPMScheduler(**schedule(prediction_type, zero_terminal_snr))
 
 
-def sampling_scheduler() -> DPMSolverMultistepScheduler:
+def sampling_scheduler(prediction_type: str, zero_terminal_snr: bool) -> DPMSolverMultistepScheduler:
     """The checkpoint's own scheduler: DPM-Solver++ on the training schedule (good in 20 steps)."""
-    return DPMSolverMultistepScheduler(**SCHEDULE)
+    return DPMSolverMultistepScheduler(**schedule(prediction_type, zero_terminal_snr))

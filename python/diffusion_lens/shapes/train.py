@@ -16,7 +16,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +50,28 @@ class TrainConfig:
     warmup: int = 300
     batch: int = 64
     cfg_dropout: float = 0.1
+    # What the UNet predicts ("epsilon" or "v_prediction") and whether the schedule's last timestep is
+    # pure noise (zero terminal SNR, Lin et al. 2024; needs v-prediction). See loss_weights.
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
+    # The UNet's lowest resolution (4 or 2) and whether its blocks there attend (see model.build_unet).
+    unet_bottom: int = 4
+    bottom_attention: bool = False
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     checkpoint_every: int = 250
 
+    def __post_init__(self) -> None:
+        shapes_model.schedule(self.prediction_type, self.zero_terminal_snr)  # refuses a bad combination
+
 
 # The settings only the text encoder + UNet stage reads: changing them keeps the work dir's scenes and VAE.
 UNET_STAGE_FIELDS = frozenset(
-    {"unet_steps", "unet_lr", "warmup", "cfg_dropout", "min_snr_gamma", "ema_decay", "checkpoint_every"}
-)
+    {
+        "unet_steps", "unet_lr", "warmup", "cfg_dropout", "prediction_type", "zero_terminal_snr",
+        "unet_bottom", "bottom_attention", "min_snr_gamma", "ema_decay", "checkpoint_every",
+    }
+)  # fmt: skip
 
 
 def check_work_dir(work: Path, config: TrainConfig) -> None:
@@ -187,9 +200,16 @@ def encode_latents(vae, images: torch.Tensor, path: Path) -> tuple[torch.Tensor,
     return latents, scaling_factor
 
 
-def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+def loss_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str) -> torch.Tensor:
+    """Per-item weights of the prediction's squared error. Written as weights on the error of the implied
+    clean latent x0: epsilon-prediction with min-SNR gives min(snr, gamma), which all but ignores the
+    noisiest timesteps (snr ~0.005 at the last one), where an image's layout is decided. V-prediction
+    gives them weight 1: min(max(snr, 1), gamma) ("truncated SNR", Salimans & Ho 2022, capped by min-SNR,
+    Hang et al. 2023). A v error costs x0 error times (snr + 1), an epsilon error times snr."""
     alphas = scheduler.alphas_cumprod[timesteps]
     snr = alphas / (1 - alphas)
+    if prediction_type == "v_prediction":
+        return torch.clamp(snr, min=1.0, max=gamma) / (snr + 1)
     return torch.clamp(snr, max=gamma) / snr
 
 
@@ -204,14 +224,14 @@ def train_unet(
 ):
     torch.manual_seed(config.seed + 2)  # weight initialisation
     text_encoder = shapes_model.build_text_encoder(tokenizer)
-    unet = shapes_model.build_unet()
+    unet = shapes_model.build_unet(config.unet_bottom, config.bottom_attention)
     ema_text, ema_unet = (
         copy.deepcopy(text_encoder).requires_grad_(False),
         copy.deepcopy(unet).requires_grad_(False),
     )
     parameters = [*text_encoder.parameters(), *unet.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=0.01)
-    scheduler = shapes_model.training_scheduler()
+    scheduler = shapes_model.training_scheduler(config.prediction_type, config.zero_terminal_snr)
     generator = torch.Generator().manual_seed(config.seed + 3)
     empty = tokenizer(
         [""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
@@ -248,8 +268,13 @@ def train_unet(
         noisy = scheduler.add_noise(clean, noise, timesteps)
         hidden = text_encoder(tokens).last_hidden_state
         prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
-        per_item = (prediction - noise).pow(2).mean(dim=(1, 2, 3))
-        loss = (per_item * min_snr_weights(scheduler, timesteps, config.min_snr_gamma)).mean()
+        if config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(clean, noise, timesteps)
+        else:
+            target = noise
+        per_item = (prediction - target).pow(2).mean(dim=(1, 2, 3))
+        weights = loss_weights(scheduler, timesteps, config.min_snr_gamma, config.prediction_type)
+        loss = (per_item * weights).mean()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step)
         optimizer.zero_grad(set_to_none=True)
@@ -276,13 +301,21 @@ def train_unet(
 
 
 def export(
-    out: Path, tokenizer, text_encoder, unet, vae, scaling_factor: float, info: dict[str, Any]
+    out: Path,
+    config: TrainConfig,
+    tokenizer,
+    text_encoder,
+    unet,
+    vae,
+    scaling_factor: float,
+    info: dict[str, Any],
 ) -> None:
     vae = copy.deepcopy(vae)
     vae.register_to_config(scaling_factor=scaling_factor)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=shapes_model.sampling_scheduler(), safety_checker=None, feature_extractor=None,
+        scheduler=shapes_model.sampling_scheduler(config.prediction_type, config.zero_terminal_snr),
+        safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )  # fmt: skip
     staging = out.with_name(out.name + ".partial")
@@ -300,7 +333,7 @@ def export(
     log(f"exported the pipeline to {out}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -313,11 +346,28 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="stop the UNet stage after this long, export, resume later",
     )
-    defaults = TrainConfig()
-    for field, value in asdict(defaults).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+    for field, value in asdict(TrainConfig()).items():
+        flag = f"--{field.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        elif field == "prediction_type":
+            parser.add_argument(flag, choices=("epsilon", "v_prediction"), default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    return parser
+
+
+def config_of(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{field.name: getattr(args, field.name) for field in fields(TrainConfig)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    config = TrainConfig(**{field: getattr(args, field) for field in asdict(defaults)})
+    try:
+        config = config_of(args)
+    except ValueError as error:
+        parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work_dir).expanduser() / f"seed{config.seed}"
@@ -340,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds_this_run": round(time.perf_counter() - started),
         "torch_threads": torch.get_num_threads(),
     }
-    export(Path(args.out), tokenizer, text_encoder, unet, vae, scaling_factor, info)
+    export(Path(args.out), config, tokenizer, text_encoder, unet, vae, scaling_factor, info)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,245 @@
+"""Ablations of the shapes model's training: short runs that each change one setting, scored at the final
+encoder layer on held-out prompts by the ground-truth scorer.
+
+    python -m diffusion_lens.shapes.ablation --work-dir DIR [--steps 1000] [--parallel 3] [--only NAME]
+        [training settings, e.g. --batch 32: as `python -m diffusion_lens.shapes.train` takes them]
+
+Every variant starts from the same seed and the same first stage (scenes, tokenizer, VAE, latents: built
+once in DIR/shared, then linked into each variant's work dir) and differs from the others only in its
+overrides of ``TrainConfig``. A variant is trained by ``diffusion_lens.shapes.train`` in its own process
+(resumable: run the same command again after a stop), then scored; a variant already trained for --steps
+is only scored. The table, with Wilson 95% intervals, is printed and written to DIR/ablation.md and
+DIR/ablation.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from scipy.stats import binomtest
+
+from .bench import heldout_scenes
+from .scorer import Detection, detect, score_detections
+from .train import (
+    UNET_STAGE_FIELDS,
+    TrainConfig,
+    build_dataset,
+    build_parser,
+    check_work_dir,
+    config_of,
+    encode_latents,
+    load_or_build_tokenizer,
+    train_vae,
+)
+from .world import Scene, position_of, relation_holds
+
+# Each variant names every setting the ablation varies, so a change of TrainConfig's defaults does not
+# change what a variant means. Ordered: each row changes one setting of the row before it.
+ABLATED = ("prediction_type", "zero_terminal_snr", "unet_bottom", "bottom_attention")
+EPSILON = {"prediction_type": "epsilon", "zero_terminal_snr": False}
+ZERO_SNR = {"prediction_type": "v_prediction", "zero_terminal_snr": True}
+V2_UNET = {"unet_bottom": 4, "bottom_attention": False}
+VARIANTS: dict[str, dict[str, object]] = {
+    "epsilon": {**EPSILON, **V2_UNET},
+    "v-prediction": {"prediction_type": "v_prediction", "zero_terminal_snr": False, **V2_UNET},
+    "v-prediction-zero-snr": {**ZERO_SNR, **V2_UNET},
+    "zero-snr-attention-4x4": {**ZERO_SNR, "unet_bottom": 4, "bottom_attention": True},
+    "zero-snr-down-to-2x2": {**ZERO_SNR, "unet_bottom": 2, "bottom_attention": False},
+    "epsilon-down-to-2x2": {**EPSILON, "unet_bottom": 2, "bottom_attention": False},
+}
+# The scorer's answers shown, in the benchmark's words, and two answers about layout alone (an early
+# model draws blobs whose shapes the scorer cannot name yet, but whose places it can judge).
+COLUMNS: dict[str, str] = {
+    "single_color_shape": "single: colour + shape",
+    "position": "position",
+    "position_any": "position of the largest object",
+    "count": "count",
+    "second": "second object",
+    "binding": "binding",
+    "relation": "relation",
+    "relation_by_colour": "relation of the two colours",
+}
+SHARED_FILES = ("dataset.pt", "vae.pt", "latents.pt", "config.json")
+
+
+def log(message: str) -> None:
+    print(f"[shapes-ablation {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def prepare_shared(work: Path, config: TrainConfig) -> Path:
+    """Builds the first stage once (as `train` does) and returns its seed folder."""
+    shared = work / "shared" / f"seed{config.seed}"
+    shared.mkdir(parents=True, exist_ok=True)
+    check_work_dir(shared, config)
+    tokenizer = load_or_build_tokenizer(shared)
+    dataset = build_dataset(config, tokenizer, shared / "dataset.pt")
+    vae = train_vae(config, dataset["images"], shared)
+    encode_latents(vae, dataset["images"], shared / "latents.pt")
+    return shared
+
+
+def link_shared(shared: Path, target: Path) -> None:
+    """The shared first stage in a variant's work dir: hard links (copies across file systems)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SHARED_FILES:
+        if not (target / name).exists():
+            try:
+                os.link(shared / name, target / name)
+            except OSError:
+                shutil.copy2(shared / name, target / name)
+    if not (target / "tokenizer").exists():
+        shutil.copytree(shared / "tokenizer", target / "tokenizer")
+
+
+def flags(overrides: dict[str, object]) -> list[str]:
+    out = []
+    for field, value in overrides.items():
+        flag = f"--{field.replace('_', '-')}"
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def trained_steps(model: Path) -> int:
+    info = model / "training.json"
+    return json.loads(info.read_text()).get("unet_steps_done", 0) if info.exists() else 0
+
+
+def train_variants(work: Path, names: list[str], steps: int, parallel: int, training_args: list[str]) -> None:
+    todo = [name for name in names if trained_steps(work / name / "model") < steps]
+    if not todo:
+        return
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    running: dict[str, subprocess.Popen] = {}
+    pending = list(todo)
+    log(f"training {', '.join(todo)} ({steps} UNet steps, {parallel} at a time, {threads} threads each)")
+    last_report = time.monotonic()
+    while pending or running:
+        while pending and len(running) < parallel:
+            name = pending.pop(0)
+            command = [
+                sys.executable, "-m", "diffusion_lens.shapes.train", "--work-dir", str(work / name),
+                "--out", str(work / name / "model"), "--threads", str(threads), "--checkpoint-every", "100",
+                *training_args, "--unet-steps", str(steps), *flags(VARIANTS[name]),
+            ]  # fmt: skip
+            handle = open(work / name / "train.log", "a")  # noqa: SIM115 (closed with the process)
+            running[name] = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        time.sleep(1)
+        report = time.monotonic() - last_report >= 60
+        last_report = time.monotonic() if report else last_report
+        for name, process in list(running.items()):
+            if process.poll() is None:
+                if report:
+                    lines = (work / name / "train.log").read_text().strip().splitlines()
+                    print(f"  {name}: {lines[-1] if lines else 'starting'}", flush=True)
+                continue
+            del running[name]
+            if process.returncode != 0:
+                raise SystemExit(f"{name}: training failed (see {work / name / 'train.log'})")
+            log(f"{name}: trained")
+
+
+def layout_answers(scene: Scene, detections: list[Detection]) -> dict[str, bool]:
+    """Single: whether the largest object, whatever its colour and shape, is at the stated position.
+    Relation: whether the largest objects of the two stated colours, whatever their shapes, stand in the
+    stated relation."""
+    if scene.kind == "single":
+        return {"position_any": bool(detections) and position_of(detections[0].center) == scene.position}
+    if scene.kind == "relation":
+        first, second = (next((d for d in detections if d.color == o.color), None) for o in scene.objects)
+        holds = first is not None and second is not None
+        return {
+            "relation_by_colour": holds and relation_holds(scene.relation or "", first.center, second.center)
+        }
+    return {}
+
+
+@torch.inference_mode()
+def evaluate(model: Path, per_kind: int, seeds: int, steps: int, guidance: float) -> dict[str, list[int]]:
+    """Per answer, [right, asked] over held-out prompts x seeds, at the final layer (the stock pipeline)."""
+    pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    counts = {key: [0, 0] for key in COLUMNS}
+    for scene in heldout_scenes(per_kind):
+        generators = [torch.Generator().manual_seed(seed) for seed in range(seeds)]
+        images = pipe(
+            [scene.prompt] * seeds, height=size, width=size, num_inference_steps=steps,
+            guidance_scale=guidance, generator=generators,
+        ).images  # fmt: skip
+        for image in images:
+            detections = detect(image)
+            truth = {**score_detections(scene, detections), **layout_answers(scene, detections)}
+            if scene.kind == "single":
+                truth["single_color_shape"] = truth["color_shape"]
+            for key in COLUMNS:
+                if truth.get(key) is not None:
+                    counts[key][0] += int(bool(truth[key]))
+                    counts[key][1] += 1
+    return counts
+
+
+def cell(right: int, asked: int) -> str:
+    interval = binomtest(right, asked).proportion_ci(method="wilson")
+    return f"{right / asked:.2f} [{interval.low:.2f}, {interval.high:.2f}]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work-dir", required=True, help="variants' work dirs, models and the table")
+    parser.add_argument("--steps", type=int, default=1000, help="UNet steps per variant")
+    parser.add_argument("--parallel", type=int, default=3, help="variants trained at once")
+    parser.add_argument("--only", action="append", choices=list(VARIANTS), help="a variant (repeatable)")
+    parser.add_argument("--per-kind", type=int, default=48, help="held-out prompts per scene kind")
+    parser.add_argument("--seeds", type=int, default=2)
+    args, training_args = parser.parse_known_args(argv)
+    config = config_of(build_parser().parse_args(training_args))
+    work = Path(args.work_dir).expanduser()
+    names = args.only or list(VARIANTS)
+
+    shared = prepare_shared(work, config)
+    for name in names:
+        assert set(VARIANTS[name]) <= UNET_STAGE_FIELDS, f"{name} changes the first stage: cannot share it"
+        link_shared(shared, work / name / f"seed{config.seed}")
+    train_variants(work, names, args.steps, args.parallel, training_args)
+
+    rows = []
+    for name in names:
+        log(f"scoring {name}")
+        counts = evaluate(work / name / "model", args.per_kind, args.seeds, steps=20, guidance=5.0)
+        rows.append((name, counts))
+    header = ["variant", *(f"`{f}`" for f in ABLATED), *COLUMNS.values()]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for name, counts in rows:
+        settings = [str(VARIANTS[name][f]) for f in ABLATED]
+        lines.append("| " + " | ".join([name, *settings, *(cell(*counts[k]) for k in COLUMNS)]) + " |")
+    title = (
+        f"Shapes model ablation: {args.steps} UNet steps per variant, final layer, "
+        f"{args.per_kind} held-out prompts per kind x {args.seeds} seeds, 20 steps, guidance 5"
+    )
+    table = f"{title}\n\n" + "\n".join(lines) + "\n"
+    print(table)
+    (work / "ablation.md").write_text(table)
+    with open(work / "ablation.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["variant", "answer", "right", "asked"])
+        for name, counts in rows:
+            writer.writerows([name, key, *counts[key]] for key in COLUMNS)
+
+
+if __name__ == "__main__":
+    main()
