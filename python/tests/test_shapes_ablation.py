@@ -23,8 +23,10 @@ def test_variants_train_apart_and_are_scored(tmp_path, capsys):
         expected = ablation.VARIANTS[name]
         assert scheduler["prediction_type"] == expected["prediction_type"]
         assert scheduler["rescale_betas_zero_snr"] == expected["zero_terminal_snr"]
-        # The first stage is the shared one: the same file, not a rebuilt copy.
+        # The first stage is the shared one: the same file, not a rebuilt copy; the settings are its own.
         assert (tmp_path / name / "seed0" / "vae.pt").samefile(tmp_path / "shared" / "seed0" / "vae.pt")
+        recorded = json.loads((tmp_path / name / "seed0" / "config.json").read_text())
+        assert {field: recorded[field] for field in expected} == expected
     with open(tmp_path / "ablation.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     asked = {(row["variant"], row["answer"]): int(row["asked"]) for row in rows}
@@ -36,5 +38,24 @@ def test_variants_train_apart_and_are_scored(tmp_path, capsys):
     trained = (tmp_path / "epsilon" / "model" / "training.json").stat().st_mtime_ns
     capsys.readouterr()
     ablation.main(argv)
-    assert "training" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "training" not in out and "scoring" not in out
     assert (tmp_path / "epsilon" / "model" / "training.json").stat().st_mtime_ns == trained
+
+
+def test_moved_tells_a_placed_object_from_the_same_image():
+    import random
+
+    from diffusion_lens.shapes.render import render
+    from diffusion_lens.shapes.world import Obj, Scene
+
+    left = Scene("single", (Obj("red", "circle", "small"),), position="left")
+    right = ablation.other_position(left)
+    assert right.position == "right" and right.objects == left.objects
+    image = render(left, 32, random.Random(0))
+    assert ablation.moved(image, render(right, 32, random.Random(0)))
+    assert not ablation.moved(image, image.copy())
+    blank = render(Scene("count", (Obj("red", "circle", "small"),), count=2), 32, random.Random(0)).point(
+        lambda _: 255
+    )
+    assert ablation.moved(image, blank) and not ablation.moved(blank, blank)

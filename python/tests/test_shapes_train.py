@@ -108,8 +108,19 @@ def test_loss_weights_are_the_stated_weights_on_the_clean_latents_error(predicti
         assert float(scheduler.alphas_cumprod[999]) == 0.0  # the last timestep is pure noise
 
 
-def test_zero_terminal_snr_without_v_prediction_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--zero-terminal-snr", "--prediction-type", "epsilon"],
+            "zero_terminal_snr needs prediction_type v_prediction",
+        ),
+        (["--unet-conv-in", "4"], "unet_conv_in: 4 is not an odd kernel size from 1 to 31"),
+        (["--unet-bottom", "8"], "unet_bottom: 8 is not 4 or 2"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit):
-        run(tmp_path / "model", tmp_path / "work", "--zero-terminal-snr", "--prediction-type", "epsilon")
-    assert "zero_terminal_snr needs prediction_type v_prediction" in capsys.readouterr().err
+        run(tmp_path / "model", tmp_path / "work", *flags)
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "work").exists()

@@ -22,10 +22,12 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
+from PIL import Image
 from scipy.stats import binomtest
 
 from .bench import heldout_scenes
@@ -41,35 +43,44 @@ from .train import (
     load_or_build_tokenizer,
     train_vae,
 )
-from .world import Scene, position_of, relation_holds
+from .world import POSITIONS, Scene, relation_holds
 
 # Each variant names every setting the ablation varies, so a change of TrainConfig's defaults does not
 # change what a variant means. Ordered: each row changes one setting of the row before it.
-ABLATED = ("prediction_type", "zero_terminal_snr", "unet_bottom", "bottom_attention")
+ABLATED = ("prediction_type", "zero_terminal_snr", "unet_bottom", "bottom_attention", "unet_conv_in")
 EPSILON = {"prediction_type": "epsilon", "zero_terminal_snr": False}
 ZERO_SNR = {"prediction_type": "v_prediction", "zero_terminal_snr": True}
-V2_UNET = {"unet_bottom": 4, "bottom_attention": False}
+V2_UNET = {"unet_bottom": 4, "bottom_attention": False, "unet_conv_in": 3}
+WIDE_CONV_IN = {**V2_UNET, "unet_conv_in": 31}
 VARIANTS: dict[str, dict[str, object]] = {
     "epsilon": {**EPSILON, **V2_UNET},
     "v-prediction": {"prediction_type": "v_prediction", "zero_terminal_snr": False, **V2_UNET},
     "v-prediction-zero-snr": {**ZERO_SNR, **V2_UNET},
-    "zero-snr-attention-4x4": {**ZERO_SNR, "unet_bottom": 4, "bottom_attention": True},
-    "zero-snr-down-to-2x2": {**ZERO_SNR, "unet_bottom": 2, "bottom_attention": False},
-    "epsilon-down-to-2x2": {**EPSILON, "unet_bottom": 2, "bottom_attention": False},
+    "zero-snr-attention-4x4": {**ZERO_SNR, **V2_UNET, "bottom_attention": True},
+    "zero-snr-down-to-2x2": {**ZERO_SNR, **V2_UNET, "unet_bottom": 2},
+    "epsilon-down-to-2x2": {**EPSILON, **V2_UNET, "unet_bottom": 2},
+    "zero-snr-conv-in-31": {**ZERO_SNR, **WIDE_CONV_IN},
+    "epsilon-conv-in-31": {**EPSILON, **WIDE_CONV_IN},
+    "zero-snr-attention-4x4-conv-in-31": {**ZERO_SNR, **WIDE_CONV_IN, "bottom_attention": True},
 }
+
+
 # The scorer's answers shown, in the benchmark's words, and two answers about layout alone (an early
-# model draws blobs whose shapes the scorer cannot name yet, but whose places it can judge).
+# model draws blobs whose shapes the scorer cannot name yet, but whose places it can judge): whether the
+# largest object moves when only the prompt's position word changes (same seed), and whether the objects
+# of the relation's two colours stand in the relation.
 COLUMNS: dict[str, str] = {
     "single_color_shape": "single: colour + shape",
     "position": "position",
-    "position_any": "position of the largest object",
+    "moved": "moved by the position word",
     "count": "count",
     "second": "second object",
     "binding": "binding",
     "relation": "relation",
     "relation_by_colour": "relation of the two colours",
 }
-SHARED_FILES = ("dataset.pt", "vae.pt", "latents.pt", "config.json")
+# Written only by replacing (save_atomic), so hard links are safe; config.json is rewritten in place: copied.
+SHARED_FILES = ("dataset.pt", "vae.pt", "latents.pt")
 
 
 def log(message: str) -> None:
@@ -97,6 +108,8 @@ def link_shared(shared: Path, target: Path) -> None:
                 os.link(shared / name, target / name)
             except OSError:
                 shutil.copy2(shared / name, target / name)
+    if not (target / "config.json").exists():
+        shutil.copy2(shared / "config.json", target / "config.json")
     if not (target / "tokenizer").exists():
         shutil.copytree(shared / "tokenizer", target / "tokenizer")
 
@@ -151,19 +164,28 @@ def train_variants(work: Path, names: list[str], steps: int, parallel: int, trai
             log(f"{name}: trained")
 
 
-def layout_answers(scene: Scene, detections: list[Detection]) -> dict[str, bool]:
-    """Single: whether the largest object, whatever its colour and shape, is at the stated position.
-    Relation: whether the largest objects of the two stated colours, whatever their shapes, stand in the
-    stated relation."""
-    if scene.kind == "single":
-        return {"position_any": bool(detections) and position_of(detections[0].center) == scene.position}
-    if scene.kind == "relation":
-        first, second = (next((d for d in detections if d.color == o.color), None) for o in scene.objects)
-        holds = first is not None and second is not None
-        return {
-            "relation_by_colour": holds and relation_holds(scene.relation or "", first.center, second.center)
-        }
-    return {}
+def other_position(scene: Scene) -> Scene:
+    """The same single-object scene at the next position (left -> right -> top -> bottom -> center)."""
+    return replace(
+        scene, position=POSITIONS[(POSITIONS.index(scene.position or "center") + 1) % len(POSITIONS)]
+    )
+
+
+def moved(image: Image.Image, other: Image.Image) -> bool:
+    """Whether the largest object of ``other`` is elsewhere than that of ``image`` (by 1/16 of the side),
+    or is drawn in only one of them."""
+    found, found_other = detect(image), detect(other)
+    if not found or not found_other:
+        return bool(found) != bool(found_other)
+    (x, y), (x_other, y_other) = found[0].center, found_other[0].center
+    return max(abs(x - x_other), abs(y - y_other)) >= 1 / 16
+
+
+def relation_by_colour(scene: Scene, detections: list[Detection]) -> bool:
+    first, second = (next((d for d in detections if d.color == o.color), None) for o in scene.objects)
+    if first is None or second is None:
+        return False
+    return relation_holds(scene.relation or "", first.center, second.center)
 
 
 @torch.inference_mode()
@@ -173,21 +195,44 @@ def evaluate(model: Path, per_kind: int, seeds: int, steps: int, guidance: float
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     counts = {key: [0, 0] for key in COLUMNS}
-    for scene in heldout_scenes(per_kind):
+
+    def images_of(scene: Scene) -> list[Image.Image]:
         generators = [torch.Generator().manual_seed(seed) for seed in range(seeds)]
-        images = pipe(
+        return pipe(
             [scene.prompt] * seeds, height=size, width=size, num_inference_steps=steps,
             guidance_scale=guidance, generator=generators,
         ).images  # fmt: skip
-        for image in images:
+
+    for scene in heldout_scenes(per_kind):
+        images = images_of(scene)
+        others = images_of(other_position(scene)) if scene.kind == "single" else [None] * seeds
+        for image, other in zip(images, others, strict=True):
             detections = detect(image)
-            truth = {**score_detections(scene, detections), **layout_answers(scene, detections)}
+            truth: dict[str, bool | None] = dict(score_detections(scene, detections))
             if scene.kind == "single":
                 truth["single_color_shape"] = truth["color_shape"]
+                truth["moved"] = moved(image, other)
+            if scene.kind == "relation":
+                truth["relation_by_colour"] = relation_by_colour(scene, detections)
             for key in COLUMNS:
                 if truth.get(key) is not None:
                     counts[key][0] += int(bool(truth[key]))
                     counts[key][1] += 1
+    return counts
+
+
+def scores(variant: Path, per_kind: int, seeds: int) -> dict[str, list[int]]:
+    """The variant's answers, kept in its folder with what they were measured on (reused while the same)."""
+    measured_on = {
+        "unet_steps_done": trained_steps(variant / "model"), "per_kind": per_kind, "seeds": seeds,
+        "answers": list(COLUMNS),
+    }  # fmt: skip
+    kept = variant / "scores.json"
+    if kept.exists() and json.loads(kept.read_text())["measured_on"] == measured_on:
+        return json.loads(kept.read_text())["counts"]
+    log(f"scoring {variant.name}")
+    counts = evaluate(variant / "model", per_kind, seeds, steps=20, guidance=5.0)
+    kept.write_text(json.dumps({"measured_on": measured_on, "counts": counts}, indent=1) + "\n")
     return counts
 
 
@@ -219,9 +264,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for name in names:
-        log(f"scoring {name}")
-        counts = evaluate(work / name / "model", args.per_kind, args.seeds, steps=20, guidance=5.0)
-        rows.append((name, counts))
+        rows.append((name, scores(work / name, args.per_kind, args.seeds)))
     header = ["variant", *(f"`{f}`" for f in ABLATED), *COLUMNS.values()]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for name, counts in rows:

@@ -63,18 +63,30 @@ def build_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     )
 
 
-def build_unet(bottom: int = 4, bottom_attention: bool = False) -> UNet2DConditionModel:
-    """The UNet down to ``bottom`` x ``bottom`` (4, or 2: one more level, whose four cells are the four
-    quadrants, each told apart by the zero padding it sees); the middle block attends at the bottom, the
-    bottom level's own blocks only if ``bottom_attention``."""
+def check_unet(bottom: int, conv_in: int) -> None:
     if bottom not in (4, 2):
         raise ValueError(f"unet_bottom: {bottom} is not 4 or 2")
+    if conv_in % 2 == 0 or not 1 <= conv_in <= 2 * LATENT_SIZE - 1:
+        raise ValueError(f"unet_conv_in: {conv_in} is not an odd kernel size from 1 to {2 * LATENT_SIZE - 1}")
+
+
+def build_unet(bottom: int = 4, bottom_attention: bool = False, conv_in: int = 3) -> UNet2DConditionModel:
+    """The UNet down to ``bottom`` x ``bottom`` (4, or 2: one more level, whose four cells are the four
+    quadrants, each told apart by the zero padding it sees); the middle block attends at the bottom, the
+    bottom level's own blocks only if ``bottom_attention``.
+
+    ``conv_in`` is the first convolution's kernel size. At 2 x LATENT_SIZE - 1 (31) every output position
+    sees a different part of the kernel fall on the zero padding, so even on pure noise the variance of
+    its response (and after a nonlinearity its mean) differs from place to place: a dense positional
+    signal, where a stock UNet2DConditionModel has no coordinate channels or positional embeddings."""
+    check_unet(bottom, conv_in)
     levels = 3 if bottom == 4 else 4
     attends = [True] * (levels - 1) + [bottom_attention]
     return UNet2DConditionModel(
         sample_size=LATENT_SIZE,
         in_channels=4,
         out_channels=4,
+        conv_in_kernel=conv_in,
         # The low levels are wide: layout and counts are decided there, and a channel costs least there.
         block_out_channels=(32, 64, 128, 128)[:levels],
         layers_per_block=1,

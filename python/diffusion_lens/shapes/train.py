@@ -54,22 +54,27 @@ class TrainConfig:
     # pure noise (zero terminal SNR, Lin et al. 2024; needs v-prediction). See loss_weights.
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
-    # The UNet's lowest resolution (4 or 2) and whether its blocks there attend (see model.build_unet).
+    # The UNet's lowest resolution (4 or 2), whether its blocks there attend, and the kernel size of its
+    # first convolution (see model.build_unet).
     unet_bottom: int = 4
     bottom_attention: bool = False
+    unet_conv_in: int = 3
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     checkpoint_every: int = 250
 
     def __post_init__(self) -> None:
-        shapes_model.schedule(self.prediction_type, self.zero_terminal_snr)  # refuses a bad combination
+        # Refuse bad settings before any work: the same checks as the builders'.
+        shapes_model.schedule(self.prediction_type, self.zero_terminal_snr)
+        shapes_model.check_unet(self.unet_bottom, self.unet_conv_in)
 
 
 # The settings only the text encoder + UNet stage reads: changing them keeps the work dir's scenes and VAE.
 UNET_STAGE_FIELDS = frozenset(
     {
         "unet_steps", "unet_lr", "warmup", "cfg_dropout", "prediction_type", "zero_terminal_snr",
-        "unet_bottom", "bottom_attention", "min_snr_gamma", "ema_decay", "checkpoint_every",
+        "unet_bottom", "bottom_attention", "unet_conv_in",
+        "min_snr_gamma", "ema_decay", "checkpoint_every",
     }
 )  # fmt: skip
 
@@ -224,7 +229,7 @@ def train_unet(
 ):
     torch.manual_seed(config.seed + 2)  # weight initialisation
     text_encoder = shapes_model.build_text_encoder(tokenizer)
-    unet = shapes_model.build_unet(config.unet_bottom, config.bottom_attention)
+    unet = shapes_model.build_unet(config.unet_bottom, config.bottom_attention, config.unet_conv_in)
     ema_text, ema_unet = (
         copy.deepcopy(text_encoder).requires_grad_(False),
         copy.deepcopy(unet).requires_grad_(False),
