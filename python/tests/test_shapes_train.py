@@ -4,6 +4,8 @@ settings its cached stages were not made with."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +17,16 @@ from safetensors.torch import load_file
 from diffusion_lens.shapes import model, train
 from diffusion_lens.shapes.model import TEXT_LAYERS
 
+# v2's values of the settings added after it, spelled out (the defaults may move on).
+V2_SETTINGS = [
+    "--no-zero-terminal-snr",
+    "--unet-bottom",
+    "4",
+    "--unet-conv-in",
+    "3",
+    "--prediction-type",
+    "epsilon",
+]
 TINY = ["--dataset-size", "32", "--vae-steps", "2", "--unet-steps", "4", "--batch", "4", "--threads", "1"]
 
 
@@ -72,6 +84,18 @@ def test_a_work_dir_refuses_other_settings_for_stages_it_has_made(straight, tmp_
     vae = (tmp_path / "work" / "seed0" / "vae.pt").stat().st_mtime_ns
     run(tmp_path / "early", tmp_path / "work", "--minutes", str(1 / 60), "--unet-lr", "1e-4")
     assert (tmp_path / "work" / "seed0" / "vae.pt").stat().st_mtime_ns == vae
+
+
+def test_a_work_dir_from_before_the_v3_settings_resumes_with_v2s_values(straight, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(straight / "work", work)
+    recorded = json.loads((work / "seed0" / "config.json").read_text())
+    for field in train.ADDED_AFTER_V2:
+        del recorded[field]
+    (work / "seed0" / "config.json").write_text(json.dumps(recorded))
+    run(tmp_path / "model", work, *V2_SETTINGS)  # the UNet stage has run: accepted, as the same settings
+    with pytest.raises(SystemExit, match="other prediction_type"):
+        run(tmp_path / "model", work, *V2_SETTINGS[:-2], "--prediction-type", "v_prediction")
 
 
 def ticking_clock(monkeypatch) -> None:

@@ -79,12 +79,19 @@ UNET_STAGE_FIELDS = frozenset(
 )  # fmt: skip
 
 
+# Settings added after v2's training: a work dir recorded before them ran with these values.
+ADDED_AFTER_V2 = {
+    "prediction_type": "epsilon", "zero_terminal_snr": False, "unet_bottom": 4, "bottom_attention": False,
+    "unet_conv_in": 3,
+}  # fmt: skip
+
+
 def check_work_dir(work: Path, config: TrainConfig) -> None:
     """Records the run's settings in the work dir, refusing settings its cached stages were not made with
     (changed UNet-stage settings are taken before that stage has started)."""
     recorded = work / "config.json"
     if recorded.exists():
-        before = json.loads(recorded.read_text())
+        before = {**ADDED_AFTER_V2, **json.loads(recorded.read_text())}
         changed = sorted(field for field, value in asdict(config).items() if before.get(field) != value)
         if changed and (not UNET_STAGE_FIELDS.issuperset(changed) or (work / "unet.pt").exists()):
             raise SystemExit(
