@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from diffusion_lens.shapes import ablation
 
 TINY = ["--dataset-size", "32", "--vae-steps", "2", "--batch", "4"]
@@ -40,6 +42,10 @@ def test_variants_train_apart_and_are_scored(tmp_path, capsys):
     ablation.main(argv)
     out = capsys.readouterr().out
     assert "training" not in out and "scoring" not in out
+    with pytest.raises(
+        SystemExit, match=r"epsilon in .* was trained for 2 steps: use another --work-dir for 3"
+    ):
+        ablation.main([*argv, "--steps", "3"])
     assert (tmp_path / "epsilon" / "model" / "training.json").stat().st_mtime_ns == trained
 
 

@@ -46,7 +46,7 @@ from .train import (
 from .world import POSITIONS, Scene, relation_holds
 
 # Each variant names every setting the ablation varies, so a change of TrainConfig's defaults does not
-# change what a variant means. Ordered: each row changes one setting of the row before it.
+# change what a variant means; each differs from an earlier one in one setting.
 ABLATED = ("prediction_type", "zero_terminal_snr", "unet_bottom", "bottom_attention", "unet_conv_in")
 EPSILON = {"prediction_type": "epsilon", "zero_terminal_snr": False}
 ZERO_SNR = {"prediction_type": "v_prediction", "zero_terminal_snr": True}
@@ -131,7 +131,13 @@ def trained_steps(model: Path) -> int:
 
 
 def train_variants(work: Path, names: list[str], steps: int, parallel: int, training_args: list[str]) -> None:
-    todo = [name for name in names if trained_steps(work / name / "model") < steps]
+    for name in names:
+        done = trained_steps(work / name / "model")
+        if done not in (0, steps):
+            raise SystemExit(
+                f"{name} in {work} was trained for {done} steps: use another --work-dir for {steps}"
+            )
+    todo = [name for name in names if trained_steps(work / name / "model") == 0]
     if not todo:
         return
     threads = max(1, (os.cpu_count() or 1) // parallel)
