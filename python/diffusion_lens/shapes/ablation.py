@@ -141,6 +141,12 @@ def train_variants(work: Path, names: list[str], steps: int, parallel: int, trai
     if not todo:
         return
     threads = max(1, (os.cpu_count() or 1) // parallel)
+    # The package importable from any working directory, installed or not.
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
+    }
     running: dict[str, subprocess.Popen] = {}
     pending = list(todo)
     log(f"training {', '.join(todo)} ({steps} UNet steps, {parallel} at a time, {threads} threads each)")
@@ -154,7 +160,7 @@ def train_variants(work: Path, names: list[str], steps: int, parallel: int, trai
                 *training_args, "--unet-steps", str(steps), *flags(VARIANTS[name]),
             ]  # fmt: skip
             handle = open(work / name / "train.log", "a")  # noqa: SIM115 (closed with the process)
-            running[name] = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+            running[name] = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
         time.sleep(1)
         report = time.monotonic() - last_report >= 60
         last_report = time.monotonic() if report else last_report
