@@ -33,6 +33,7 @@ from scipy.stats import binomtest
 from .bench import heldout_scenes
 from .scorer import Detection, detect, score_detections
 from .train import (
+    ADDED_AFTER_V2,
     UNET_STAGE_FIELDS,
     TrainConfig,
     build_dataset,
@@ -45,23 +46,21 @@ from .train import (
 )
 from .world import POSITIONS, Scene, relation_holds
 
-# Each variant names every setting the ablation varies, so a change of TrainConfig's defaults does not
-# change what a variant means; each differs from an earlier one in one setting.
-ABLATED = ("prediction_type", "zero_terminal_snr", "unet_bottom", "bottom_attention", "unet_conv_in")
-EPSILON = {"prediction_type": "epsilon", "zero_terminal_snr": False}
+# Each variant names every setting the ablation varies (those added after v2), so a change of
+# TrainConfig's defaults does not change what a variant means; each differs from an earlier one in one.
+ABLATED = tuple(ADDED_AFTER_V2)
+V2 = dict(ADDED_AFTER_V2)
 ZERO_SNR = {"prediction_type": "v_prediction", "zero_terminal_snr": True}
-V2_UNET = {"unet_bottom": 4, "bottom_attention": False, "unet_conv_in": 3}
-WIDE_CONV_IN = {**V2_UNET, "unet_conv_in": 31}
 VARIANTS: dict[str, dict[str, object]] = {
-    "epsilon": {**EPSILON, **V2_UNET},
-    "v-prediction": {"prediction_type": "v_prediction", "zero_terminal_snr": False, **V2_UNET},
-    "v-prediction-zero-snr": {**ZERO_SNR, **V2_UNET},
-    "zero-snr-attention-4x4": {**ZERO_SNR, **V2_UNET, "bottom_attention": True},
-    "zero-snr-down-to-2x2": {**ZERO_SNR, **V2_UNET, "unet_bottom": 2},
-    "epsilon-down-to-2x2": {**EPSILON, **V2_UNET, "unet_bottom": 2},
-    "zero-snr-conv-in-31": {**ZERO_SNR, **WIDE_CONV_IN},
-    "epsilon-conv-in-31": {**EPSILON, **WIDE_CONV_IN},
-    "zero-snr-attention-4x4-conv-in-31": {**ZERO_SNR, **WIDE_CONV_IN, "bottom_attention": True},
+    "epsilon": V2,
+    "v-prediction": {**V2, "prediction_type": "v_prediction"},
+    "v-prediction-zero-snr": {**V2, **ZERO_SNR},
+    "zero-snr-attention-4x4": {**V2, **ZERO_SNR, "bottom_attention": True},
+    "zero-snr-down-to-2x2": {**V2, **ZERO_SNR, "unet_bottom": 2},
+    "epsilon-down-to-2x2": {**V2, "unet_bottom": 2},
+    "zero-snr-conv-in-31": {**V2, **ZERO_SNR, "unet_conv_in": 31},
+    "epsilon-conv-in-31": {**V2, "unet_conv_in": 31},
+    "zero-snr-attention-4x4-conv-in-31": {**V2, **ZERO_SNR, "unet_conv_in": 31, "bottom_attention": True},
 }
 
 
@@ -131,13 +130,13 @@ def trained_steps(model: Path) -> int:
 
 
 def train_variants(work: Path, names: list[str], steps: int, parallel: int, training_args: list[str]) -> None:
-    for name in names:
-        done = trained_steps(work / name / "model")
-        if done not in (0, steps):
+    done = {name: trained_steps(work / name / "model") for name in names}
+    for name, steps_done in done.items():
+        if steps_done not in (0, steps):
             raise SystemExit(
-                f"{name} in {work} was trained for {done} steps: use another --work-dir for {steps}"
+                f"{name} in {work} was trained for {steps_done} steps: use another --work-dir for {steps}"
             )
-    todo = [name for name in names if trained_steps(work / name / "model") == 0]
+    todo = [name for name in names if done[name] == 0]
     if not todo:
         return
     threads = max(1, (os.cpu_count() or 1) // parallel)
@@ -240,8 +239,10 @@ def scores(variant: Path, per_kind: int, seeds: int) -> dict[str, list[int]]:
         "answers": list(COLUMNS),
     }  # fmt: skip
     kept = variant / "scores.json"
-    if kept.exists() and json.loads(kept.read_text())["measured_on"] == measured_on:
-        return json.loads(kept.read_text())["counts"]
+    if kept.exists():
+        previous = json.loads(kept.read_text())
+        if previous["measured_on"] == measured_on:
+            return previous["counts"]
     log(f"scoring {variant.name}")
     counts = evaluate(variant / "model", per_kind, seeds, steps=20, guidance=5.0)
     kept.write_text(json.dumps({"measured_on": measured_on, "counts": counts}, indent=1) + "\n")
