@@ -36,6 +36,9 @@ def test_variants_train_apart_and_are_scored(tmp_path, capsys):
     assert asked == {(name, answer): 1 for name in names for answer in ablation.COLUMNS}
     table = (tmp_path / "ablation.md").read_text()
     assert all(f"| {name} |" in table for name in names)
+    assert all(header in table for header in ablation.PROBE_HEADERS)
+    kept = json.loads((tmp_path / "epsilon" / "scores.json").read_text())
+    assert set(kept["probe"]) == set(ablation.PROBE_FIGURES)
 
     trained = (tmp_path / "epsilon" / "model" / "training.json").stat().st_mtime_ns
     capsys.readouterr()

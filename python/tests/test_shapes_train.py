@@ -19,6 +19,8 @@ from diffusion_lens.shapes.model import TEXT_LAYERS
 
 # v2's values of the settings added after it, spelled out (the defaults may move on).
 V2_SETTINGS = [
+    "--token-loss",
+    "0",
     "--no-zero-terminal-snr",
     "--unet-bottom",
     "4",
@@ -141,6 +143,7 @@ def test_loss_weights_are_the_stated_weights_on_the_clean_latents_error(predicti
         ),
         (["--unet-conv-in", "4"], "unet_conv_in: 4 is not an odd kernel size from 1 to 31"),
         (["--unet-bottom", "8"], "unet_bottom: 8 is not 4 or 2"),
+        (["--token-loss", "-1"], "token_loss: -1.0 is not a weight >= 0"),
     ],
 )
 def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, flags, message):

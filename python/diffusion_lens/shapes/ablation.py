@@ -8,8 +8,9 @@ Every variant starts from the same seed and the same first stage (scenes, tokeni
 once in DIR/shared, then linked into each variant's work dir) and differs from the others only in its
 overrides of ``TrainConfig``. A variant is trained by ``diffusion_lens.shapes.train`` in its own process
 (resumable: run the same command again after a stop), then scored; a variant already trained for --steps
-is only scored. The table, with Wilson 95% intervals, is printed and written to DIR/ablation.md and
-DIR/ablation.csv.
+is only scored. The table, with Wilson 95% intervals and the two figures of ``shapes.probe`` (how far
+apart the encoder keeps the position words, and how far the UNet's first prediction leans with them), is
+printed and written to DIR/ablation.md and DIR/ablation.csv.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -31,6 +33,7 @@ from PIL import Image
 from scipy.stats import binomtest
 
 from .bench import heldout_scenes
+from .probe import probe
 from .scorer import Detection, detect, score_detections
 from .train import (
     ADDED_AFTER_V2,
@@ -61,6 +64,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "zero-snr-conv-in-31": {**V2, **ZERO_SNR, "unet_conv_in": 31},
     "epsilon-conv-in-31": {**V2, "unet_conv_in": 31},
     "zero-snr-attention-4x4-conv-in-31": {**V2, **ZERO_SNR, "unet_conv_in": 31, "bottom_attention": True},
+    "epsilon-token-loss": {**V2, "token_loss": 0.1},
+    "v-prediction-token-loss": {**V2, "prediction_type": "v_prediction", "token_loss": 0.1},
 }
 
 
@@ -78,6 +83,10 @@ COLUMNS: dict[str, str] = {
     "relation": "relation",
     "relation_by_colour": "relation of the two colours",
 }
+# The probe's figures in the table: position words apart in the encoder's final states, and the UNet's
+# first prediction's lean with them (pixels; see shapes.probe).
+PROBE_FIGURES = ("words_apart", "lean_x", "lean_y")
+PROBE_HEADERS = ("position words apart", "lean x (px)", "lean y (px)")
 # Written only by replacing (save_atomic), so hard links are safe; config.json is rewritten in place: copied.
 SHARED_FILES = ("dataset.pt", "vae.pt", "latents.pt")
 
@@ -232,21 +241,25 @@ def evaluate(model: Path, per_kind: int, seeds: int, steps: int, guidance: float
     return counts
 
 
-def scores(variant: Path, per_kind: int, seeds: int) -> dict[str, list[int]]:
-    """The variant's answers, kept in its folder with what they were measured on (reused while the same)."""
+def scores(variant: Path, per_kind: int, seeds: int) -> dict[str, Any]:
+    """The variant's answers ("counts") and probe figures ("probe"), kept in its folder with what they were
+    measured on (reused while the same)."""
     measured_on = {
         "unet_steps_done": trained_steps(variant / "model"), "per_kind": per_kind, "seeds": seeds,
-        "answers": list(COLUMNS),
+        "answers": list(COLUMNS), "probe": list(PROBE_FIGURES),
     }  # fmt: skip
     kept = variant / "scores.json"
     if kept.exists():
         previous = json.loads(kept.read_text())
         if previous["measured_on"] == measured_on:
-            return previous["counts"]
+            return previous
     log(f"scoring {variant.name}")
     counts = evaluate(variant / "model", per_kind, seeds, steps=20, guidance=5.0)
-    kept.write_text(json.dumps({"measured_on": measured_on, "counts": counts}, indent=1) + "\n")
-    return counts
+    probed = probe(StableDiffusionPipeline.from_pretrained(variant / "model", safety_checker=None))
+    figures = {"words_apart": probed.position_words_apart, "lean_x": probed.lean[0], "lean_y": probed.lean[1]}
+    found = {"measured_on": measured_on, "counts": counts, "probe": figures}
+    kept.write_text(json.dumps(found, indent=1) + "\n")
+    return found
 
 
 def cell(right: int, asked: int) -> str:
@@ -278,11 +291,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in names:
         rows.append((name, scores(work / name, args.per_kind, args.seeds)))
-    header = ["variant", *(f"`{f}`" for f in ABLATED), *COLUMNS.values()]
+    header = ["variant", *(f"`{f}`" for f in ABLATED), *COLUMNS.values(), *PROBE_HEADERS]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for name, counts in rows:
+    for name, found in rows:
         settings = [str(VARIANTS[name][f]) for f in ABLATED]
-        lines.append("| " + " | ".join([name, *settings, *(cell(*counts[k]) for k in COLUMNS)]) + " |")
+        answers = [cell(*found["counts"][k]) for k in COLUMNS]
+        figures = [f"{found['probe'][k]:.2f}" for k in PROBE_FIGURES]
+        lines.append("| " + " | ".join([name, *settings, *answers, *figures]) + " |")
     title = (
         f"Shapes model ablation: {args.steps} UNet steps per variant, final layer, "
         f"{args.per_kind} held-out prompts per kind x {args.seeds} seeds, 20 steps, guidance 5"
@@ -293,8 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     with open(work / "ablation.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["variant", "answer", "right", "asked"])
-        for name, counts in rows:
-            writer.writerows([name, key, *counts[key]] for key in COLUMNS)
+        for name, found in rows:
+            writer.writerows([name, key, *found["counts"][key]] for key in COLUMNS)
 
 
 if __name__ == "__main__":

@@ -45,20 +45,26 @@ class TrainConfig:
     weight_relation: float = 0.4
     vae_steps: int = 500
     vae_lr: float = 1e-3
-    unet_steps: int = 6_500
+    unet_steps: int = 8_000
     unet_lr: float = 8e-4
     warmup: int = 300
     batch: int = 64
     cfg_dropout: float = 0.1
     # What the UNet predicts ("epsilon" or "v_prediction") and whether the schedule's last timestep is
     # pure noise (zero terminal SNR, Lin et al. 2024; needs v-prediction). See loss_weights.
-    prediction_type: str = "epsilon"
+    prediction_type: str = "v_prediction"
     zero_terminal_snr: bool = False
     # The UNet's lowest resolution (4 or 2), whether its blocks there attend, and the kernel size of its
     # first convolution (see model.build_unet).
     unet_bottom: int = 4
     bottom_attention: bool = False
     unet_conv_in: int = 3
+    # Weight of an auxiliary loss that keeps every word readable from the text encoder's final layer: a
+    # linear head (used in training only, not exported) reads each token back from its final state.
+    # Trained through the UNet alone, the encoder merges the words the UNet does not use yet ("left" and
+    # "right" in v2) before the UNet can learn them; CLIP's own text encoder keeps them from its
+    # contrastive pretraining. See the model card's "Why positions failed in v2".
+    token_loss: float = 0.1
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     checkpoint_every: int = 250
@@ -67,13 +73,15 @@ class TrainConfig:
         # Refuse bad settings before any work: the same checks as the builders'.
         shapes_model.schedule(self.prediction_type, self.zero_terminal_snr)
         shapes_model.check_unet(self.unet_bottom, self.unet_conv_in)
+        if not self.token_loss >= 0:
+            raise ValueError(f"token_loss: {self.token_loss} is not a weight >= 0")
 
 
 # The settings only the text encoder + UNet stage reads: changing them keeps the work dir's scenes and VAE.
 UNET_STAGE_FIELDS = frozenset(
     {
         "unet_steps", "unet_lr", "warmup", "cfg_dropout", "prediction_type", "zero_terminal_snr",
-        "unet_bottom", "bottom_attention", "unet_conv_in",
+        "unet_bottom", "bottom_attention", "unet_conv_in", "token_loss",
         "min_snr_gamma", "ema_decay", "checkpoint_every",
     }
 )  # fmt: skip
@@ -82,7 +90,7 @@ UNET_STAGE_FIELDS = frozenset(
 # Settings added after v2's training: a work dir recorded before them ran with these values.
 ADDED_AFTER_V2 = {
     "prediction_type": "epsilon", "zero_terminal_snr": False, "unet_bottom": 4, "bottom_attention": False,
-    "unet_conv_in": 3,
+    "unet_conv_in": 3, "token_loss": 0.0,
 }  # fmt: skip
 
 
@@ -241,7 +249,11 @@ def train_unet(
         copy.deepcopy(text_encoder).requires_grad_(False),
         copy.deepcopy(unet).requires_grad_(False),
     )
+    # Built (and drawn from the seed) only when used, so a run without it initialises as before.
+    token_head = torch.nn.Linear(shapes_model.TEXT_WIDTH, len(tokenizer)) if config.token_loss else None
     parameters = [*text_encoder.parameters(), *unet.parameters()]
+    if token_head is not None:
+        parameters += list(token_head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=0.01)
     scheduler = shapes_model.training_scheduler(config.prediction_type, config.zero_terminal_snr)
     generator = torch.Generator().manual_seed(config.seed + 3)
@@ -256,8 +268,10 @@ def train_unet(
             (unet, "unet"),
             (ema_text, "ema_text"),
             (ema_unet, "ema_unet"),
+            (token_head, "token_head"),
         ):
-            module.load_state_dict(state[key])
+            if module is not None:
+                module.load_state_dict(state[key])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         step = state["step"]
@@ -287,6 +301,9 @@ def train_unet(
         per_item = (prediction - target).pow(2).mean(dim=(1, 2, 3))
         weights = loss_weights(scheduler, timesteps, config.min_snr_gamma, config.prediction_type)
         loss = (per_item * weights).mean()
+        if token_head is not None:
+            read_back = torch.nn.functional.cross_entropy(token_head(hidden).flatten(0, 1), tokens.flatten())
+            loss = loss + config.token_loss * read_back
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step)
         optimizer.zero_grad(set_to_none=True)
@@ -306,6 +323,7 @@ def train_unet(
                     "text": text_encoder.state_dict(), "unet": unet.state_dict(),
                     "ema_text": ema_text.state_dict(), "ema_unet": ema_unet.state_dict(),
                     "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "step": step,
+                    **({"token_head": token_head.state_dict()} if token_head is not None else {}),
                 },
                 path,
             )  # fmt: skip
