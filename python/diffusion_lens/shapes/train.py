@@ -63,7 +63,7 @@ class TrainConfig:
     # linear head (used in training only, not exported) reads each token back from its final state.
     # Trained through the UNet alone, the encoder merges the words the UNet does not use yet ("left" and
     # "right" in v2) before the UNet can learn them; CLIP's own text encoder keeps them from its
-    # contrastive pretraining. See the model card's "Why positions failed in v2".
+    # contrastive pretraining. See the model card's "Why positions failed in version 2".
     token_loss: float = 0.1
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
