@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import model as shapes_model
-from .probe import OBJECTS, PLACES, ink_centre, scenes
+from .probe import OBJECTS, PLACES, ink_centre, predicted_clean, scenes
 from .render import render
 from .train import loss_weights
 from .world import Scene, sample_scene
@@ -136,10 +136,7 @@ def main(argv: list[str] | None = None) -> None:
             for prompt_ids in place_ids:
                 states = read(prompt_ids[None]).expand(len(noise), -1, -1)
                 out = unet(noise, torch.full((len(noise),), t), encoder_hidden_states=states).sample
-                if arm.prediction_type == "v_prediction":
-                    clean = alpha.sqrt() * noise - (1 - alpha).sqrt() * out
-                else:
-                    clean = (noise - (1 - alpha).sqrt() * out) / alpha.sqrt()
+                clean = predicted_clean(arm.prediction_type, alpha, noise, out)
                 image = (clean * std + mean).mean(0)[:3].numpy()
                 found.append(ink_centre(image))
             centres[place] = np.mean(found, axis=0).round(2).tolist()

@@ -107,6 +107,16 @@ def words_apart(pipe: StableDiffusionPipeline, base: list[Scene]) -> tuple[float
     return distance(by_position), distance(by_colour)
 
 
+def predicted_clean(
+    prediction_type: str, alpha: torch.Tensor, noisy: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """The clean latents a UNet output implies at cumulative alpha ``alpha``."""
+    if prediction_type == "v_prediction":
+        return alpha.sqrt() * noisy - (1 - alpha).sqrt() * out
+    # Epsilon: the division is what makes an epsilon model's noisiest prediction so uncertain.
+    return (noisy - (1 - alpha).sqrt() * out) / alpha.sqrt()
+
+
 @torch.inference_mode()
 def first_prediction_centres(
     pipe: StableDiffusionPipeline, base: list[Scene], noises: int, seed: int
@@ -122,11 +132,7 @@ def first_prediction_centres(
     states = final_states(pipe, [s.prompt for s in base])
     for scene, state in zip(base, states, strict=True):
         out = pipe.unet(model_input, t, encoder_hidden_states=state.expand(noises, -1, -1)).sample.double()
-        x = noisy.double()
-        if scheduler.config.prediction_type == "v_prediction":
-            clean = alpha.sqrt() * x - (1 - alpha).sqrt() * out
-        else:  # epsilon: the division is what makes an epsilon model's first step so uncertain
-            clean = (x - (1 - alpha).sqrt() * out) / alpha.sqrt()
+        clean = predicted_clean(scheduler.config.prediction_type, alpha, noisy.double(), out)
         latent = clean.mean(dim=0, keepdim=True).float() / pipe.vae.config.scaling_factor
         image = pipe.vae.decode(latent).sample[0].clamp(-1, 1).numpy()
         found[scene.position or ""].append(ink_centre(image))
