@@ -2,7 +2,8 @@
 
 Two stages, both seeded and resumable from ``--work-dir`` (kill it at any point and run the same
 command again): a small VAE on rendered training images, then the text encoder and UNet together on
-the VAE's latents (classifier-free guidance dropout, min-SNR loss weighting, an EMA of the weights).
+the VAE's latents (v-prediction, the token loss that keeps the encoder's words apart, classifier-free
+guidance dropout, min-SNR-capped loss weights, an EMA of the weights).
 The EMA weights are exported as a diffusers pipeline (safetensors) that loads with
 ``StableDiffusionPipeline.from_pretrained`` like any checkpoint. Only training-split scenes are seen.
 """
