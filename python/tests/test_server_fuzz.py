@@ -1,6 +1,6 @@
 """Bad input, with figures: the protocol fuzzer (diffusion_lens.fuzz) against a real worker. Every
 message gets its answer, the worker never crashes, and a well-behaved client's pongs stay on time. The
-test runs 2,000 messages (about 40 s here on 2 cores); `python -m diffusion_lens.fuzz --messages 10000`
+test runs 2,000 messages (7 to 40 s on 2 cores); `python -m diffusion_lens.fuzz --messages 10000`
 runs the full figure."""
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ def test_fuzzed_messages_get_answers_and_stall_no_one(sd_dir):
         assert codes.get(code, 0) > 0, code
     assert figures["duplicate_ids_refused"] > 0
     good = figures["good_client"]
-    assert good["pongs"] == good["pings"] > 50 and good["pongs_over_1s_late"] == 0
+    # Pinging every 75 ms from its own process, started beside the run: how many pings fit depends on how
+    # fast the run goes (2,000 messages took 40 s on one machine, 7 s on another); 20 is enough to judge.
+    assert good["pongs"] == good["pings"] > 20 and good["pongs_over_1s_late"] == 0
+    assert good["longest_gap_between_pongs_ms"] < 1000
     assert good["longest_gap_between_pongs_ms"] < 1000
     assert figures["slow_reader"]["dropped"] is True and figures["clients_dropped"] == 1
