@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from . import model as shapes_model
-from .probe import OBJECTS, PLACES, ink_centre, predicted_clean, scenes
+from .probe import OBJECTS, PLACES, Probe, ink_centre, mean_centres, predicted_clean, scenes
 from .render import render
-from .train import loss_weights
+from .train import TrainConfig, step_loss
 from .world import Scene, sample_scene
 
 
@@ -130,20 +130,17 @@ def main(argv: list[str] | None = None) -> None:
                             generator=torch.Generator().manual_seed(5))  # fmt: skip
         t = scheduler.config.num_train_timesteps - 1
         alpha = scheduler.alphas_cumprod[t]
-        centres = {}
+        found: dict[str, list[tuple[float, float]]] = {place: [] for place in PLACES}
         for place, place_ids in probe_ids.items():
-            found = []
             for prompt_ids in place_ids:
                 states = read(prompt_ids[None]).expand(len(noise), -1, -1)
                 out = unet(noise, torch.full((len(noise),), t), encoder_hidden_states=states).sample
                 clean = predicted_clean(arm.prediction_type, alpha, noise, out)
-                image = (clean * std + mean).mean(0)[:3].numpy()
-                found.append(ink_centre(image))
-            centres[place] = np.mean(found, axis=0).round(2).tolist()
+                found[place].append(ink_centre((clean * std + mean).mean(0)[:3].numpy()))
         unet.train()
+        centres = mean_centres(found)
         apart = float((read(left[None]) - read(right[None])).norm())
-        lean_x = centres["right"][0] - centres["left"][0]
-        lean_y = centres["bottom"][1] - centres["top"][1]
+        lean_x, lean_y = Probe.leans(centres)
         return {"lean_x": round(lean_x, 2), "lean_y": round(lean_y, 2), "words_apart": round(apart, 2),
                 "centres": centres}  # fmt: skip
 
@@ -155,21 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         clean = latents[index]
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(scheduler.config.num_train_timesteps, (args.batch,), generator=generator)
-        states = read(batch_ids)
-        out = unet(
-            scheduler.add_noise(clean, noise, timesteps), timesteps, encoder_hidden_states=states
-        ).sample
-        target = (
-            scheduler.get_velocity(clean, noise, timesteps)
-            if arm.prediction_type == "v_prediction"
-            else noise
-        )
-        weights = loss_weights(scheduler, timesteps, 5.0, arm.prediction_type)
-        loss = ((out - target).pow(2).mean(dim=(1, 2, 3)) * weights).mean()
-        if token_head is not None:
-            loss = loss + arm.token_loss * F.cross_entropy(
-                token_head(states).flatten(0, 1), batch_ids.flatten()
-            )
+        loss = step_loss(
+            unet, scheduler, clean, noise, timesteps, read(batch_ids), batch_ids, token_head, arm.token_loss,
+            TrainConfig.min_snr_gamma,
+        )  # fmt: skip
         for group in optimizer.param_groups:
             group["lr"] = 8e-4 * group["scale"] * min(1.0, step / 100)
         optimizer.zero_grad(set_to_none=True)

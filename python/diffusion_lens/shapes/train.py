@@ -234,6 +234,34 @@ def loss_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction_ty
     return torch.clamp(snr, max=gamma) / snr
 
 
+def step_loss(
+    unet,
+    scheduler,
+    clean: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    states: torch.Tensor,
+    tokens: torch.Tensor,
+    token_head: torch.nn.Module | None,
+    token_loss: float,
+    gamma: float,
+) -> torch.Tensor:
+    """One training step's loss: the UNet's weighted prediction error on the noised latents (the
+    scheduler's prediction type; see loss_weights), plus, with a token head, the token loss: the head
+    reading each token back from the text encoder's final states (cross-entropy)."""
+    prediction_type = scheduler.config.prediction_type
+    prediction = unet(
+        scheduler.add_noise(clean, noise, timesteps), timesteps, encoder_hidden_states=states
+    ).sample
+    target = scheduler.get_velocity(clean, noise, timesteps) if prediction_type == "v_prediction" else noise
+    per_item = (prediction - target).pow(2).mean(dim=(1, 2, 3))
+    loss = (per_item * loss_weights(scheduler, timesteps, gamma, prediction_type)).mean()
+    if token_head is not None:
+        read_back = torch.nn.functional.cross_entropy(token_head(states).flatten(0, 1), tokens.flatten())
+        loss = loss + token_loss * read_back
+    return loss
+
+
 def train_unet(
     config: TrainConfig,
     latents: torch.Tensor,
@@ -292,19 +320,11 @@ def train_unet(
         clean = latents[index] * scaling_factor  # the pipeline decodes latents / scaling_factor
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(scheduler.config.num_train_timesteps, (config.batch,), generator=generator)
-        noisy = scheduler.add_noise(clean, noise, timesteps)
         hidden = text_encoder(tokens).last_hidden_state
-        prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
-        if config.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(clean, noise, timesteps)
-        else:
-            target = noise
-        per_item = (prediction - target).pow(2).mean(dim=(1, 2, 3))
-        weights = loss_weights(scheduler, timesteps, config.min_snr_gamma, config.prediction_type)
-        loss = (per_item * weights).mean()
-        if token_head is not None:
-            read_back = torch.nn.functional.cross_entropy(token_head(hidden).flatten(0, 1), tokens.flatten())
-            loss = loss + config.token_loss * read_back
+        loss = step_loss(
+            unet, scheduler, clean, noise, timesteps, hidden, tokens, token_head, config.token_loss,
+            config.min_snr_gamma,
+        )  # fmt: skip
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step)
         optimizer.zero_grad(set_to_none=True)
