@@ -19,16 +19,15 @@ import argparse
 import json
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
+from .bench import DEFAULT_MODEL
 from .render import render
 from .world import COLORS, Obj, Scene
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[3] / "models" / "shapes"
 PLACES = ("left", "right", "top", "bottom")
 SWAPPED = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 COLOR_NAMES = tuple(COLORS)
