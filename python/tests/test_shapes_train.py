@@ -31,6 +31,14 @@ V2_SETTINGS = [
 TINY = ["--dataset-size", "32", "--vae-steps", "2", "--unet-steps", "4", "--batch", "4", "--threads", "1"]
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    # train.main sets the process's torch threads (--threads 1): later tests must not inherit that.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def run(out: Path, work: Path, *extra: str) -> None:
     train.main(["--out", str(out), "--work-dir", str(work), *TINY, *extra])
 

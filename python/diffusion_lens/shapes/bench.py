@@ -1,6 +1,6 @@
 """The shapes benchmark: Diffusion Lens on a model whose truth is known.
 
-    python -m diffusion_lens.shapes.bench [--model models/shapes] [--per-kind 16] [--seeds 4]
+    python -m diffusion_lens.shapes.bench [--model models/shapes] [--per-kind 32] [--seeds 4]
 
 For held-out prompts (combinations never seen in training), every encoder layer x seed is generated
 through the lens and scored from pixels by the ground-truth scorer. Each image's answers are written in
@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
-    parser.add_argument("--per-kind", type=int, default=16, help="held-out prompts per scene kind")
+    parser.add_argument(
+        "--per-kind", type=int, default=32, help="held-out prompts per scene kind (at most all of them)"
+    )
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=5.0)

@@ -46,7 +46,7 @@ class TrainConfig:
     weight_relation: float = 0.4
     vae_steps: int = 500
     vae_lr: float = 1e-3
-    unet_steps: int = 8_000
+    unet_steps: int = 12_000
     unet_lr: float = 8e-4
     warmup: int = 300
     batch: int = 64
