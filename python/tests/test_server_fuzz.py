@@ -95,5 +95,4 @@ def test_fuzzed_messages_get_answers_and_stall_no_one(sd_dir):
     # fast the run goes (2,000 messages took 40 s on one machine, 7 s on another); 20 is enough to judge.
     assert good["pongs"] == good["pings"] > 20 and good["pongs_over_1s_late"] == 0
     assert good["longest_gap_between_pongs_ms"] < 1000
-    assert good["longest_gap_between_pongs_ms"] < 1000
     assert figures["slow_reader"]["dropped"] is True and figures["clients_dropped"] == 1
