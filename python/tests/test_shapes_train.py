@@ -151,6 +151,11 @@ def test_loss_weights_are_the_stated_weights_on_the_clean_latents_error(predicti
         (["--unet-conv-in", "4"], "unet_conv_in: 4 is not an odd kernel size from 1 to 31"),
         (["--unet-bottom", "8"], "unet_bottom: 8 is not 4 or 2"),
         (["--token-loss", "-1"], "token_loss: -1.0 is not a weight >= 0"),
+        pytest.param(
+            ["--device", "cuda"],
+            "--device: device 'cuda' requested but torch.cuda.is_available() is False",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this torch sees a GPU"),
+        ),
     ],
 )
 def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, flags, message):
@@ -158,3 +163,11 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, flags, messa
         run(tmp_path / "model", tmp_path / "work", *flags)
     assert message in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_learning_rates_warm_up_linearly_then_decay_to_a_tenth():
+    assert train.learning_rate(1.0, 0, 1000, warmup=10) == pytest.approx(0.1)
+    assert train.learning_rate(1.0, 9, 1000, warmup=10) == pytest.approx(1.0, abs=1e-3)
+    assert train.learning_rate(2.0, 500, 1000) == pytest.approx(1.1)  # halfway: 55% of the base
+    assert train.learning_rate(2.0, 1000, 1000) == pytest.approx(0.2)
+    assert train.learning_rate(2.0, 5000, 1000) == pytest.approx(0.2)  # stays there past the end

@@ -11,6 +11,11 @@
   decoded by the VAE, is the model's belief about the layout; its centre of mass (pixels, x to the
   right, y down) is taken per position word. "lean x" is the right-minus-left distance, "lean y" the
   bottom-minus-top one; the training scenes' own (rendered, exact) lean is printed beside it.
+
+And a check of the VAE, which bounds everything the pipeline draws: every count scene (all colours,
+shapes and sizes, 2 and 3 copies) rendered, encoded and decoded; per palette colour, how far the decoded
+objects' mean colour is from the palette's (the largest channel's error, 0-255) and the share of the
+round trips that the scorer still reads right on every question.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from diffusers import StableDiffusionPipeline
 
 from .bench import DEFAULT_MODEL
 from .render import render
-from .world import COLORS, Obj, Scene
+from .scorer import score
+from .world import COLORS, Obj, Scene, all_scenes
 
 PLACES = ("left", "right", "top", "bottom")
 SWAPPED = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
@@ -160,6 +166,25 @@ def probe(pipe: StableDiffusionPipeline, objects: int = 6, noises: int = 32, see
     )
 
 
+@torch.no_grad()
+def vae_round_trip(pipe: StableDiffusionPipeline, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Per palette colour: (colour error, share of count scenes read right) after the VAE's round trip."""
+    rng = random.Random(seed)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    errors: dict[str, list[float]] = {color: [] for color in COLORS}
+    right: dict[str, list[bool]] = {color: [] for color in COLORS}
+    for scene in (scene for scene in all_scenes() if scene.kind == "count"):
+        pixels = np.asarray(render(scene, size, rng), np.float32)
+        encoded = pipe.vae.encode(torch.from_numpy(pixels).permute(2, 0, 1)[None] / 127.5 - 1)
+        decoded = pipe.vae.decode(encoded.latent_dist.mean).sample[0].clamp(-1, 1)
+        image = ((decoded.permute(1, 2, 0) + 1) * 127.5).round().numpy().astype(np.uint8)
+        color = scene.objects[0].color
+        core = (pixels == COLORS[color]).all(-1)  # the object's own pixels, not their blended edges
+        errors[color].append(float(np.abs(image[core].mean(0) - COLORS[color]).max()))
+        right[color].append(all(answer is not False for answer in score(scene, image).values()))
+    return {color: (float(np.mean(errors[color])), float(np.mean(right[color]))) for color in COLORS}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -172,8 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     pipe = StableDiffusionPipeline.from_pretrained(args.model, safety_checker=None)
     found = probe(pipe, args.objects, args.noises, args.seed)
+    round_trip = vae_round_trip(pipe, args.seed)
     if args.json:
-        print(json.dumps({**found.__dict__, "lean": found.lean, "data_lean": found.data_lean}))
+        lean = {"lean": found.lean, "data_lean": found.data_lean}
+        print(json.dumps({**found.__dict__, **lean, "vae_round_trip": round_trip}))
         return
     print(f"{args.model}")
     print(f"  final states apart: position word {found.position_words_apart:.2f}, "
@@ -183,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     for place in PLACES:
         (x, y), (dx, dy) = found.centres[place], found.data_centres[place]
         print(f"  {place:>6}: ink centre ({x:5.1f}, {y:5.1f}); training scenes ({dx:5.1f}, {dy:5.1f})")
+    print("  VAE round trip of every count scene: colour error (0-255), scenes the scorer reads right")
+    for color, (error, share) in round_trip.items():
+        print(f"  {color:>6}: {error:5.1f}, {share:.2f}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
+from ..devices import resolve_device
 from . import model as shapes_model
 from .render import render
 from .world import KINDS, is_heldout, sample_scene
@@ -44,9 +45,9 @@ class TrainConfig:
     weight_single: float = 0.4
     weight_count: float = 0.2
     weight_relation: float = 0.4
-    vae_steps: int = 500
+    vae_steps: int = 2_000
     vae_lr: float = 1e-3
-    unet_steps: int = 12_000
+    unet_steps: int = 11_000
     unet_lr: float = 8e-4
     warmup: int = 300
     batch: int = 64
@@ -165,25 +166,35 @@ class Progress:
     def __init__(self, stage: str, start: int, total: int) -> None:
         self.stage, self.start, self.total = stage, start, total
         self.began = time.perf_counter()
-        self.loss: float | None = None
+        self.loss: torch.Tensor | None = None
 
-    def update(self, step: int, loss: float, every: int = 50) -> None:
+    def update(self, step: int, loss: torch.Tensor, every: int = 50) -> None:
+        # Smoothed on the loss's device and read only when printed: no wait for a GPU at every step.
+        loss = loss.detach()
         self.loss = loss if self.loss is None else 0.98 * self.loss + 0.02 * loss
         if step % every and step != self.total:
             return
         rate = (step - self.start) / max(time.perf_counter() - self.began, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else float("nan")
-        log(f"{self.stage} {step}/{self.total} loss {self.loss:.4f} {rate:.2f} it/s, {eta / 60:.1f} min left")
+        loss = self.loss.item()
+        log(f"{self.stage} {step}/{self.total} loss {loss:.4f} {rate:.2f} it/s, {eta / 60:.1f} min left")
 
 
-def train_vae(config: TrainConfig, images: torch.Tensor, work: Path):
+def learning_rate(base: float, at: int, total: int, warmup: int = 0) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine decay to 10% of ``base`` at ``total``."""
+    warm = min(1.0, (at + 1) / warmup) if warmup else 1.0
+    cosine = 0.55 + 0.45 * np.cos(np.pi * min(at / total, 1.0))
+    return float(base * warm * cosine)  # a numpy float would not load with weights_only
+
+
+def train_vae(config: TrainConfig, images: torch.Tensor, work: Path, device: str = "cpu"):
     torch.manual_seed(config.seed + 1)  # weight initialisation, whatever ran before in this process
-    vae = shapes_model.build_vae()
+    vae = shapes_model.build_vae().to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr)
     generator = torch.Generator().manual_seed(config.seed + 1)
     step, path = 0, work / "vae.pt"
     if path.exists():
-        state = torch.load(path)
+        state = torch.load(path, map_location="cpu")
         vae.load_state_dict(state["vae"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -191,15 +202,19 @@ def train_vae(config: TrainConfig, images: torch.Tensor, work: Path):
         log(f"vae: resuming at step {step}")
     progress = Progress("vae", step, config.vae_steps)
     while step < config.vae_steps:
-        batch = to_unit_range(images[torch.randint(len(images), (config.batch,), generator=generator)])
+        # Random draws come from CPU generators on every device, so a GPU run sees the same batches.
+        index = torch.randint(len(images), (config.batch,), generator=generator)
+        batch = to_unit_range(images[index].to(device))
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample(generator)).sample
         loss = (reconstruction - batch).pow(2).mean() + 1e-6 * posterior.kl().mean()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config.vae_lr, step, config.vae_steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        progress.update(step, loss.item())
+        progress.update(step, loss)
         if step % config.checkpoint_every == 0 or step == config.vae_steps:
             state = {"vae": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
             save_atomic({**state, "generator": generator.get_state()}, path)
@@ -208,12 +223,15 @@ def train_vae(config: TrainConfig, images: torch.Tensor, work: Path):
 
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, path: Path) -> tuple[torch.Tensor, float]:
-    """Posterior means of every training image, and the scaling factor that gives them unit variance."""
+    """Posterior means of every training image (on the CPU), and the scaling factor that gives them unit
+    variance. The VAE may be on any device."""
     if path.exists():
         state = torch.load(path)
         return state["latents"], state["scaling_factor"]
+    device = next(vae.parameters()).device
     chunks = [
-        vae.encode(to_unit_range(images[i : i + 512])).latent_dist.mean for i in range(0, len(images), 512)
+        vae.encode(to_unit_range(images[i : i + 512].to(device))).latent_dist.mean.cpu()
+        for i in range(0, len(images), 512)
     ]
     latents = torch.cat(chunks)
     scaling_factor = float(1.0 / latents.std())
@@ -227,7 +245,7 @@ def loss_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction_ty
     noisiest timesteps (snr ~0.005 at the last one), where an image's layout is decided. V-prediction
     gives them weight 1: min(max(snr, 1), gamma) ("truncated SNR", Salimans & Ho 2022, capped by min-SNR,
     Hang et al. 2023). A v error costs x0 error times (snr + 1), an epsilon error times snr."""
-    alphas = scheduler.alphas_cumprod[timesteps]
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
     snr = alphas / (1 - alphas)
     if prediction_type == "v_prediction":
         return torch.clamp(snr, min=1.0, max=gamma) / (snr + 1)
@@ -270,8 +288,9 @@ def train_unet(
     tokenizer,
     work: Path,
     deadline: float,
+    device: str = "cpu",
 ):
-    torch.manual_seed(config.seed + 2)  # weight initialisation
+    torch.manual_seed(config.seed + 2)  # weight initialisation (on the CPU, whatever the device)
     text_encoder = shapes_model.build_text_encoder(tokenizer)
     unet = shapes_model.build_unet(config.unet_bottom, config.bottom_attention, config.unet_conv_in)
     ema_text, ema_unet = (
@@ -280,6 +299,9 @@ def train_unet(
     )
     # Built (and drawn from the seed) only when used, so a run without it initialises as before.
     token_head = torch.nn.Linear(shapes_model.TEXT_WIDTH, len(tokenizer)) if config.token_loss else None
+    for module in (text_encoder, unet, ema_text, ema_unet, token_head):
+        if module is not None:
+            module.to(device)
     parameters = [*text_encoder.parameters(), *unet.parameters()]
     if token_head is not None:
         parameters += list(token_head.parameters())
@@ -291,7 +313,7 @@ def train_unet(
     ).input_ids
     step, path = 0, work / "unet.pt"
     if path.exists():
-        state = torch.load(path)
+        state = torch.load(path, map_location="cpu")
         for module, key in (
             (text_encoder, "text"),
             (unet, "unet"),
@@ -306,11 +328,6 @@ def train_unet(
         step = state["step"]
         log(f"unet: resuming at step {step}")
 
-    def learning_rate(at: int) -> float:
-        warm = min(1.0, (at + 1) / config.warmup)
-        cosine = 0.55 + 0.45 * np.cos(np.pi * min(at / config.unet_steps, 1.0))  # decays to 10%
-        return float(config.unet_lr * warm * cosine)  # a numpy float would not load with weights_only
-
     progress = Progress("unet", step, config.unet_steps)
     while step < config.unet_steps and time.monotonic() < deadline:
         index = torch.randint(len(latents), (config.batch,), generator=generator)
@@ -320,13 +337,14 @@ def train_unet(
         clean = latents[index] * scaling_factor  # the pipeline decodes latents / scaling_factor
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(scheduler.config.num_train_timesteps, (config.batch,), generator=generator)
+        clean, noise, timesteps, tokens = (t.to(device) for t in (clean, noise, timesteps, tokens))
         hidden = text_encoder(tokens).last_hidden_state
         loss = step_loss(
             unet, scheduler, clean, noise, timesteps, hidden, tokens, token_head, config.token_loss,
             config.min_snr_gamma,
         )  # fmt: skip
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step)
+            group["lr"] = learning_rate(config.unet_lr, step, config.unet_steps, config.warmup)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -335,9 +353,8 @@ def train_unet(
         decay = min(config.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for ema, live in ((ema_text, text_encoder), (ema_unet, unet)):
-                for e, p in zip(ema.parameters(), live.parameters(), strict=True):
-                    e.lerp_(p, 1 - decay)
-        progress.update(step, loss.item())
+                torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1 - decay)
+        progress.update(step, loss)
         if step % config.checkpoint_every == 0 or step == config.unet_steps or time.monotonic() >= deadline:
             save_atomic(
                 {
@@ -392,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="checkpoints, for resuming")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument(
+        "--device",
+        default="auto",
+        help="where to train: auto (a GPU if torch sees one, else the CPU), cpu, cuda, mps. Every device "
+        "draws the same batches, noise and initial weights (CPU generators)",
+    )
+    parser.add_argument(
         "--minutes",
         type=float,
         default=None,
@@ -419,6 +442,10 @@ def main(argv: list[str] | None = None) -> None:
         config = config_of(args)
     except ValueError as error:
         parser.error(str(error))
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(f"--device: {error}")
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work_dir).expanduser() / f"seed{config.seed}"
@@ -429,18 +456,21 @@ def main(argv: list[str] | None = None) -> None:
     deadline = time.monotonic() + args.minutes * 60 if args.minutes else float("inf")
     tokenizer = load_or_build_tokenizer(work)
     dataset = build_dataset(config, tokenizer, work / "dataset.pt")
-    vae = train_vae(config, dataset["images"], work)
+    log(f"training on {device}")
+    vae = train_vae(config, dataset["images"], work, device)
     latents, scaling_factor = encode_latents(vae, dataset["images"], work / "latents.pt")
     text_encoder, unet, step = train_unet(
-        config, latents, scaling_factor, dataset["ids"], tokenizer, work, deadline
+        config, latents, scaling_factor, dataset["ids"], tokenizer, work, deadline, device
     )
     info = {
         "config": asdict(config),
         "unet_steps_done": step,
         "scaling_factor": scaling_factor,
         "seconds_this_run": round(time.perf_counter() - started),
+        "device": torch.cuda.get_device_name() if device == "cuda" else device,
         "torch_threads": torch.get_num_threads(),
     }
+    text_encoder, unet, vae = (module.cpu() for module in (text_encoder, unet, vae))
     export(Path(args.out), config, tokenizer, text_encoder, unet, vae, scaling_factor, info)
 
 
