@@ -174,10 +174,12 @@ def vae_round_trip(pipe: StableDiffusionPipeline, seed: int = 0) -> dict[str, tu
     errors: dict[str, list[float]] = {color: [] for color in COLORS}
     right: dict[str, list[bool]] = {color: [] for color in COLORS}
     for scene in (scene for scene in all_scenes() if scene.kind == "count"):
-        pixels = np.asarray(render(scene, size, rng), np.float32)
-        encoded = pipe.vae.encode(torch.from_numpy(pixels).permute(2, 0, 1)[None] / 127.5 - 1)
-        decoded = pipe.vae.decode(encoded.latent_dist.mean).sample[0].clamp(-1, 1)
-        image = ((decoded.permute(1, 2, 0) + 1) * 127.5).round().numpy().astype(np.uint8)
+        rendered = render(scene, size, rng)
+        # The pipeline's own conversions, in and out, as for the images it draws.
+        encoded = pipe.vae.encode(pipe.image_processor.preprocess(rendered))
+        decoded = pipe.vae.decode(encoded.latent_dist.mean).sample
+        image = np.asarray(pipe.image_processor.postprocess(decoded, output_type="pil")[0])
+        pixels = np.asarray(rendered)
         color = scene.objects[0].color
         core = (pixels == COLORS[color]).all(-1)  # the object's own pixels, not their blended edges
         errors[color].append(float(np.abs(image[core].mean(0) - COLORS[color]).max()))
