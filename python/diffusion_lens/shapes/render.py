@@ -10,7 +10,9 @@ Rules (exact; ``scorer.py`` relies on them):
   circle inscribed; square and bar fill the box; diamond |u|+|v| <= 1/2; triangle apex at the top
   centre, base the bottom edge; cross arms 1/3 of the side wide.
 - Every box lies inside the image with an edge margin of ``max(1, size // 32)`` px, and any two boxes
-  are at least ``max(2, size // 16)`` px apart along x or along y (blur cannot join them).
+  are at least ``max(3, size // 16)`` px apart along x or along y (3 at 32: one and a half latent pixels,
+  so a drawn object that strays by a pixel still does not touch its neighbour; version 5 learned 2 px
+  and its "three large" counts merged).
 - Object centres are box centres, in [0, 1] image units. A single scene's centre satisfies
   ``world.position_of`` with a margin of ``POSITION_MARGIN`` (0.04) to the region's edges; a relation
   scene's offset satisfies ``world.relation_holds`` with ``RELATION_MARGIN`` (axis offset - |cross
@@ -79,7 +81,7 @@ def edge_margin(image_size: int) -> int:
 
 
 def min_gap(image_size: int) -> int:
-    return max(2, image_size // 16)
+    return max(3, image_size // 16)
 
 
 @cache

@@ -43,8 +43,8 @@ class TrainConfig:
     dataset_size: int = 80_000
     # How often each kind of scene is drawn: relations (two objects, binding, layout) are the hardest.
     weight_single: float = 0.4
-    weight_count: float = 0.2
-    weight_relation: float = 0.4
+    weight_count: float = 0.3
+    weight_relation: float = 0.3
     vae_steps: int = 2_000
     vae_lr: float = 1e-3
     unet_steps: int = 11_000
