@@ -5,6 +5,7 @@ settings its cached stages were not made with."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusion_lens.shapes import model, train
+from diffusion_lens.shapes import model, render, train
 from diffusion_lens.shapes.model import TEXT_LAYERS
 
 # v2's values of the settings added after it, spelled out (the defaults may move on).
@@ -93,6 +94,17 @@ def test_a_work_dir_refuses_other_settings_for_stages_it_has_made(straight, tmp_
     vae = (tmp_path / "work" / "seed0" / "vae.pt").stat().st_mtime_ns
     run(tmp_path / "early", tmp_path / "work", "--minutes", str(1 / 60), "--unet-lr", "1e-4")
     assert (tmp_path / "work" / "seed0" / "vae.pt").stat().st_mtime_ns == vae
+
+
+def test_a_work_dir_refuses_scenes_rendered_under_other_layout_rules(straight, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(straight / "work", work)
+    recorded = json.loads((work / "seed0" / "config.json").read_text())
+    assert recorded["layout_rules"] == render.layout_rules(32)
+    del recorded["layout_rules"]  # recorded before the rules were: version 5's 2 px gaps
+    (work / "seed0" / "config.json").write_text(json.dumps(recorded))
+    with pytest.raises(SystemExit, match=r"other layout rules \(min_gap\)"):
+        run(tmp_path / "model", work)
 
 
 def test_a_work_dir_from_before_the_v3_settings_resumes_with_v2s_values(tmp_path):

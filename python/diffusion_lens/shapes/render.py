@@ -84,6 +84,17 @@ def min_gap(image_size: int) -> int:
     return max(3, image_size // 16)
 
 
+def layout_rules(image_size: int) -> dict[str, int]:
+    """The sizes and spacings a layout obeys at ``image_size``: recorded beside cached training scenes, so
+    scenes rendered under other rules are not reused (``train.check_work_dir``)."""
+    return {
+        "small": side("small", image_size),
+        "large": side("large", image_size),
+        "edge_margin": edge_margin(image_size),
+        "min_gap": min_gap(image_size),
+    }
+
+
 @cache
 def shape_mask(shape: str, w: int, h: int) -> np.ndarray:
     """Boolean (h, w) mask of ``shape`` stretched to a w x h box, sampled at pixel centres (read-only)."""

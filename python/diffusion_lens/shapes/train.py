@@ -28,7 +28,7 @@ from transformers import CLIPTokenizer
 
 from ..devices import resolve_device
 from . import model as shapes_model
-from .render import render
+from .render import layout_rules, render
 from .world import KINDS, is_heldout, sample_scene
 
 DEFAULT_OUT = Path(__file__).resolve().parents[3] / "models" / "shapes"
@@ -97,12 +97,25 @@ ADDED_AFTER_V2 = {
 }  # fmt: skip
 
 
+# The layout rules of the scenes in a work dir recorded before they were (version 5's and earlier).
+RULES_BEFORE_V6 = {"small": 9, "large": 13, "edge_margin": 1, "min_gap": 2}
+
+
 def check_work_dir(work: Path, config: TrainConfig) -> None:
-    """Records the run's settings in the work dir, refusing settings its cached stages were not made with
-    (changed UNet-stage settings are taken before that stage has started)."""
+    """Records the run's settings and the renderer's layout rules in the work dir, refusing settings or
+    rules its cached stages were not made with (changed UNet-stage settings are taken before that stage
+    has started)."""
     recorded = work / "config.json"
+    rules = layout_rules(shapes_model.IMAGE_SIZE)
     if recorded.exists():
-        before = {**ADDED_AFTER_V2, **json.loads(recorded.read_text())}
+        saved = json.loads(recorded.read_text())
+        rendered_with = saved.pop("layout_rules", RULES_BEFORE_V6)
+        if rendered_with != rules and (work / "dataset.pt").exists():
+            changed = ", ".join(sorted(k for k in rules if rendered_with.get(k) != rules[k]))
+            raise SystemExit(
+                f"{work} holds scenes rendered with other layout rules ({changed}); use another --work-dir"
+            )
+        before = {**ADDED_AFTER_V2, **saved}
         changed = sorted(field for field, value in asdict(config).items() if before.get(field) != value)
         if changed and (not UNET_STAGE_FIELDS.issuperset(changed) or (work / "unet.pt").exists()):
             raise SystemExit(
@@ -110,7 +123,7 @@ def check_work_dir(work: Path, config: TrainConfig) -> None:
             )
         if changed:
             log(f"{work}: keeping its scenes and VAE; the UNet stage takes the new {', '.join(changed)}")
-    recorded.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    recorded.write_text(json.dumps({**asdict(config), "layout_rules": rules}, indent=2) + "\n")
 
 
 def log(message: str) -> None:
