@@ -111,9 +111,9 @@ def check_work_dir(work: Path, config: TrainConfig) -> None:
         saved = json.loads(recorded.read_text())
         rendered_with = saved.pop("layout_rules", RULES_BEFORE_V6)
         if rendered_with != rules and (work / "dataset.pt").exists():
-            changed = ", ".join(sorted(k for k in rules if rendered_with.get(k) != rules[k]))
+            differ = ", ".join(sorted(k for k in rules if rendered_with.get(k) != rules[k]))
             raise SystemExit(
-                f"{work} holds scenes rendered with other layout rules ({changed}); use another --work-dir"
+                f"{work} holds scenes rendered with other layout rules ({differ}); use another --work-dir"
             )
         before = {**ADDED_AFTER_V2, **saved}
         changed = sorted(field for field, value in asdict(config).items() if before.get(field) != value)
