@@ -100,7 +100,7 @@ def test_a_work_dir_refuses_scenes_rendered_under_other_layout_rules(straight, t
     work = tmp_path / "work"
     shutil.copytree(straight / "work", work)
     recorded = json.loads((work / "seed0" / "config.json").read_text())
-    assert recorded["layout_rules"] == render.layout_rules(32)
+    assert recorded["layout_rules"] == render.layout_rules(model.IMAGE_SIZE)
     del recorded["layout_rules"]  # recorded before the rules were: version 5's 2 px gaps
     (work / "seed0" / "config.json").write_text(json.dumps(recorded))
     with pytest.raises(SystemExit, match=r"other layout rules \(min_gap\)"):
