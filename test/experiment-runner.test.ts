@@ -61,6 +61,29 @@ async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boo
 
 const readManifest = (dir: string): Manifest => JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
 
+/**
+ * The worker as if it stopped the moment `signal` aborted: images it made after are never delivered. A
+ * tiny model can make the rest of a request while the cancel is on its way, so a test of resuming an
+ * aborted run would otherwise find it complete.
+ */
+function stoppedOnAbort(worker: LensWorker, signal: AbortSignal): LensWorker {
+  return new Proxy(worker, {
+    get(target, property) {
+      if (property === 'generate') {
+        const generate: LensWorker['generate'] = (request, handlers = {}, stop) =>
+          target.generate(
+            request,
+            { ...handlers, onImage: (image) => (signal.aborted ? undefined : handlers.onImage?.(image)) },
+            stop,
+          );
+        return generate;
+      }
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 function fileIds(dir: string, manifest: Manifest): Map<string, string> {
   return new Map(
     manifest.images.map((image) => {
@@ -126,7 +149,7 @@ describe('runExperiment', () => {
     const first: RunEvent[] = [];
     const result1 = await runExperiment(config(), {
       outDir: out,
-      worker: shared,
+      worker: stoppedOnAbort(shared, controller.signal),
       signal: controller.signal,
       onEvent: (event) => {
         first.push(event);
@@ -138,8 +161,7 @@ describe('runExperiment', () => {
     expect(manifest1.complete).toBe(false);
     expect(manifest1.grids).toEqual([]);
     const made = manifest1.images.length;
-    expect(made).toBeGreaterThanOrEqual(k);
-    expect(made).toBeLessThan(12);
+    expect(made).toBe(k);
     expect(first.filter((e) => e.type === 'image')).toHaveLength(made);
     expect(first.at(-1)).toMatchObject({ type: 'done', complete: false, aborted: true });
     const before = fileIds(out, manifest1);
@@ -354,7 +376,7 @@ describe('runExperiment', () => {
       const controller = new AbortController();
       const first = await runExperiment(ifConfig({ stages: [1] }), {
         outDir: out,
-        worker: shared,
+        worker: stoppedOnAbort(shared, controller.signal),
         signal: controller.signal,
         onEvent: (event) => {
           if (event.type === 'image' && event.images_done === 2) controller.abort();
@@ -362,8 +384,7 @@ describe('runExperiment', () => {
       });
       expect(first).toMatchObject({ aborted: true, complete: false });
       const made = readManifest(out).images.length;
-      expect(made).toBeGreaterThanOrEqual(2);
-      expect(made).toBeLessThan(5);
+      expect(made).toBe(2);
 
       const second = await runExperiment(ifConfig({ stages: [1] }), { outDir: out, worker: shared });
       expect(second).toMatchObject({ complete: true, generated: 5 - made, skipped: made });
