@@ -44,8 +44,16 @@ def test_intermediate_layers_are_the_worker_path(stock_sd, sd_family) -> None:
     options = {"negative": "blurry", "uncond": "same-layer", "noise": "per-layer", "max_batch": 3}
     result = diffusion_lens.lens(stock_sd, prompts, layers=[2, 0], seeds=[1, 2], **options, **QUICK)
     items = [Item(p, layer, seed) for p in (0, 1) for layer in (2, 0) for seed in (1, 2)]
+    # The worker's path with the same batches: a CPU convolution's rounding can depend on the batch size.
     expected = lens_images(
-        sd_family, prompts, items, SETTINGS, negative_prompt="blurry", uncond="same-layer", noise="per-layer"
+        sd_family,
+        prompts,
+        items,
+        SETTINGS,
+        negative_prompt="blurry",
+        uncond="same-layer",
+        noise="per-layer",
+        max_batch=3,
     )
     for item, image in zip(items, expected, strict=True):
         np.testing.assert_array_equal(
